@@ -1,0 +1,325 @@
+"""The one configuration object of the appliance.
+
+Loaded once (``load_config``) from a TOML file plus ``GLANCESEG_<SECTION>_<KEY>``
+environment overrides, then passed down explicitly. No other module reads the
+environment. Unknown sections or keys fail loudly, because a misspelt key that is
+silently ignored on a clinic's device is a setting nobody knows is not applied.
+
+Examples of overrides: ``GLANCESEG_DATA_DIR=/var/lib/glanceseg``,
+``GLANCESEG_DICOMWEB_URL=https://pacs.example/dicom-web``,
+``GLANCESEG_DICOMWEB_PASSWORD=...``, ``GLANCESEG_MODEL_VARIANT=fp32``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 on JetPack 6
+    import tomli as tomllib
+
+from appliance.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "GLANCESEG_"
+CONFIG_ENV = "GLANCESEG_CONFIG"
+REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where all state lives, and how long delivered photographs are kept."""
+
+    dir: Path = Path("~/.local/share/glanceseg")
+    #: Days a photograph is kept after its delivery was confirmed; never deleted before.
+    retention_days: float = 30.0
+    #: New studies are refused when the data folder's file system has less free space.
+    min_free_mb: int = 500
+    max_upload_mb: int = 60
+    #: A new study needs this many times the decoded photograph's size free, on top of min_free_mb.
+    study_space_factor: float = 4.0
+    #: Seconds to wait for the database lock before giving up.
+    busy_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ImagingConfig:
+    """How photographs are read and judged."""
+
+    fov_deg: float = 45.0
+    max_megapixels: float = 60.0
+    max_file_mb: int = 200
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model runs, and how onnxruntime runs it."""
+
+    dir: Path = REPO_MODELS_DIR
+    name: str = "litemedsam"
+    variant: str = "int8"
+    providers: str = "auto"
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+    trt_cache_dir: Path = Path("~/.cache/glanceseg/trt")
+    fp16: bool = True
+    cache_tiles: int = 512
+
+
+@dataclass(frozen=True)
+class GlanceConfig:
+    """Detection settings shared by scan and gaze mode."""
+
+    display_threshold: float = 0.5
+    use_model: bool = True
+
+
+@dataclass(frozen=True)
+class DisplayConfig:
+    """The reading screen: physical size, resolution and viewing distance."""
+
+    width_mm: float = 344.0
+    height_mm: float = 194.0
+    width_px: int = 1920
+    height_px: int = 1080
+    viewing_distance_mm: float = 550.0
+
+
+@dataclass(frozen=True)
+class GazeConfig:
+    """Gaze source and fixation / heat-map settings (angles in degrees)."""
+
+    source: str = "pointer"
+    fixation_dispersion_deg: float = 1.0
+    fixation_min_ms: float = 100.0
+    heatmap_sigma_deg: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """The Pupil Labs Neon / Invisible companion device."""
+
+    ip: str = ""
+    port: int = 8080
+    discover_timeout_s: float = 10.0
+    stall_timeout_s: float = 2.0
+    recording_enabled: bool = False
+
+
+@dataclass(frozen=True)
+class DicomwebConfig:
+    """The clinic's central DICOMweb server and credentials."""
+
+    url: str = ""
+    user: str = ""
+    password: str = ""
+    #: CA bundle (PEM) used to verify the server; empty: the system store.
+    ca: str = ""
+    #: Client certificate and key (PEM) for mutual TLS; empty: none.
+    cert: str = ""
+    key: str = ""
+    timeout_s: float = 30.0
+    #: Seconds for the cheap reachability probe the scheduler makes before a pass.
+    probe_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """Outbox delivery schedule."""
+
+    #: Run the background scheduler in ``glanceseg serve``.
+    enabled: bool = True
+    #: Seconds between automatic passes (a "Sync now" or the button starts one at once).
+    interval_s: float = 60.0
+    #: Full-jitter exponential backoff: delay drawn from [0, min(max, base * 2**attempts)].
+    backoff_base_s: float = 5.0
+    backoff_max_s: float = 3600.0
+    #: Seconds ``glanceseg sync`` waits for another process's pass to finish.
+    lock_timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    """GPIO pins (BCM numbering) of the sync button, LEDs and buzzer; 0 means absent."""
+
+    enabled: bool = False
+    #: "" (gpiozero's default), "jetson" (the Jetson.GPIO adapter), "mock", or a gpiozero name
+    #: ("lgpio", "rpigpio", "pigpio", "native").
+    pin_factory: str = ""
+    sync_button_pin: int = 0
+    led_ready_pin: int = 0
+    led_syncing_pin: int = 0
+    led_pending_pin: int = 0
+    led_error_pin: int = 0
+    buzzer_pin: int = 0
+    button_bounce_s: float = 0.05
+    blink_s: float = 0.5
+    buzzer_beep_s: float = 0.2
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    """The touchscreen web UI."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    idle_logout_s: float = 600.0
+    lockout_attempts: int = 5
+    lockout_s: float = 300.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class UpdatesConfig:
+    """Signed model and software bundles."""
+
+    public_key: str = ""
+    server_url: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the appliance, one frozen object."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    imaging: ImagingConfig = field(default_factory=ImagingConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    glance: GlanceConfig = field(default_factory=GlanceConfig)
+    display: DisplayConfig = field(default_factory=DisplayConfig)
+    gaze: GazeConfig = field(default_factory=GazeConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    hw: HwConfig = field(default_factory=HwConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
+    updates: UpdatesConfig = field(default_factory=UpdatesConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        """Path: the data folder with ``~`` expanded."""
+        return self.data.dir.expanduser()
+
+    def replace(self, **sections: Mapping[str, Any]) -> "Config":
+        """Return a copy with some keys of some sections changed (tests, ``--demo``).
+
+        Example: ``config.replace(data={"dir": tmp_path})``.
+        """
+        return _build({**_as_dict(self), **{k: {**_as_dict(self)[k], **v} for k, v in sections.items()}})
+
+
+def _as_dict(config: Config) -> dict[str, dict[str, Any]]:
+    return {f.name: dataclasses.asdict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _coerce(value: Any, type_: Any, where: str) -> Any:
+    """Convert a TOML or environment value to the field's type, or raise ConfigError."""
+    origin = typing.get_origin(type_)
+    if origin is typing.Union:  # Optional[X]
+        inner = [t for t in typing.get_args(type_) if t is not type(None)][0]
+        return None if value in (None, "") else _coerce(value, inner, where)
+    try:
+        if type_ is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if type_ is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if type_ is float:
+            return float(value)
+        if type_ is Path:
+            return Path(str(value))
+        if type_ is str:
+            return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {value!r} is not a valid {type_.__name__}.") from exc
+    raise ConfigError(f"{where}: unsupported setting type {type_!r}.")
+
+
+def _build(raw: Mapping[str, Any]) -> Config:
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = set(raw) - set(sections)
+    if unknown:
+        raise ConfigError(f"Unknown configuration section(s): {', '.join(sorted(unknown))}.")
+    built = {}
+    for name, f in sections.items():
+        cls = f.default_factory()  # type: ignore[misc]
+        hints = typing.get_type_hints(type(cls))
+        values = raw.get(name, {})
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"Configuration section [{name}] must be a table.")
+        bad = set(values) - set(hints)
+        if bad:
+            raise ConfigError(f"Unknown key(s) in [{name}]: {', '.join(sorted(bad))}.")
+        built[name] = type(cls)(**{k: _coerce(v, hints[k], f"[{name}] {k}") for k, v in values.items()})
+    return Config(**built)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    sections = {f.name for f in dataclasses.fields(Config)}
+    out: dict[str, dict[str, str]] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+            continue
+        rest = key[len(ENV_PREFIX):].lower()
+        section, _, name = rest.partition("_")
+        if section not in sections or not name:
+            raise ConfigError(f"Environment variable {key} names no configuration key.")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def load_config(path: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None) -> Config:
+    """Load the configuration.
+
+    Parameters
+    ----------
+    path
+        TOML file; defaults to ``$GLANCESEG_CONFIG`` when set, else built-in defaults.
+    environ
+        Environment to read overrides from (``os.environ`` when None).
+
+    Returns
+    -------
+    Config
+        The frozen configuration.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or malformed, or a section, key or value is unknown or invalid.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"Configuration file {path} does not exist.") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Configuration file {path} is not valid TOML: {exc}.") from exc
+    for section, values in _env_overrides(environ).items():
+        raw.setdefault(section, {}).update(values)
+    config = _build(raw)
+    logger.debug("configuration loaded from %s", path or "defaults")
+    return config

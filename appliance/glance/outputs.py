@@ -1,0 +1,111 @@
+"""The files ``glanceseg segment`` writes: the contract other tools rely on (DESIGN.md).
+
+``lesions.json`` (every candidate with its score), ``mask.png`` (only the lesions the
+appliance would show), ``overlay.png`` (the photograph with lesion contours) and
+``score.png`` (16-bit per-pixel score for pixel-level curves).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from appliance.glance.lesions import SegmentationResult
+
+logger = logging.getLogger(__name__)
+
+SHOWN_BGR = (0, 255, 255)   # yellow: shown lesions
+FAINT_BGR = (255, 160, 0)   # blue: candidates below the display threshold
+
+
+def lesions_document(result: SegmentationResult, image_name: str) -> dict[str, Any]:
+    """Return the ``lesions.json`` document for ``result``."""
+    return {
+        "image": image_name,
+        "width": result.width,
+        "height": result.height,
+        "mode": result.mode,
+        "model": {"name": result.model_name, "sha256": result.model_sha256},
+        "display_threshold": result.display_threshold,
+        "gradable": result.gradable,
+        "quality": {k: round(float(v), 4) for k, v in result.quality.items()},
+        "lesions": [lesion.to_json() for lesion in result.lesions],
+        "timings_ms": {k: round(float(v), 1) for k, v in result.timings_ms.items()},
+    }
+
+
+def score_map(result: SegmentationResult) -> np.ndarray:
+    """Return an H×W uint16 map: each lesion's pixels carry ``score × 65535`` (max where they overlap)."""
+    out = np.zeros((result.height, result.width), dtype=np.uint16)
+    for lesion in result.lesions:
+        if lesion.mask is None:
+            continue
+        x0, y0 = lesion.bbox[0], lesion.bbox[1]
+        h, w = lesion.mask.shape
+        view = out[y0:y0 + h, x0:x0 + w]
+        value = np.uint16(round(min(max(lesion.score, 0.0), 1.0) * 65535))
+        np.maximum(view, np.where(lesion.mask, value, 0).astype(np.uint16), out=view)
+    return out
+
+
+def overlay(rgb: np.ndarray, result: SegmentationResult, show_faint: bool = False) -> np.ndarray:
+    """Return a BGR copy of the photograph with the contours of the shown lesions drawn on it."""
+    canvas = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    thickness = max(1, round(min(result.width, result.height) / 1000))
+    for lesion in result.lesions:
+        shown = lesion.score >= result.display_threshold
+        if lesion.mask is None or not (shown or show_faint):
+            continue
+        contours, _ = cv2.findContours(lesion.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        offset = (int(lesion.bbox[0]), int(lesion.bbox[1]))
+        cv2.drawContours(canvas, contours, -1, SHOWN_BGR if shown else FAINT_BGR, thickness, offset=offset)
+        if shown:
+            radius = int(max(lesion.bbox[2] - lesion.bbox[0], lesion.bbox[3] - lesion.bbox[1]))
+            cv2.circle(canvas, (round(lesion.x), round(lesion.y)), radius + 6 * thickness, SHOWN_BGR, thickness)
+    return canvas
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _png(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:  # pragma: no cover - OpenCV cannot fail on a valid array
+        raise RuntimeError("PNG encoding failed.")
+    return buf.tobytes()
+
+
+def write_outputs(result: SegmentationResult, rgb: np.ndarray, image_name: str, out_dir: Path) -> dict[str, Path]:
+    """Write the contract files into ``out_dir`` (created if needed), each atomically.
+
+    Returns
+    -------
+    dict[str, Path]
+        The paths written, by name (``lesions``, ``mask``, ``overlay``, ``score``).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "lesions": out_dir / "lesions.json",
+        "mask": out_dir / "mask.png",
+        "overlay": out_dir / "overlay.png",
+        "score": out_dir / "score.png",
+    }
+    _atomic_write(paths["mask"], _png(result.mask()))
+    _atomic_write(paths["score"], _png(score_map(result)))
+    _atomic_write(paths["overlay"], _png(overlay(rgb, result)))
+    # lesions.json last: its presence means the folder is complete.
+    _atomic_write(paths["lesions"], json.dumps(lesions_document(result, image_name), indent=1).encode())
+    logger.info("wrote %d lesions (%d shown) to %s", len(result.lesions), len(result.shown), out_dir)
+    return paths

@@ -1,0 +1,229 @@
+"""Reading fundus photographs: JPEG, PNG, TIFF and DICOM ophthalmic photographs.
+
+Every photograph enters the appliance through :func:`load_photograph`, which refuses
+anything that would make the rest of the pipeline return confident nonsense or exhaust a
+small device: non-images, empty or truncated files, decompression bombs (the pixel count
+is checked from the header, before decoding), and bit depths or channel layouts a fundus
+camera does not produce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from appliance.config import ImagingConfig
+from appliance.errors import ImageError
+
+logger = logging.getLogger(__name__)
+
+DICOM_MAGIC_OFFSET = 128
+#: PIL modes accepted, and what they become. Grey ("L", 16-bit "I;16") is a red-free
+#: photograph: its single channel is used as all three, so the green channel carries it.
+_ACCEPTED_MODES = {"RGB", "RGBA", "L", "P", "I;16", "I;16B", "I;16L", "CMYK", "YCbCr"}
+
+
+@dataclass
+class Photograph:
+    """A decoded fundus photograph.
+
+    Attributes
+    ----------
+    rgb
+        H×W×3 uint8 array, RGB order.
+    source
+        File name (never a patient identifier) or ``"upload"``.
+    sha256
+        Hex sha256 of the file's bytes: the stable key of this photograph in caches and the
+        store.
+    fov_deg
+        The camera's field-of-view angle when the file states it (DICOM), else None.
+    dicom
+        Selected non-identifying DICOM attributes (modality, manufacturer, laterality, ...)
+        when the input was DICOM; empty otherwise.
+    """
+
+    rgb: np.ndarray = field(repr=False)
+    source: str
+    sha256: str
+    fov_deg: Optional[float] = None
+    dicom: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def width(self) -> int:
+        """int: width in px."""
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        """int: height in px."""
+        return int(self.rgb.shape[0])
+
+
+def load_photograph(
+    data: Union[str, Path, bytes], config: ImagingConfig, name: Optional[str] = None
+) -> Photograph:
+    """Read and validate a fundus photograph.
+
+    Parameters
+    ----------
+    data
+        A file path, or the file's bytes (a browser upload).
+    config
+        Limits: ``max_file_mb`` and ``max_megapixels``.
+    name
+        Name to record as the source for bytes input.
+
+    Returns
+    -------
+    Photograph
+        The decoded photograph.
+
+    Raises
+    ------
+    ImageError
+        - the file does not exist, is empty or larger than ``max_file_mb``;
+        - it is not an image the appliance reads (JPEG, PNG, TIFF, DICOM);
+        - it is truncated or corrupt;
+        - its pixel count exceeds ``max_megapixels`` (a decompression bomb);
+        - its bit depth or channel layout is not one a fundus camera produces.
+    """
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        source = name or path.name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError as exc:
+            raise ImageError(f"{source}: no such file.") from exc
+        except OSError as exc:
+            raise ImageError(f"{source}: cannot be read ({exc.strerror}).") from exc
+        if not path.is_file():
+            raise ImageError(f"{source}: not a regular file.")
+        _check_file_size(size, source, config)
+        raw = path.read_bytes()
+    else:
+        raw = bytes(data)
+        source = name or "upload"
+        _check_file_size(len(raw), source, config)
+    digest = hashlib.sha256(raw).hexdigest()
+    if _is_dicom(raw):
+        rgb, fov_deg, meta = _decode_dicom(raw, source, config)
+    else:
+        rgb, fov_deg, meta = _decode_raster(raw, source, config), None, {}
+    logger.debug("loaded %s (%dx%d)", source, rgb.shape[1], rgb.shape[0])
+    return Photograph(rgb=np.ascontiguousarray(rgb), source=source, sha256=digest, fov_deg=fov_deg, dicom=meta)
+
+
+def _check_file_size(size: int, source: str, config: ImagingConfig) -> None:
+    if size == 0:
+        raise ImageError(f"{source}: the file is empty.")
+    if size > config.max_file_mb * 1024 * 1024:
+        raise ImageError(f"{source}: the file is {size / 2**20:.0f} MB, over the {config.max_file_mb} MB limit.")
+
+
+def _check_pixels(width: int, height: int, source: str, config: ImagingConfig) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{source}: the image has no pixels.")
+    megapixels = width * height / 1e6
+    if megapixels > config.max_megapixels:
+        raise ImageError(
+            f"{source}: {width}x{height} is {megapixels:.0f} megapixels, over the "
+            f"{config.max_megapixels:.0f} megapixel limit (a fundus photograph is about 12)."
+        )
+
+
+def _is_dicom(raw: bytes) -> bool:
+    return len(raw) > DICOM_MAGIC_OFFSET + 4 and raw[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM"
+
+
+def _decode_raster(raw: bytes, source: str, config: ImagingConfig) -> np.ndarray:
+    with warnings.catch_warnings():
+        # PIL's own bomb check warns or raises on its fixed limit; ours is checked below.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(raw))
+        except UnidentifiedImageError as exc:
+            raise ImageError(f"{source}: not an image the appliance reads (JPEG, PNG, TIFF or DICOM).") from exc
+        except Image.DecompressionBombError as exc:
+            raise ImageError(
+                f"{source}: the image is far over the {config.max_megapixels:.0f} megapixel limit "
+                "(a decompression bomb)."
+            ) from exc
+        if image.format not in ("JPEG", "PNG", "TIFF", "MPO"):
+            raise ImageError(f"{source}: {image.format} files are not accepted; use JPEG, PNG, TIFF or DICOM.")
+        _check_pixels(image.width, image.height, source, config)
+        if image.mode not in _ACCEPTED_MODES:
+            raise ImageError(
+                f"{source}: unsupported bit depth or channel layout ({image.mode}); expected 8-bit RGB, "
+                "8- or 16-bit grey."
+            )
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # our limit was applied above
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"{source}: the file is truncated or corrupt ({exc}).") from exc
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+    return _to_rgb8(image)
+
+
+def _to_rgb8(image: Image.Image) -> np.ndarray:
+    if image.mode.startswith("I;16"):
+        grey = np.asarray(image, dtype=np.uint16)
+        return np.repeat((grey >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
+    if image.mode == "L":
+        return np.repeat(np.asarray(image)[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
+
+
+def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.ndarray, Optional[float], dict[str, Any]]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(raw))
+    except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
+        raise ImageError(f"{source}: the DICOM file is corrupt ({exc}).") from exc
+    if "PixelData" not in ds:
+        raise ImageError(f"{source}: the DICOM file holds no image.")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    _check_pixels(cols, rows, source, config)
+    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        raise ImageError(f"{source}: multi-frame DICOM images are not accepted; export one photograph per file.")
+    bits = int(ds.get("BitsAllocated", 8))
+    samples = int(ds.get("SamplesPerPixel", 1))
+    if bits not in (8, 16) or samples not in (1, 3):
+        raise ImageError(
+            f"{source}: unsupported bit depth or channel layout ({bits} bits, {samples} samples per pixel)."
+        )
+    try:
+        pixels = ds.pixel_array
+    except (ValueError, RuntimeError, NotImplementedError, OSError, AttributeError) as exc:
+        raise ImageError(f"{source}: the DICOM pixel data cannot be decoded ({exc}).") from exc
+    photometric = str(ds.get("PhotometricInterpretation", "RGB"))
+    if samples == 3 and photometric.startswith("YBR"):
+        from pydicom.pixels import convert_color_space
+
+        pixels = convert_color_space(pixels, photometric, "RGB")
+    if bits == 16:
+        stored = int(ds.get("BitsStored", 16))
+        pixels = (pixels.astype(np.uint32) * 255 // max(1, (1 << stored) - 1)).astype(np.uint8)
+    pixels = pixels.astype(np.uint8, copy=False)
+    if samples == 1:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    fov = ds.get("HorizontalFieldOfView")  # (0022,000C), degrees, in Ophthalmic Photography
+    meta = {
+        key: str(ds.get(key))
+        for key in ("Modality", "Manufacturer", "ManufacturerModelName", "ImageLaterality", "SOPClassUID")
+        if key in ds
+    }
+    return pixels, (float(fov) if fov not in (None, "") else None), meta

@@ -1,0 +1,55 @@
+"""Pixel scale of a fundus photograph, so that lesion sizes are set in micrometres.
+
+A fundus camera's field angle (45° or 50° for most, 30° for narrow ones) spans the
+diameter of its circular field of view. In the Gullstrand–Le Grand model eye one degree of
+visual angle covers about 0.29 mm of retina near the posterior pole (291 µm/deg is the
+figure commonly used in fundus photography; 0.288 in Drasdo & Fowler 1974), so
+
+    um_per_px = fov_deg × 290 µm/deg / FOV diameter in px.
+
+For IDRiD (Kowa VX-10α, 50°, FOV ≈ 3420 px across) that is ≈ 4.2 µm/px, so a 10–125 µm
+MA is ≈ 2–30 px across, matching the annotations. The figure ignores each eye's axial
+length (±10 %) and the camera's own distortion, which the size rules tolerate.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+#: Retinal distance per degree of visual angle near the posterior pole (µm/deg).
+UM_PER_DEG: float = 290.0
+
+
+def um_per_px(diameter_px: float, fov_deg: float, um_per_deg: float = UM_PER_DEG) -> float:
+    """Return the retinal size of one image pixel in micrometres.
+
+    Parameters
+    ----------
+    diameter_px
+        FOV diameter in image px (:attr:`FieldOfView.diameter_px`).
+    fov_deg
+        The camera's field angle in degrees (config ``imaging.fov_deg``, or DICOM).
+    um_per_deg
+        Retinal µm per degree of visual angle.
+
+    Raises
+    ------
+    ValueError
+        If a value is not positive or the angle is implausible for a fundus camera.
+    """
+    if diameter_px <= 0:
+        raise ValueError("The FOV diameter must be positive.")
+    if not 5.0 <= fov_deg <= 200.0:
+        raise ValueError(f"A field angle of {fov_deg}° is implausible for a fundus camera.")
+    if um_per_deg <= 0:
+        raise ValueError("Micrometres per degree must be positive.")
+    return fov_deg * um_per_deg / float(diameter_px)
+
+
+def px_from_um(length_um: float, scale_um_per_px: float) -> float:
+    """Convert a retinal length in µm to image px at ``scale_um_per_px``."""
+    if scale_um_per_px <= 0:
+        raise ValueError("The pixel scale must be positive.")
+    return length_um / scale_um_per_px

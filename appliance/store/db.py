@@ -1,0 +1,160 @@
+"""SQLite connection settings and the versioned migration runner.
+
+The database runs in WAL mode with ``synchronous=FULL``: a committed transaction is on disk
+when ``COMMIT`` returns, so a power cut after a study was acknowledged never loses it (WAL with
+``NORMAL`` may lose the last transactions on power loss). Migrations are the numbered files
+``appliance/store/migrations/NNNN_name.sql``; each is applied once, in order, inside one
+``BEGIN IMMEDIATE`` transaction together with its row in ``schema_migrations``, so a crash mid-way
+leaves the database at the previous version, never half-migrated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from appliance.errors import StoreError
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema migration file."""
+
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        """str: the file's SQL text."""
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def sha256(self) -> str:
+        """str: hex sha256 of the file (recorded, so an edited applied migration is noticed)."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Return the migrations in ``directory`` sorted by version.
+
+    Raises
+    ------
+    StoreError
+        If two files share a version number.
+    """
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            logger.warning("ignoring %s: not named NNNN_name.sql", path.name)
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise StoreError(f"Two migrations share version {version}: {found[version].path.name} and {path.name}.")
+        found[version] = Migration(version, match.group(2), path)
+    return [found[v] for v in sorted(found)]
+
+
+def connect(path: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
+    """Open the database with the appliance's durability settings.
+
+    The connection is in autocommit mode (``isolation_level=None``); use :func:`transaction`
+    for every write so that statements group explicitly.
+    """
+    conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StoreError(f"The database {path} cannot use write-ahead logging (journal mode {mode}).")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+    return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run a block in one ``BEGIN IMMEDIATE`` transaction: commit on success, roll back on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """Return the highest applied migration version (0 for an empty database)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, sha256 TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection, migrations: Optional[list[Migration]] = None) -> list[int]:
+    """Apply every migration not yet applied, in order, each in its own transaction.
+
+    Returns
+    -------
+    list[int]
+        The versions applied by this call.
+
+    Raises
+    ------
+    StoreError
+        If the database holds a version this code does not know (a newer release wrote it), or a
+        migration fails (the database then stays at the previous version).
+    """
+    migrations = discover_migrations() if migrations is None else migrations
+    known = {m.version for m in migrations}
+    current_version(conn)
+    applied = {int(r[0]): r[1] for r in conn.execute("SELECT version, sha256 FROM schema_migrations")}
+    unknown = sorted(set(applied) - known)
+    if unknown:
+        raise StoreError(
+            f"The database was written by a newer release (schema version(s) {unknown} unknown here); "
+            "refusing to open it."
+        )
+    done = []
+    for migration in migrations:
+        if migration.version in applied:
+            if applied[migration.version] != migration.sha256:
+                logger.warning("migration %04d_%s changed after it was applied", migration.version, migration.name)
+            continue
+        script = (
+            "BEGIN IMMEDIATE;\n"
+            + migration.sql
+            + "\n;INSERT INTO schema_migrations (version, name, sha256, applied_at) "
+            + f"VALUES ({migration.version}, '{migration.name}', '{migration.sha256}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));\n"
+            + "COMMIT;"
+        )
+        try:
+            conn.executescript(script)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"Migration {migration.path.name} failed: {exc}.") from exc
+        logger.info("applied migration %04d_%s", migration.version, migration.name)
+        done.append(migration.version)
+    return done
+
+
+def next_seq(conn: sqlite3.Connection) -> int:
+    """Draw the next value of the store's monotonic sequence (call inside a transaction)."""
+    row = conn.execute("UPDATE store_counter SET value = value + 1 WHERE name = 'seq' RETURNING value").fetchone()
+    return int(row[0])

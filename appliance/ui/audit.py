@@ -1,0 +1,99 @@
+"""The append-only, hash-chained audit log: who did what, when.
+
+Each entry stores the hash of the previous one and its own hash over its content, so editing,
+deleting or reordering any entry breaks :meth:`AuditLog.verify`. SQLite triggers refuse UPDATE
+and DELETE; the chain catches what bypasses SQLite (a file edited directly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+logger = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One row of ``ui_audit``."""
+
+    seq: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def entry_hash(prev_hash: str, seq: int, at: str, actor: str, action: str, target: str, detail_json: str) -> str:
+    """Return the sha256 hex digest that chains an entry to its predecessor."""
+    payload = json.dumps([prev_hash, seq, at, actor, action, target, detail_json], separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class AuditLog:
+    """Append and read audit entries over one SQLite connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def append(self, actor: str, action: str, target: str = "", detail: Optional[dict[str, Any]] = None) -> AuditEntry:
+        """Append one entry; serialised by an IMMEDIATE transaction so the chain never forks.
+
+        ``detail`` must never contain patient identifiers (pseudonymous study ids only).
+        """
+        detail_json = json.dumps(detail or {}, sort_keys=True, separators=(",", ":"))
+        at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            last = self.conn.execute("SELECT seq, hash FROM ui_audit ORDER BY seq DESC LIMIT 1").fetchone()
+            seq = 1 if last is None else last["seq"] + 1
+            prev = GENESIS if last is None else last["hash"]
+            digest = entry_hash(prev, seq, at, actor, action, target, detail_json)
+            self.conn.execute(
+                "INSERT INTO ui_audit(seq, at, actor, action, target, detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
+                (seq, at, actor, action, target, detail_json, prev, digest),
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        logger.debug("audit %s %s", action, target)
+        return AuditEntry(seq, at, actor, action, target, detail or {}, prev, digest)
+
+    def entries(self, limit: int = 500, offset: int = 0) -> list[AuditEntry]:
+        """Return entries, newest first."""
+        rows = self.conn.execute(
+            "SELECT * FROM ui_audit ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, offset)
+        ).fetchall()
+        return [
+            AuditEntry(r["seq"], r["at"], r["actor"], r["action"], r["target"], json.loads(r["detail"]), r["prev_hash"], r["hash"])
+            for r in rows
+        ]
+
+    def verify(self) -> Optional[int]:
+        """Walk the chain from the start.
+
+        Returns
+        -------
+        int or None
+            The ``seq`` of the first entry that does not verify, or None when the chain is intact.
+        """
+        prev = GENESIS
+        expected_seq = 1
+        for r in self.conn.execute("SELECT * FROM ui_audit ORDER BY seq"):
+            digest = entry_hash(prev, r["seq"], r["at"], r["actor"], r["action"], r["target"], r["detail"])
+            if r["seq"] != expected_seq or r["prev_hash"] != prev or r["hash"] != digest:
+                return int(r["seq"])
+            prev = r["hash"]
+            expected_seq += 1
+        return None

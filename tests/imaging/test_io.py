@@ -1,0 +1,150 @@
+"""Reading photographs: every accepted format, and a clear refusal for each kind of bad input."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from appliance.config import ImagingConfig
+from appliance.errors import ImageError
+from appliance.imaging.io import load_photograph
+
+CFG = ImagingConfig()
+
+
+def _encode(array: np.ndarray, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _fundus_like(h: int = 64, w: int = 80) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF"])
+def test_reads_raster_formats(fmt: str) -> None:
+    rgb = _fundus_like()
+    photo = load_photograph(_encode(rgb, fmt), CFG, name=f"x.{fmt.lower()}")
+    assert photo.rgb.shape == (64, 80, 3) and photo.rgb.dtype == np.uint8
+    if fmt != "JPEG":
+        np.testing.assert_array_equal(photo.rgb, rgb)
+    assert len(photo.sha256) == 64
+
+
+def test_reads_16bit_grey_as_red_free() -> None:
+    grey = (np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 13)
+    photo = load_photograph(_encode(grey, "PNG"), CFG)
+    np.testing.assert_array_equal(photo.rgb[:, :, 1], (grey >> 8).astype(np.uint8))
+
+
+def test_reads_path_and_records_name(tmp_path: Path) -> None:
+    path = tmp_path / "eye.png"
+    path.write_bytes(_encode(_fundus_like(), "PNG"))
+    assert load_photograph(path, CFG).source == "eye.png"
+
+
+def _dicom_bytes(rgb: np.ndarray, fov: float | None = 45.0, bits: int = 8) -> bytes:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.1"  # Ophthalmic Photography 8 Bit
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OP"
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    ds.PixelData = rgb.astype(np.uint8 if bits == 8 else np.uint16).tobytes()
+    if fov is not None:
+        ds.HorizontalFieldOfView = fov
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_reads_dicom_ophthalmic_photograph_with_fov() -> None:
+    rgb = _fundus_like()
+    photo = load_photograph(_dicom_bytes(rgb), CFG)
+    np.testing.assert_array_equal(photo.rgb, rgb)
+    assert photo.fov_deg == 45.0
+    assert photo.dicom["Modality"] == "OP"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="no such file"):
+        load_photograph(tmp_path / "nope.jpg", CFG)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "e.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        load_photograph(tmp_path / "e.jpg", CFG)
+
+
+def test_non_image() -> None:
+    with pytest.raises(ImageError, match="not an image"):
+        load_photograph(b"%PDF-1.4 this is a report, not a photograph", CFG)
+
+
+def test_truncated_jpeg() -> None:
+    raw = _encode(_fundus_like(256, 256), "JPEG", quality=95)
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        load_photograph(raw[: len(raw) // 2], CFG)
+
+
+def test_truncated_dicom() -> None:
+    raw = _dicom_bytes(_fundus_like())
+    with pytest.raises(ImageError):
+        load_photograph(raw[: len(raw) - 500], CFG)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims a huge size: the bomb must be refused before decoding."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_refused_from_header() -> None:
+    with pytest.raises(ImageError, match="megapixel limit"):
+        load_photograph(_png_header_only(50_000, 50_000), CFG)
+
+
+def test_oversize_file_refused() -> None:
+    small = ImagingConfig(max_file_mb=1)
+    with pytest.raises(ImageError, match="over the 1 MB limit"):
+        load_photograph(b"\xff" * (2 * 1024 * 1024), small)
+
+
+@pytest.mark.parametrize("mode", ["1", "F", "I", "LA"])
+def test_unsupported_layout(mode: str) -> None:
+    image = Image.new(mode, (32, 32))
+    buf = io.BytesIO()
+    image.save(buf, format="TIFF")
+    with pytest.raises(ImageError, match="unsupported bit depth or channel layout"):
+        load_photograph(buf.getvalue(), CFG)
+
+
+def test_unsupported_dicom_layout() -> None:
+    raw = _dicom_bytes(_fundus_like(), bits=32)
+    with pytest.raises(ImageError, match="unsupported bit depth"):
+        load_photograph(raw, CFG)
