@@ -62,14 +62,27 @@ class ImagingConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model runs, and how onnxruntime runs it."""
+    """Which model runs, and how onnxruntime runs it.
+
+    ``dir``: the committed model folder (``<data_dir>/models/current`` wins when a model
+    update installed one). ``variant``: ``int8`` or ``fp32`` (files listed in the
+    manifest). ``runtime``: a key of ``glance.runtime.factory.RUNTIMES``. ``providers``:
+    ``auto`` (TensorRT -> CUDA -> CPU, whatever the onnxruntime build offers) or a comma
+    list such as ``cuda,cpu``. ``intra_op_threads``: 0 = one per core. ``allow_spinning``:
+    worker threads busy-wait between ops (lower latency, but burns a core).
+    ``cpu_arena``: onnxruntime's CPU memory arena. ``trt_cache_dir`` / ``fp16``: TensorRT
+    engine cache and FP16. ``cache_tiles``: embeddings kept in the LRU cache (1 MiB each).
+    """
 
     dir: Path = REPO_MODELS_DIR
     name: str = "litemedsam"
     variant: str = "int8"
+    runtime: str = "onnx"
     providers: str = "auto"
     intra_op_threads: int = 0
     inter_op_threads: int = 1
+    allow_spinning: bool = True
+    cpu_arena: bool = True
     trt_cache_dir: Path = Path("~/.cache/glanceseg/trt")
     fp16: bool = True
     cache_tiles: int = 512
@@ -98,21 +111,48 @@ class DisplayConfig:
 class GazeConfig:
     """Gaze source and fixation / heat-map settings (angles in degrees)."""
 
-    source: str = "pointer"
+    source: str = "pointer"  # pointer | csv | pupil_export | simulated | neon
     fixation_dispersion_deg: float = 1.0
     fixation_min_ms: float = 100.0
+    fixation_max_gap_ms: float = 75.0
+    fixation_clock_jump_ms: float = 1000.0
     heatmap_sigma_deg: float = 1.0
+    heatmap_cell_px: int = 8
+    roi_threshold_s: float = 0.05
+    roi_cell_px: int = 64
+    replay_path: str = ""  # gaze CSV (csv) or export folder (pupil_export)
+    replay_speed: float = 0.0  # 0: as fast as possible; 1: real time
+    screen_mapping_path: str = ""  # scene->screen homography JSON (pupil_export)
+    pointer_queue_size: int = 4096
+    simulated_seed: int = 0
 
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """The Pupil Labs Neon / Invisible companion device."""
+    """The Pupil Labs Neon / Invisible companion device (``appliance.gaze.neon``).
+
+    ``ip`` empty means mDNS discovery; clinic networks often block multicast, so a fixed
+    address is the reliable setting. Recording is off by default because the scene camera
+    films patient photographs and Companion recordings may be uploaded to a cloud.
+    """
 
     ip: str = ""
     port: int = 8080
     discover_timeout_s: float = 10.0
     stall_timeout_s: float = 2.0
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 10.0
+    queue_size: int = 4000
+    time_echo_measurements: int = 20
+    time_echo_interval_s: float = 60.0
+    fixation_events: bool = True
+    scene_stream: bool = True
+    marker_size_px: int = 160
+    marker_margin_px: int = 8
+    max_frame_gap_ms: float = 100.0
+    validation_max_error_deg: float = 2.5
     recording_enabled: bool = False
+    request_timeout_s: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -168,7 +208,13 @@ class HwConfig:
 
 @dataclass(frozen=True)
 class UiConfig:
-    """The touchscreen web UI."""
+    """The touchscreen web UI.
+
+    ``host`` other than loopback is refused unless ``tls_cert`` and ``tls_key`` are set (LAN
+    only over TLS). ``import_roots``: colon-separated folders (USB mount points) a technician
+    may import from. ``threads``: waitress workers (each live reader stream holds one).
+    ``secure_cookies`` forces the Secure cookie flag (always on with TLS).
+    """
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -178,14 +224,29 @@ class UiConfig:
     tls_cert: str = ""
     tls_key: str = ""
     language: str = "en"
+    import_roots: str = "/media:/mnt"
+    threads: int = 12
+    secure_cookies: bool = False
+
+
+DEV_UPDATE_PUBLIC_KEY = Path(__file__).resolve().parent / "sync" / "keys" / "dev_ed25519.pub"
 
 
 @dataclass(frozen=True)
 class UpdatesConfig:
-    """Signed model and software bundles."""
+    """Signed model and software bundles (see docs/updates.md for key handling).
 
-    public_key: str = ""
+    ``public_key`` is the PEM Ed25519 key whose private half signs bundles. The default is
+    the *development* key, whose private half is in the repository: a clinic build must set
+    ``GLANCESEG_UPDATES_PUBLIC_KEY`` to the production key. ``server_url`` is the https base
+    of the update server (its ``index.json``); ``ca`` a CA bundle for it.
+    """
+
+    public_key: str = str(DEV_UPDATE_PUBLIC_KEY)
     server_url: str = ""
+    ca: str = ""
+    timeout_s: float = 60.0
+    check_interval_s: float = 6 * 3600.0
 
 
 @dataclass(frozen=True)

@@ -86,14 +86,29 @@ def connect(path: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
 
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Run a block in one ``BEGIN IMMEDIATE`` transaction: commit on success, roll back on error."""
-    conn.execute("BEGIN IMMEDIATE")
+    """Run a block in one ``BEGIN IMMEDIATE`` transaction: commit on success, roll back on error.
+
+    Raises
+    ------
+    StoreError
+        If SQLite cannot write (disk full, I/O error, lock timeout); nothing of the block is kept.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"The database cannot be written: {exc}.") from exc
     try:
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.warning("rollback failed after %s", type(exc).__name__)
+        if isinstance(exc, sqlite3.OperationalError):
+            raise StoreError(f"The database cannot be written: {exc}.") from exc
         raise
-    conn.execute("COMMIT")
 
 
 def current_version(conn: sqlite3.Connection) -> int:

@@ -1,0 +1,193 @@
+"""The gaze CSV contract (image coordinates): reader, writer and replay source.
+
+Header ``timestamp_ns,x,y,worn,px_per_deg``; only ``timestamp_ns,x,y`` are required.
+One sample a row, sorted by time. An empty ``x`` or ``y`` marks a sample with no gaze
+(blink, track loss); ``worn`` is 1 or 0 and defaults to 1; ``px_per_deg`` is image px per
+degree at that moment and defaults to the caller's value (the ``--px-per-deg`` option or
+the configured display geometry with the photograph fitted to the screen).
+
+The reader is strict about the *file* (missing columns, unparsable numbers raise
+:class:`~appliance.errors.GazeError` with the line number, because a broken file is a
+user error worth reporting) but not about the *samples*: unsorted timestamps, samples
+off the image and the like are passed through for the fixation detector to drop and
+count.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Iterable, Optional, TextIO, Union
+
+from appliance.errors import GazeError
+from appliance.gaze.base import GazeSample
+from appliance.gaze.replay import SampleReplay
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ("timestamp_ns", "x", "y", "worn", "px_per_deg")
+REQUIRED = ("timestamp_ns", "x", "y")
+
+PathLike = Union[str, Path]
+
+
+def _parse_float(text: str, where: str) -> float:
+    text = text.strip()
+    if text == "":
+        return math.nan
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise GazeError(f"{where}: {text!r} is not a number.") from exc
+
+
+def _parse_timestamp(text: str, where: str) -> int:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError as exc:
+            raise GazeError(f"{where}: timestamp {text!r} is not an integer number of ns.") from exc
+        if not math.isfinite(value):
+            raise GazeError(f"{where}: timestamp {text!r} is not finite.")
+        return int(round(value))
+
+
+def _parse_worn(text: str, where: str) -> bool:
+    text = text.strip().lower()
+    if text in ("", "1", "1.0", "true"):
+        return True
+    if text in ("0", "0.0", "false"):
+        return False
+    raise GazeError(f"{where}: worn must be 1 or 0, not {text!r}.")
+
+
+def read_gaze_csv(path: Union[PathLike, TextIO], default_px_per_deg: float = math.nan) -> list[GazeSample]:
+    """Read a gaze CSV in image coordinates.
+
+    Parameters
+    ----------
+    path
+        The CSV file, or an open text stream (an upload held in memory).
+    default_px_per_deg
+        Image px per degree for rows without a ``px_per_deg`` value (NaN leaves the
+        choice to the consumer).
+
+    Returns
+    -------
+    list[GazeSample]
+        Samples in file order; x and y NaN where the row has no gaze.
+
+    Raises
+    ------
+    GazeError
+        If the file cannot be read, lacks a required column, or a value is not a number.
+    """
+    if hasattr(path, "read"):
+        name = getattr(path, "name", "gaze CSV") if isinstance(getattr(path, "name", None), str) else "gaze CSV"
+        samples = _read_rows(path, name, default_px_per_deg)  # type: ignore[arg-type]
+    else:
+        path = Path(path)  # type: ignore[arg-type]
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                samples = _read_rows(fh, path.name, default_px_per_deg)
+        except OSError as exc:
+            raise GazeError(f"Cannot read gaze CSV {path}: {exc.strerror or exc}.") from exc
+        name = path.name
+    logger.info("read %d gaze samples from %s", len(samples), name)
+    return samples
+
+
+def _read_rows(fh: TextIO, name: str, default_px_per_deg: float) -> list[GazeSample]:
+    try:
+        reader = csv.DictReader(fh)
+        header = [h.strip().lstrip("\ufeff") for h in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise GazeError(f"Gaze CSV {name} lacks the column(s) {', '.join(missing)}; "
+                            f"the header must start with {','.join(REQUIRED)}.")
+        reader.fieldnames = header
+        samples = []
+        for row in reader:
+            where = f"{name} line {reader.line_num}"
+            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                continue  # blank line
+            ppd = _parse_float(row.get("px_per_deg") or "", where)
+            samples.append(GazeSample(
+                timestamp_ns=_parse_timestamp(row.get("timestamp_ns") or "", where),
+                x=_parse_float(row.get("x") or "", where),
+                y=_parse_float(row.get("y") or "", where),
+                worn=_parse_worn(row.get("worn") or "", where),
+                px_per_deg=ppd if math.isfinite(ppd) else default_px_per_deg,
+            ))
+    except csv.Error as exc:
+        raise GazeError(f"Gaze CSV {name} is malformed: {exc}.") from exc
+    except UnicodeDecodeError as exc:
+        raise GazeError(f"Gaze CSV {name} is not UTF-8 text.") from exc
+    return samples
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def write_gaze_csv(path: PathLike, samples: Iterable[GazeSample]) -> int:
+    """Write samples as a gaze CSV with all five columns.
+
+    x and y are written with 2 decimals (0.01 image px), px_per_deg with 4; a sample
+    without gaze gets empty x and y, an unknown px_per_deg an empty cell.
+
+    Returns
+    -------
+    int
+        Number of rows written.
+
+    Raises
+    ------
+    GazeError
+        If the file cannot be written.
+    """
+    path = Path(path)
+    count = 0
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for s in samples:
+                no_gaze = not (math.isfinite(s.x) and math.isfinite(s.y))
+                writer.writerow([
+                    int(s.timestamp_ns),
+                    "" if no_gaze else _fmt(s.x, 2),
+                    "" if no_gaze else _fmt(s.y, 2),
+                    1 if s.worn else 0,
+                    _fmt(s.px_per_deg, 4),
+                ])
+                count += 1
+    except OSError as exc:
+        raise GazeError(f"Cannot write gaze CSV {path}: {exc.strerror or exc}.") from exc
+    logger.info("wrote %d gaze samples to %s", count, path.name)
+    return count
+
+
+class CsvReplaySource(SampleReplay):
+    """Replay a gaze CSV (image coordinates) as a :class:`~appliance.gaze.base.GazeSource`.
+
+    Parameters
+    ----------
+    path
+        The CSV file.
+    default_px_per_deg
+        Used for rows without ``px_per_deg``.
+    speed
+        None or 0 for as fast as possible, else real-time pacing times this factor.
+    """
+
+    kind = "csv"
+
+    def __init__(self, path: PathLike, default_px_per_deg: float = math.nan,
+                 speed: Optional[float] = None, **kwargs: object) -> None:
+        super().__init__(read_gaze_csv(path, default_px_per_deg), speed=speed, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,141 @@
+"""Model-side figures for ``glanceseg bench``: encoder, decoder, int8 agreement, matmul floor.
+
+Each function measures one figure on this machine, baseline beside the shipped path in the
+same process, so the ratio holds on a noisy machine. Timings are medians of a few runs
+after one warm-up run; progress goes to the logger (the CLI sends it to stderr).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from appliance.config import Config
+from appliance.glance.agreement import TUNE_IDS, idrid_prompt_tiles, mean_mask_iou, normalise_tile
+from appliance.glance.modelfiles import ModelFiles, load_for_config
+from appliance.glance.runtime.onnx import OnnxSamRuntime
+
+logger = logging.getLogger(__name__)
+
+#: LiteMedSAM encoder FLOPs per 256x256 tile (torch's FLOP counter; DESIGN.md)
+ENCODER_GFLOP = 75.0
+AGREEMENT_IDS = TUNE_IDS[8:]
+
+
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: allocations, kernel selection
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(statistics.median(times))
+
+
+def _tile(seed: int = 0) -> np.ndarray:
+    """A fundus-like 256x256x3 uint8 tile (timings do not depend on content)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
+
+
+def encoder_ms_naive(files: ModelFiles, repeats: int = 3) -> float:
+    """The committed fp32 encoder under onnxruntime's *default* SessionOptions, ms per tile."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(files.read_verified("encoder", "fp32"), providers=["CPUExecutionProvider"])
+    feed = {"image": normalise_tile(_tile())}
+    return _median_ms(lambda: sess.run(None, feed), repeats)
+
+
+def encoder_ms_shipped(runtime: OnnxSamRuntime, repeats: int = 3) -> float:
+    """The shipped encoder (configured variant and session settings), ms per tile incl. normalisation."""
+    tile = _tile()
+    return _median_ms(lambda: runtime.encode(tile), repeats)
+
+
+def decoder_ms_per_prompt(runtime: OnnxSamRuntime, batch: int = 8, repeats: int = 3) -> tuple[float, float]:
+    """Decoder ms per prompt: one prompt per call, and ``batch`` prompts in one call."""
+    emb = runtime.encode(_tile())
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(20, 220, (batch, 2))
+    boxes = np.concatenate([xy - 10, xy + 10], axis=1).astype(np.float32)
+    single = _median_ms(lambda: runtime.decode(emb, boxes[:1]), repeats)
+    batched = _median_ms(lambda: runtime.decode(emb, boxes), repeats) / batch
+    return single, batched
+
+
+def int8_vs_fp32_iou(config: Config, data_dir: Path, tiles_per_image: int = 1) -> float:
+    """Mean mask IoU, int8 vs fp32 model (encoder + decoder), box prompts on real MAs of IDRiD_09-12."""
+    files = load_for_config(config)
+    tiles = idrid_prompt_tiles(Path(data_dir), AGREEMENT_IDS, tiles_per_image=tiles_per_image)
+    masks = {}
+    for variant in ("fp32", "int8"):
+        rt = OnnxSamRuntime(files, config.replace(model={"variant": variant}).model)
+        masks[variant] = [rt.decode(rt.encode(t.rgb), t.boxes)[0] for t in tiles]
+        logger.info("agreement: %s masks on %d tiles", variant, len(tiles))
+    return mean_mask_iou(masks["int8"], masks["fp32"])
+
+
+def matmul_rates(n: int = 2048, repeats: int = 3) -> dict[str, float]:
+    """onnxruntime's MatMul rate on an n^3 product: fp32 GFLOP/s and dynamic-int8 GOP/s."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["A", "W"], ["Y"])], "mm",
+                              [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, n])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feed = {"A": rng.standard_normal((n, n)).astype(np.float32)}
+    ops = 2.0 * n ** 3
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "mm.onnx", Path(tmp) / "mm_int8.onnx"
+        onnx.save(model, str(fp32))
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+        for key, path in (("matmul_gflops_fp32", fp32), ("matmul_gops_int8", int8)):
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            ms = _median_ms(lambda: sess.run(None, feed), repeats)
+            out[key] = round(ops / (ms / 1000.0) / 1e9, 1)
+    return out
+
+
+def run_model_bench(config: Config, data_dir: Optional[Path] = None, repeats: int = 3) -> dict[str, float]:
+    """All model-side figures of ``glanceseg bench`` in one run (keys as DESIGN.md names them).
+
+    Returns
+    -------
+    dict
+        ``encoder_ms_naive``, ``encoder_ms``, ``decoder_ms_per_prompt_single``,
+        ``decoder_ms_per_prompt_batched``, ``int8_vs_fp32_iou`` (when ``data_dir`` is given),
+        ``matmul_gflops_fp32``, ``matmul_gops_int8``, ``encoder_floor_ms_fp32``,
+        ``encoder_floor_ms_int8``.
+    """
+    files = load_for_config(config)
+    runtime = OnnxSamRuntime(files, config.model)
+    out: dict[str, float] = {}
+    logger.info("bench: encoder, naive fp32 under default session options")
+    out["encoder_ms_naive"] = round(encoder_ms_naive(files, repeats), 1)
+    logger.info("bench: encoder, shipped (%s)", config.model.variant)
+    out["encoder_ms"] = round(encoder_ms_shipped(runtime, repeats), 1)
+    logger.info("bench: decoder")
+    single, batched = decoder_ms_per_prompt(runtime, repeats=repeats)
+    out["decoder_ms_per_prompt_single"] = round(single, 2)
+    out["decoder_ms_per_prompt_batched"] = round(batched, 2)
+    logger.info("bench: matmul rates")
+    out.update(matmul_rates(repeats=repeats))
+    out["encoder_floor_ms_fp32"] = round(ENCODER_GFLOP / out["matmul_gflops_fp32"] * 1000.0, 1)
+    out["encoder_floor_ms_int8"] = round(ENCODER_GFLOP / out["matmul_gops_int8"] * 1000.0, 1)
+    if data_dir is not None:
+        logger.info("bench: int8 vs fp32 agreement")
+        out["int8_vs_fp32_iou"] = round(int8_vs_fp32_iou(config, data_dir), 4)
+    return out

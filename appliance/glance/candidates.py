@@ -1,0 +1,292 @@
+"""Candidate microaneurysms: peaks of the saliency map, each with measured features.
+
+``detect`` is what the scan pipeline (whole FOV) and the gaze pipeline (a window) call:
+photograph in, candidates with features out. The features are physical (µm, Weber
+contrast, contrast over local noise, shape ratios) so the domain-knowledge filter
+(:mod:`appliance.glance.dkf`) can judge them without knowing the camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from appliance.glance.saliency import SaliencyMap, SaliencyParams, compute_saliency
+
+logger = logging.getLogger(__name__)
+
+#: Directions of the radial profiles (rotational consistency: a dot rises in every direction).
+N_RAYS = 16
+#: Peaks closer than this are one candidate (µm).
+PEAK_SEPARATION_UM = 40.0
+#: Candidates kept per call before ranking, most salient first.
+MAX_CANDIDATES = 400
+#: Radii (µm) of the rotation-invariant profile descriptor; the last is the baseline ring.
+PROFILE_RADII_UM: tuple[float, ...] = (0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 65.0, 80.0, 100.0, 130.0)
+#: Minimum saliency / local noise for a peak to be a candidate at all.
+MIN_PEAK_Z = 1.5
+
+
+@dataclass
+class Candidate:
+    """One candidate MA.
+
+    Attributes
+    ----------
+    x, y
+        Peak position in image px (float).
+    radius_px
+        Estimated lesion radius in image px (from the half-contrast region).
+    saliency
+        Saliency map value at the peak (Weber contrast, smoothed).
+    features
+        Named measurements (floats): see :func:`measure`.
+    """
+
+    x: float
+    y: float
+    radius_px: float
+    saliency: float
+    features: dict[str, float] = field(default_factory=dict)
+
+
+def find_peaks(smap: SaliencyMap, min_z: float = MIN_PEAK_Z,
+               max_candidates: int = MAX_CANDIDATES) -> np.ndarray:
+    """Return working-grid ``(N, 2)`` ``(u, v)`` of saliency peaks inside the window and FOV.
+
+    A peak is the maximum of a disc of :data:`PEAK_SEPARATION_UM` diameter, inside the FOV
+    (eroded by one line length, where the margin fill is unreliable), with saliency at
+    least ``min_z`` times the local noise. At most ``max_candidates``, by saliency / noise.
+    """
+    sal = smap.maps["saliency"]
+    noise = smap.maps["noise"]
+    work_um = smap.work_um_per_px
+    d = max(3, int(round(PEAK_SEPARATION_UM / work_um)) | 1)
+    se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d))
+    is_max = sal >= cv2.dilate(sal, se)
+    erode = max(3, int(round(150.0 / work_um)) | 1)
+    # Away from the aperture rim and from the image edge (a cropped circle is cut there).
+    fov = cv2.erode(smap.maps["fov"].astype(np.uint8),
+                    cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (erode, erode)),
+                    borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    z = sal / noise
+    ok = is_max & fov & (z >= min_z) & (sal > 0)
+    x0, y0, x1, y1 = smap.window
+    vs, us = np.nonzero(ok)
+    xs, ys = smap.to_image(us.astype(np.float64), vs.astype(np.float64))
+    inwin = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+    us, vs = us[inwin], vs[inwin]
+    zs = z[vs, us]
+    order = np.argsort(-zs, kind="stable")[:max_candidates]
+    return np.column_stack([us[order], vs[order]]).astype(np.float64)
+
+
+def _sample(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``img`` at float working-grid coordinates (any shape)."""
+    return ndimage.map_coordinates(img, [np.asarray(v, np.float64), np.asarray(u, np.float64)],
+                                   order=1, mode="nearest")
+
+
+def _hessian_eigs(img: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scale-normalised Hessian eigenvalues (l1 <= l2) of a Gaussian-smoothed image."""
+    k = int(2 * math.ceil(4 * sigma) + 1)
+    b = cv2.GaussianBlur(img, (k, k), sigma, borderType=cv2.BORDER_REFLECT)
+    dxx = cv2.Sobel(b, cv2.CV_32F, 2, 0, ksize=3, borderType=cv2.BORDER_REFLECT)
+    dyy = cv2.Sobel(b, cv2.CV_32F, 0, 2, ksize=3, borderType=cv2.BORDER_REFLECT)
+    dxy = cv2.Sobel(b, cv2.CV_32F, 1, 1, ksize=3, borderType=cv2.BORDER_REFLECT) / 4.0
+    tr = (dxx + dyy) / 2.0
+    disc = np.sqrt(((dxx - dyy) / 2.0) ** 2 + dxy ** 2)
+    s2 = sigma * sigma
+    return (tr - disc) * s2, (tr + disc) * s2
+
+
+def measure(smap: SaliencyMap, peaks_uv: np.ndarray,
+            fov_center_xy: Optional[tuple[float, float]] = None,
+            fov_radius_px: Optional[float] = None) -> list[Candidate]:
+    """Measure each peak and return candidates with features.
+
+    Features (all dimensionless or in µm):
+
+    ``contrast``
+        Weber contrast of the dot against the line-closing background (top-hat at peak).
+    ``saliency``, ``z``
+        Smoothed contrast, and that over the local noise (mean top-hat around).
+    ``vessel``, ``vessel_ratio``
+        Elongated-structure contrast near the peak (max in a 2-line-length box) and its
+        ratio to the dot's contrast: a dot on or beside a vessel scores high.
+    ``area_um2``, ``diameter_um``, ``elongation``, ``fill``
+        Half-contrast region containing the peak: area, equivalent diameter, major/minor
+        axis ratio, and area over its bounding circle (compactness).
+    ``ray_min``, ``ray_mean``, ``ray_consistency``
+        Rise of the green level from the centre outwards along 16 rays (Weber units): the
+        weakest, the mean, and weakest over mean (a vessel has two weak directions).
+    ``blob``, ``line``, ``blob_scale_um``
+        Scale-normalised Hessian of the inverted green level: roundness response (smaller
+        eigenvalue) at the best of three MA scales, elongation response, and that scale.
+    ``red_contrast``
+        Weber contrast in the red channel at the peak (dark red dot vs other dark things).
+    ``radial``
+        Distance from the FOV centre over the FOV radius (0 when unknown).
+    """
+    maps = smap.maps
+    work_um = smap.work_um_per_px
+    line = max(3, int(round(150.0 / work_um)))
+    tophat, vessel, sal, noise = maps["tophat"], maps["vessel"], maps["saliency"], maps["noise"]
+    g, bg = maps["green"], maps["background"]
+    n = peaks_uv.shape[0]
+    if n == 0:
+        return []
+    u, v = peaks_uv[:, 0], peaks_uv[:, 1]
+    ui, vi = u.astype(int), v.astype(int)
+    H, W = g.shape
+
+    # Refine the centre to the top-hat centroid in a small window (MA centre, not a noise peak).
+    r0 = max(1, int(round(20.0 / work_um)))
+    uc, vc = np.empty(n), np.empty(n)
+    for i in range(n):
+        a0, a1 = max(0, vi[i] - r0), min(H, vi[i] + r0 + 1)
+        b0, b1 = max(0, ui[i] - r0), min(W, ui[i] + r0 + 1)
+        wgt = tophat[a0:a1, b0:b1].astype(np.float64)
+        tot = wgt.sum()
+        if tot > 0:
+            yy, xx = np.mgrid[a0:a1, b0:b1]
+            uc[i], vc[i] = (wgt * xx).sum() / tot, (wgt * yy).sum() / tot
+        else:
+            uc[i], vc[i] = u[i], v[i]
+
+    # Hessian of the inverted green (dots become bumps) at three MA scales.
+    inv = (bg - g) / bg
+    blob = np.full(n, -np.inf)
+    linev = np.zeros(n)
+    scale = np.zeros(n)
+    for sig_um in (12.0, 20.0, 32.0):
+        sig = max(0.7, sig_um / work_um)
+        l1, l2 = _hessian_eigs(inv, sig)
+        b = -l2[vi, ui]  # both eigenvalues negative for a bump: -l2 > 0
+        better = b > blob
+        blob = np.where(better, b, blob)
+        linev = np.where(better, (-l1[vi, ui]) - np.maximum(b, 0), linev)
+        scale = np.where(better, sig * work_um, scale)
+
+    # Radial profiles of the inverted green: a dot falls off in every direction.
+    th = np.arange(N_RAYS) * 2 * np.pi / N_RAYS
+    rr = np.arange(1, line + 1, dtype=np.float64)
+    ru = uc[:, None, None] + np.cos(th)[None, :, None] * rr[None, None, :]
+    rv = vc[:, None, None] + np.sin(th)[None, :, None] * rr[None, None, :]
+    prof = _sample(inv, ru, rv)
+    centre = _sample(inv, uc, vc)
+    # Rotation-invariant profile descriptor at fixed physical radii, in units of local texture.
+    tex = _sample(maps["texture"], uc, vc)
+    pr = np.array(PROFILE_RADII_UM) / work_um
+    pu = uc[:, None, None] + np.cos(th)[None, :, None] * pr[None, None, :]
+    pv = vc[:, None, None] + np.sin(th)[None, :, None] * pr[None, None, :]
+    pp = _sample(inv, pu, pv)
+    base = pp[:, :, -1].mean(axis=1)
+    pp = (pp - base[:, None, None]) / tex[:, None, None]
+    p_mean, p_min, p_max = pp.mean(axis=1), pp.min(axis=1), pp.max(axis=1)
+    rise = centre[:, None] - prof.min(axis=2)
+    ray_min = rise.min(axis=1)
+    ray_mean = rise.mean(axis=1)
+
+    red = maps["red"]
+    k = max(3, int(round(300.0 / work_um)) | 1)
+    k = min(k, 255)
+    red_bg = cv2.medianBlur(np.clip(np.rint(red), 0, 255).astype(np.uint8), k).astype(np.float32)
+
+    out = []
+    for i in range(n):
+        a0, a1 = max(0, vi[i] - line), min(H, vi[i] + line + 1)
+        b0, b1 = max(0, ui[i] - line), min(W, ui[i] + line + 1)
+        peak = float(tophat[vi[i], ui[i]])
+        crop = tophat[a0:a1, b0:b1]
+        region = (crop >= 0.5 * peak).astype(np.uint8)
+        _, labels = cv2.connectedComponents(region, connectivity=8)
+        lab = labels[vi[i] - a0, ui[i] - b0]
+        comp = labels == lab if lab > 0 else np.zeros_like(region, bool)
+        area = max(1, int(comp.sum()))
+        ys, xs = np.nonzero(comp)
+        if xs.size >= 2:
+            cov = np.cov(np.vstack([xs, ys]).astype(np.float64)) + np.eye(2) / 12.0
+            ev = np.linalg.eigvalsh(cov)
+            elong = float(np.sqrt(max(ev[1], 1e-9) / max(ev[0], 1e-9)))
+            rmax = float(np.hypot(xs - xs.mean(), ys - ys.mean()).max()) + 0.5
+        else:
+            elong, rmax = 1.0, 0.5
+        vbox = vessel[a0:a1, b0:b1]
+        vmax = float(vbox.max()) if vbox.size else 0.0
+        diam_work = 2.0 * math.sqrt(area / math.pi)
+        x, y = smap.to_image(uc[i], vc[i])
+        radial = 0.0
+        if fov_center_xy is not None and fov_radius_px:
+            radial = float(math.hypot(x - fov_center_xy[0], y - fov_center_xy[1]) / fov_radius_px)
+        rc = float((red_bg[vi[i], ui[i]] - red[vi[i], ui[i]]) / max(red_bg[vi[i], ui[i]], 1.0))
+        feats = {
+            "contrast": peak,
+            "saliency": float(sal[vi[i], ui[i]]),
+            "z": float(sal[vi[i], ui[i]] / noise[vi[i], ui[i]]),
+            "vessel": vmax,
+            "vessel_ratio": vmax / max(peak, 1e-4),
+            "area_um2": area * work_um ** 2,
+            "diameter_um": diam_work * work_um,
+            "elongation": elong,
+            "fill": area / (math.pi * rmax ** 2),
+            "ray_min": float(ray_min[i]),
+            "ray_mean": float(ray_mean[i]),
+            "ray_consistency": float(ray_min[i] / max(ray_mean[i], 1e-4)),
+            "blob": float(blob[i]),
+            "line": float(linev[i]),
+            "blob_scale_um": float(scale[i]),
+            "red_contrast": rc,
+            "radial": radial,
+            "texture": float(tex[i]),
+            "contrast_tex": peak / float(tex[i]),
+        }
+        for j, r_um in enumerate(PROFILE_RADII_UM[:-1]):
+            feats[f"p_mean_{int(r_um)}"] = float(p_mean[i, j])
+            feats[f"p_min_{int(r_um)}"] = float(p_min[i, j])
+            feats[f"p_max_{int(r_um)}"] = float(p_max[i, j])
+        out.append(Candidate(x=float(x), y=float(y), radius_px=diam_work * smap.factor / 2.0,
+                             saliency=feats["saliency"], features=feats))
+    return out
+
+
+def detect(photo_rgb: np.ndarray, fov, um_per_px: float,
+           window: Optional[tuple[int, int, int, int]] = None,
+           params: SaliencyParams = SaliencyParams(),
+           max_candidates: int = MAX_CANDIDATES) -> list[Candidate]:
+    """Find candidate MAs in a photograph (scan mode) or a window of it (gaze mode).
+
+    Parameters
+    ----------
+    photo_rgb
+        H×W×3 uint8 RGB photograph.
+    fov
+        :class:`appliance.imaging.fov.FieldOfView` of the photograph.
+    um_per_px
+        Image pixel size in µm.
+    window
+        ``(x0, y0, x1, y1)`` image-px region of interest, or None for the whole FOV. Only
+        candidates inside it are returned, computed with enough context that they equal the
+        whole-image candidates there.
+    params
+        Saliency sizes.
+    max_candidates
+        Cap, most salient (over local noise) first.
+
+    Returns
+    -------
+    list[Candidate]
+        Unranked candidates with features; rank them with
+        :func:`appliance.glance.dkf.score_candidates`.
+    """
+    smap = compute_saliency(photo_rgb, fov.mask, um_per_px, window=window, params=params)
+    peaks = find_peaks(smap, max_candidates=max_candidates)
+    cands = measure(smap, peaks, fov.center_xy, fov.radius_px)
+    logger.debug("%d candidates in window %s", len(cands), smap.window)
+    return cands

@@ -1,0 +1,244 @@
+"""The incremental glance pipeline: gaze samples in, lesion events out, as the clinician reads.
+
+One code path for live and batch: :class:`GlancePipeline` feeds samples to the photograph's
+:class:`~appliance.gaze.gazemap.GazeMap`; every fixation that ends yields the grid cells it
+newly covered, and only those are processed (:meth:`ImageSession.process`). Because a
+cell's lesions depend only on the photograph and the cell, the lesions at the end of a live
+stream equal those of a batch run over the same gaze (same ids, same centroids).
+
+:class:`LiveReader` runs a pipeline on a :class:`~appliance.gaze.base.GazeSource` in a
+named background thread and delivers events to subscribers (the UI's server-sent events,
+the store) in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+from appliance.gaze.base import GazeSample, GazeSource
+from appliance.gaze.gazemap import GazeMap
+from appliance.gaze.roi import NewGround
+from appliance.glance.engine import ImageSession, LesionEvent
+from appliance.glance.lesions import SegmentationResult
+
+logger = logging.getLogger(__name__)
+
+Subscriber = Callable[[LesionEvent], None]
+
+
+@dataclass
+class FixationTiming:
+    """How long one fixation's new ground took, from the moment the fixation ended.
+
+    ``first_ms`` is the time to its first lesion event (saliency lesions; None when it
+    produced none), ``done_ms`` the time until its cells were fully processed (model
+    refinement included). ``ended_ns`` is the stream time of the sample (or tick) that ended
+    the fixation; ``first_at`` and ``done_at`` are ``time.perf_counter()`` stamps, so a
+    real-time replay can add the time the fixation waited in the queue.
+    """
+
+    index: int
+    cells: int
+    lesions: int
+    first_ms: Optional[float]
+    done_ms: float
+    ended_ns: int = 0
+    first_at: Optional[float] = None
+    done_at: float = 0.0
+
+
+@dataclass
+class PipelineStats:
+    """Counters of a pipeline run."""
+
+    fixations: int = 0
+    cells: int = 0
+    events: int = 0
+    timings: list[FixationTiming] = field(default_factory=list)
+
+
+class GlancePipeline:
+    """Gaze → fixations → heat map → new cells → lesions for one photograph.
+
+    Parameters
+    ----------
+    session
+        The photograph's :class:`ImageSession`.
+    gaze_map
+        Fixation detector and ROI tracker for this photograph.
+    use_model
+        Refine lesions with the model (when the engine has one).
+
+    Attributes
+    ----------
+    busy
+        Set while a fixation's ground is processed, so a background
+        :class:`~appliance.glance.preencode.PreEncoder` yields the CPU.
+    """
+
+    def __init__(self, session: ImageSession, gaze_map: GazeMap, use_model: bool = True) -> None:
+        self.session = session
+        self.gaze_map = gaze_map
+        self.use_model = use_model
+        self.busy = threading.Event()
+        self._last_ns = 0
+        self.stats = PipelineStats()
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_session(cls, session: ImageSession, px_per_deg: Optional[float] = None,
+                    use_model: bool = True) -> "GlancePipeline":
+        """Build with the configured fixation and heat-map settings."""
+        gaze_map = GazeMap.from_config(session.config, session.photo.width, session.photo.height, px_per_deg)
+        return cls(session, gaze_map, use_model)
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Deliver every later event to ``callback``, in order, from the pipeline's thread."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Subscriber) -> None:
+        """Stop delivering to ``callback``."""
+        with self._lock:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+    def _deliver(self, event: LesionEvent) -> None:
+        self.stats.events += 1
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(event)
+            except Exception:  # a broken subscriber must not stop the reading
+                logger.exception("lesion subscriber failed")
+
+    def _process(self, grounds: list[NewGround], ended_ns: int) -> list[LesionEvent]:
+        events: list[LesionEvent] = []
+        for ground in grounds:
+            start = time.perf_counter()
+            self.stats.fixations += 1
+            first: list[float] = []
+
+            def on_event(event: LesionEvent) -> None:
+                if not first:
+                    first.append((time.perf_counter() - start) * 1e3)
+                self._deliver(event)
+
+            cells = [self.session.cells.tile(r, c) for r, c in ground.cells]
+            self.busy.set()
+            try:
+                new = self.session.process(cells, on_event=on_event, use_model=self.use_model) if cells else []
+            finally:
+                self.busy.clear()
+            events.extend(new)
+            self.stats.cells += len(cells)
+            done_at = time.perf_counter()
+            self.stats.timings.append(FixationTiming(
+                ground.fixation.index, len(cells), len({e.lesion.id for e in new}),
+                first[0] if first else None, (done_at - start) * 1e3, ended_ns,
+                start + first[0] / 1e3 if first else None, done_at))
+        return events
+
+    def feed(self, sample: GazeSample) -> list[LesionEvent]:
+        """Take one gaze sample; return the events of the fixations it ended."""
+        self._last_ns = sample.timestamp_ns
+        return self._process(self.gaze_map.feed(sample), sample.timestamp_ns)
+
+    def feed_many(self, samples: Iterable[GazeSample]) -> list[LesionEvent]:
+        """Take many samples; return their events in order."""
+        events: list[LesionEvent] = []
+        for sample in samples:
+            events.extend(self.feed(sample))
+        return events
+
+    def tick(self, now_ns: int) -> list[LesionEvent]:
+        """No sample by ``now_ns`` (blink, track loss): end a fixation that has gone quiet."""
+        return self._process(self.gaze_map.tick(now_ns), now_ns)
+
+    def flush(self) -> list[LesionEvent]:
+        """End of the stream: close the last fixation and process its ground."""
+        return self._process(self.gaze_map.flush(), self._last_ns)
+
+    def result(self) -> SegmentationResult:
+        """The lesions so far, as a gaze-mode result."""
+        result = self.session.result("gaze")
+        result.timings_ms["fixations"] = float(self.stats.fixations)
+        return result
+
+
+def segment_gaze(session: ImageSession, samples: Iterable[GazeSample], px_per_deg: Optional[float] = None,
+                 use_model: bool = True) -> SegmentationResult:
+    """Batch gaze mode: run a whole recording through the pipeline and return the result."""
+    pipeline = GlancePipeline.for_session(session, px_per_deg, use_model)
+    pipeline.feed_many(samples)
+    pipeline.flush()
+    return pipeline.result()
+
+
+class LiveReader:
+    """Runs a :class:`GlancePipeline` on a gaze source in a named background thread.
+
+    Parameters
+    ----------
+    pipeline
+        The photograph's pipeline.
+    source
+        Where gaze comes from (Neon, pointer, replay, simulated reader).
+    poll_s
+        How long one ``receive`` waits before the pipeline is ticked; a quiet source
+        advances the pipeline's clock (the last sample's time) by this much per wait.
+    """
+
+    def __init__(self, pipeline: GlancePipeline, source: GazeSource, poll_s: float = 0.05) -> None:
+        self.pipeline = pipeline
+        self.source = source
+        self.poll_s = poll_s
+        self.error: Optional[BaseException] = None
+        self._stop = threading.Event()
+        self._last_sample_ns: Optional[int] = None
+        self._thread = threading.Thread(target=self._run, name=f"glance-{source.kind}", daemon=True)
+
+    def start(self) -> "LiveReader":
+        """Start reading; returns self."""
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                sample = self.source.receive(timeout_s=self.poll_s)
+                if sample is not None:
+                    self._last_sample_ns = sample.timestamp_ns
+                    self.pipeline.feed(sample)
+                    continue
+                if self.source.finished:
+                    self.pipeline.flush()
+                    break
+                if self._last_sample_ns is not None:
+                    # Quiet source: advance the pipeline's clock by the time waited.
+                    self._last_sample_ns += int(self.poll_s * 1e9)
+                    self.pipeline.tick(self._last_sample_ns)
+        except Exception as exc:  # reported to the UI; the reading itself is kept
+            self.error = exc
+            logger.exception("live glance pipeline stopped")
+
+    @property
+    def running(self) -> bool:
+        """bool: True while the thread runs."""
+        return self._thread.is_alive()
+
+    def join(self, timeout_s: Optional[float] = None) -> None:
+        """Wait for a finite source to be fully processed."""
+        self._thread.join(timeout_s)
+
+    def stop(self) -> None:
+        """Stop reading and close the source."""
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.source.close()

@@ -1,0 +1,227 @@
+"""Stateful SAM predictor over the fixed tile grid: cached tile embeddings, batched box prompts.
+
+Frames: ``rgb`` is the whole photograph, HxWx3 uint8 RGB; boxes and results are in *image
+px*. The predictor cuts tiles of the model's input size S from the fixed grid of
+:class:`appliance.imaging.tiling.TileGrid` (overlap 64 px, anchored at the image origin),
+so the same place always maps to the same tile and its embedding can be cached, encoded
+ahead of the gaze in the background, and reused by a later batch run.
+
+The encoder (hundreds of ms a tile on a CPU) is the expensive step; the decoder (a few ms a
+prompt) is cheap. :meth:`SamPredictor.encode_tiles` fills the cache from a background
+thread; :meth:`SamPredictor.segment_boxes` only encodes what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable, Optional
+
+import numpy as np
+
+from appliance.glance.runtime.base import SamRuntime
+from appliance.imaging.tiling import Tile, TileGrid
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OVERLAP_PX = 64
+DEFAULT_MARGIN_PX = 8
+
+
+@dataclass
+class PromptResult:
+    """The model's answer to one box prompt.
+
+    Attributes
+    ----------
+    mask
+        hxw bool crop of the lesion mask: the box grown by the predictor's margin, clipped
+        to the tile that decoded it and to the image.
+    x0, y0
+        The crop's top-left corner in image px (``mask[r, c]`` is image pixel
+        ``(x0 + c, y0 + r)``).
+    iou
+        The decoder's own IoU estimate for the mask (not calibrated for MAs).
+    tile
+        The grid tile whose embedding decoded the prompt.
+    """
+
+    mask: np.ndarray = field(repr=False)
+    x0: int
+    y0: int
+    iou: float
+    tile: Tile
+
+
+@dataclass
+class CacheStats:
+    """Counters of the embedding cache (for tests, logs and the benchmark)."""
+
+    hits: int = 0
+    misses: int = 0
+    encoded: int = 0
+    evicted: int = 0
+
+
+class SamPredictor:
+    """Tile-grid predictor with an LRU embedding cache keyed by ``(image_key, tile.key)``.
+
+    Parameters
+    ----------
+    runtime
+        The SAM runtime (encoder + batched decoder).
+    cache_tiles
+        Embeddings kept (``[model] cache_tiles``); LiteMedSAM's are 1 MiB each.
+    overlap_px
+        Grid overlap in px.
+    margin_px
+        How far each result's crop extends past its box, in image px.
+
+    Notes
+    -----
+    Thread-safe: one thread may pre-encode while another segments. A tile being encoded
+    by one thread is waited for, not encoded again, by another.
+    """
+
+    def __init__(self, runtime: SamRuntime, cache_tiles: int = 512, overlap_px: int = DEFAULT_OVERLAP_PX,
+                 margin_px: int = DEFAULT_MARGIN_PX) -> None:
+        if cache_tiles < 1:
+            raise ValueError("cache_tiles must be at least 1.")
+        self.runtime = runtime
+        self.cache_tiles = int(cache_tiles)
+        self.overlap_px = int(overlap_px)
+        self.margin_px = int(margin_px)
+        self.stats = CacheStats()
+        self._cache: "OrderedDict[tuple[Hashable, tuple[int, int]], np.ndarray]" = OrderedDict()
+        self._pending: dict[tuple[Hashable, tuple[int, int]], threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def grid(self, rgb: np.ndarray) -> TileGrid:
+        """Return the fixed tile grid for a photograph (HxWx3) at the model's input size."""
+        return TileGrid(rgb.shape[1], rgb.shape[0], self.runtime.input_size, self.overlap_px)
+
+    def is_cached(self, image_key: Hashable, tile: Tile) -> bool:
+        """Whether the tile's embedding is in the cache (does not count as a hit)."""
+        with self._lock:
+            return (image_key, tile.key) in self._cache
+
+    def forget(self, image_key: Hashable) -> None:
+        """Drop every cached embedding of one image (it was closed)."""
+        with self._lock:
+            for key in [k for k in self._cache if k[0] == image_key]:
+                del self._cache[key]
+
+    def embedding(self, image_key: Hashable, rgb: np.ndarray, tile: Tile) -> np.ndarray:
+        """Return the tile's embedding, from the cache or freshly encoded (then cached)."""
+        key = (image_key, tile.key)
+        while True:
+            with self._lock:
+                cached = self._cache.get(key)
+                if cached is not None:
+                    self._cache.move_to_end(key)
+                    self.stats.hits += 1
+                    return cached
+                waiting = self._pending.get(key)
+                if waiting is None:
+                    done = threading.Event()
+                    self._pending[key] = done
+                    self.stats.misses += 1
+                    break
+            waiting.wait()
+        try:
+            emb = self.runtime.encode(self.grid(rgb).cut(rgb, tile))
+            with self._lock:
+                self._cache[key] = emb
+                self.stats.encoded += 1
+                while len(self._cache) > self.cache_tiles:
+                    self._cache.popitem(last=False)
+                    self.stats.evicted += 1
+            logger.debug("encoded tile %s", tile.key)
+            return emb
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+            done.set()
+
+    def encode_tiles(self, image_key: Hashable, rgb: np.ndarray, tiles: Iterable[Tile],
+                     stop: Optional[threading.Event] = None) -> int:
+        """Encode tiles not yet cached, in order (background pre-encoding).
+
+        Parameters
+        ----------
+        image_key
+            Identifies the photograph (e.g. its sha256); part of the cache key.
+        rgb
+            The photograph, HxWx3 uint8 RGB.
+        tiles
+            Tiles of ``self.grid(rgb)``, most urgent first.
+        stop
+            Checked between tiles; set it to abandon the rest (image closed).
+
+        Returns
+        -------
+        int
+            How many tiles this call encoded.
+        """
+        count = 0
+        for tile in tiles:
+            if stop is not None and stop.is_set():
+                break
+            if self.is_cached(image_key, tile):
+                continue
+            before = self.stats.encoded
+            self.embedding(image_key, rgb, tile)
+            count += int(self.stats.encoded > before)
+        return count
+
+    def segment_boxes(self, image_key: Hashable, rgb: np.ndarray, boxes_xyxy: np.ndarray) -> list[PromptResult]:
+        """Segment box prompts: one batched decoder call per tile.
+
+        Each box goes to the tile whose centre is nearest the box centre
+        (``TileGrid.best_tile``), which holds it at least ``overlap / 2`` px from the edge.
+
+        Parameters
+        ----------
+        image_key
+            Identifies the photograph; part of the cache key.
+        rgb
+            The photograph, HxWx3 uint8 RGB.
+        boxes_xyxy
+            Nx4 float ``(x0, y0, x1, y1)`` in image px.
+
+        Returns
+        -------
+        list of PromptResult
+            One per box, in the order given.
+        """
+        boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+        if not np.all(np.isfinite(boxes)) or np.any(boxes[:, 2:] < boxes[:, :2]):
+            raise ValueError("Boxes must be finite (x0, y0, x1, y1) with x1 >= x0 and y1 >= y0.")
+        grid = self.grid(rgb)
+        height, width = rgb.shape[:2]
+        groups: dict[tuple[int, int], list[int]] = {}
+        tiles: dict[tuple[int, int], Tile] = {}
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            tile = grid.best_tile((x0 + x1) / 2.0, (y0 + y1) / 2.0)
+            groups.setdefault(tile.key, []).append(i)
+            tiles[tile.key] = tile
+        results: list[Optional[PromptResult]] = [None] * len(boxes)
+        size = grid.size
+        for key, idx in groups.items():
+            tile = tiles[key]
+            emb = self.embedding(image_key, rgb, tile)
+            local = boxes[idx] - np.array([tile.x0, tile.y0, tile.x0, tile.y0], dtype=np.float64)
+            local = np.clip(local, 0, size - 1).astype(np.float32)
+            logits, iou = self.runtime.decode(emb, local)
+            for j, i in enumerate(idx):
+                bx0, by0, bx1, by1 = boxes[i]
+                cx0 = max(math.floor(bx0) - self.margin_px, tile.x0, 0)
+                cy0 = max(math.floor(by0) - self.margin_px, tile.y0, 0)
+                cx1 = min(math.ceil(bx1) + self.margin_px + 1, tile.x0 + size, width)
+                cy1 = min(math.ceil(by1) + self.margin_px + 1, tile.y0 + size, height)
+                crop = logits[j, cy0 - tile.y0:cy1 - tile.y0, cx0 - tile.x0:cx1 - tile.x0] > 0
+                results[i] = PromptResult(np.ascontiguousarray(crop), int(cx0), int(cy0), float(iou[j]), tile)
+        return [r for r in results if r is not None]

@@ -1,0 +1,163 @@
+"""SAM runtime over onnxruntime: one session class for the encoder and the batched decoder.
+
+Execution providers are picked TensorRT -> CUDA -> CPU from what the installed onnxruntime
+build offers (a Jetson uses NVIDIA's wheel, a laptop the CPU one), and the choice is logged.
+Model bytes come from :mod:`appliance.glance.modelfiles` already sha256-verified.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from appliance.config import ModelConfig
+from appliance.errors import ModelError
+from appliance.glance.agreement import normalise_tile
+from appliance.glance.modelfiles import ModelFiles
+from appliance.glance.runtime.base import SamRuntime
+
+logger = logging.getLogger(__name__)
+
+#: preference order when ``[model] providers = "auto"``
+PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_SHORT = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
+          "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+
+def choose_providers(requested: str, available: Sequence[str], model: ModelConfig) -> list[tuple[str, dict]]:
+    """Pick execution providers, best first, with their options.
+
+    Parameters
+    ----------
+    requested
+        ``"auto"`` (TensorRT -> CUDA -> CPU, whichever the build offers) or a comma list of
+        ``tensorrt``, ``cuda``, ``cpu`` in the order wanted.
+    available
+        ``onnxruntime.get_available_providers()``.
+    model
+        The ``[model]`` section (TensorRT engine cache folder and FP16).
+
+    Returns
+    -------
+    list of (str, dict)
+        Providers with options; the CPU provider is always last, as the fallback.
+
+    Raises
+    ------
+    ValueError
+        If ``requested`` names an unknown provider.
+    """
+    if requested.strip().lower() == "auto":
+        wanted = list(PREFERENCE)
+    else:
+        wanted = []
+        for name in (n.strip().lower() for n in requested.split(",") if n.strip()):
+            if name not in _SHORT:
+                raise ValueError(f"Unknown execution provider {name!r}; use auto, tensorrt, cuda or cpu.")
+            wanted.append(_SHORT[name])
+    chosen: list[tuple[str, dict]] = []
+    for name in wanted:
+        if name not in available:
+            if requested.strip().lower() != "auto":
+                logger.warning("execution provider %s is not in this onnxruntime build; skipped", name)
+            continue
+        options: dict[str, Any] = {}
+        if name == "TensorrtExecutionProvider":
+            cache = Path(model.trt_cache_dir).expanduser()
+            options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                       "trt_fp16_enable": bool(model.fp16), "trt_int8_enable": False}
+        chosen.append((name, options))
+    if not any(n == "CPUExecutionProvider" for n, _ in chosen):
+        chosen.append(("CPUExecutionProvider", {}))
+    return chosen
+
+
+def session_options(model: ModelConfig, optimized_path: Optional[Path] = None) -> Any:
+    """Build onnxruntime SessionOptions from the ``[model]`` section.
+
+    Full graph optimisation; ``intra_op_threads = 0`` keeps onnxruntime's default (one
+    thread per core); spinning and the CPU arena follow config (spinning wastes a core that
+    other work on a 2-core box needs while the decoder idles between fixations).
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if model.intra_op_threads > 0:
+        so.intra_op_num_threads = int(model.intra_op_threads)
+    if model.inter_op_threads > 0:
+        so.inter_op_num_threads = int(model.inter_op_threads)
+    so.enable_cpu_mem_arena = bool(model.cpu_arena)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if model.allow_spinning else "0")
+    if optimized_path is not None:
+        so.optimized_model_filepath = str(optimized_path)
+    so.log_severity_level = 3
+    return so
+
+
+def make_session(data: bytes, model: ModelConfig, label: str) -> Any:
+    """Create an InferenceSession from verified model bytes with the configured providers."""
+    import onnxruntime as ort
+
+    providers = choose_providers(model.providers, ort.get_available_providers(), model)
+    try:
+        sess = ort.InferenceSession(data, sess_options=session_options(model),
+                                    providers=[p for p, _ in providers],
+                                    provider_options=[o for _, o in providers])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelError(f"onnxruntime cannot load the {label}: {exc}") from exc
+    logger.info("%s session on %s", label, ", ".join(sess.get_providers()))
+    return sess
+
+
+class OnnxSamRuntime(SamRuntime):
+    """LiteMedSAM (or any model built by ``models/build.py``) on onnxruntime.
+
+    Parameters
+    ----------
+    files
+        The loaded model folder; the encoder and decoder of ``model.variant`` are read and
+        sha256-verified from it.
+    model
+        The ``[model]`` configuration section.
+
+    Raises
+    ------
+    ModelError
+        If a model file is missing or altered, or onnxruntime cannot load it.
+    """
+
+    def __init__(self, files: ModelFiles, model: ModelConfig) -> None:
+        prompts = files.manifest.get("prompt_kinds", ["box"])
+        if "box" not in prompts:
+            raise ModelError(f"Model {files.name} takes {prompts} prompts; the appliance needs box prompts.")
+        self.name = files.name
+        self.model_sha256 = files.manifest_sha256
+        self.variant = model.variant
+        self._size = files.input_size
+        self._encoder = make_session(files.read_verified("encoder", model.variant), model, "encoder")
+        self._decoder = make_session(files.read_verified("decoder", model.variant), model, "decoder")
+
+    @property
+    def input_size(self) -> int:
+        """int: S, the tile side in px (256 for LiteMedSAM)."""
+        return self._size
+
+    def encode(self, tile_rgb: np.ndarray) -> np.ndarray:
+        """Return the 1x256x64x64 float32 embedding of one SxSx3 uint8 RGB tile."""
+        if tile_rgb.shape != (self._size, self._size, 3) or tile_rgb.dtype != np.uint8:
+            raise ValueError(f"encode takes a {self._size}x{self._size}x3 uint8 tile, not "
+                             f"{tile_rgb.shape} {tile_rgb.dtype}.")
+        return self._encoder.run(["image_embeddings"], {"image": normalise_tile(tile_rgb)})[0]
+
+    def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decode N boxes (Nx4, tile px) in one call: NxSxS float32 logits and N IoU estimates."""
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        if len(boxes) == 0:
+            return np.zeros((0, self._size, self._size), np.float32), np.zeros(0, np.float32)
+        masks, iou = self._decoder.run(["masks", "iou_predictions"],
+                                       {"image_embeddings": embedding, "boxes": boxes})
+        return masks[:, 0], iou[:, 0]

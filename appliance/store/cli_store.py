@@ -1,0 +1,100 @@
+"""``glanceseg study add|list``: the headless way into the store, for scripts and tests."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from appliance.config import Config
+from appliance.errors import GazeError, StoreError
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``study`` command group."""
+    group = subparsers.add_parser("study", help="store, segment and queue studies without the UI")
+    sub = group.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+    p = sub.add_parser("add", help="store a photograph, segment it and queue it for the DICOM server")
+    p.add_argument("image", type=Path, help="fundus photograph (JPEG, PNG, TIFF or DICOM)")
+    p.add_argument("--patient", required=True, help="the clinic's patient identifier")
+    p.add_argument("--eye", required=True, choices=("L", "R"), help="which eye")
+    p.add_argument("--gaze", type=Path, default=None, help="gaze CSV in image coordinates (gaze mode)")
+    p.add_argument("--no-model", action="store_true", help="saliency and domain knowledge only, no SAM model")
+    p.set_defaults(handler=run_add)
+    p = sub.add_parser("list", help="list studies, newest first, with their delivery state")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(handler=run_list)
+
+
+def gaze_summary(path: Path) -> dict[str, Any]:
+    """Summarise a gaze CSV (samples, valid share, duration) for the report; no samples are kept.
+
+    Raises
+    ------
+    GazeError
+        If the file cannot be read or lacks the ``timestamp_ns,x,y`` columns.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"timestamp_ns", "x", "y"} <= set(reader.fieldnames):
+                raise GazeError(f"{path.name}: a gaze CSV needs the columns timestamp_ns,x,y.")
+            n = valid = 0
+            first = last = None
+            for row in reader:
+                n += 1
+                t = int(row["timestamp_ns"])
+                first = t if first is None else first
+                last = t
+                x, y = row.get("x", ""), row.get("y", "")
+                worn = row.get("worn", "1") in ("1", "", None)
+                if x not in ("", None) and y not in ("", None) and worn and not math.isnan(float(x)):
+                    valid += 1
+    except (OSError, ValueError) as exc:
+        raise GazeError(f"{path.name}: the gaze CSV cannot be read ({exc}).") from exc
+    duration = (last - first) / 1e9 if n > 1 and first is not None and last is not None else 0.0
+    return {"file": path.name, "samples": n, "valid_samples": valid,
+            "valid_fraction": round(valid / n, 4) if n else 0.0, "duration_s": round(duration, 3)}
+
+
+def run_add(args: argparse.Namespace, config: Config) -> int:
+    """Load, check space, segment, store and queue one study; print its id and UID as JSON."""
+    from appliance.glance.engine import GlanceEngine
+    from appliance.glance.scan import segment_photograph
+    from appliance.imaging.io import load_photograph
+    from appliance.store import files
+    from appliance.store.store import Store
+
+    photo = load_photograph(args.image, config.imaging)
+    files.makedirs_durable(config.data_dir)
+    # Refuse before the (slow) segmentation when space is already short; add_study checks again.
+    files.check_space(config.data_dir, int(photo.rgb.nbytes * config.data.study_space_factor), config.data.min_free_mb)
+    summary = gaze_summary(args.gaze) if args.gaze else None
+    engine = GlanceEngine.from_config(config, use_model=False if args.no_model else None)
+    result = segment_photograph(photo, engine, gaze_csv=args.gaze)
+    with Store(config) as store:
+        study = store.add_study(photo, args.patient, args.eye, result, summary)
+        items = store.outbox(study_id=study.id)
+    print(json.dumps({"study_id": study.id, "study_uid": study.study_uid, "lesions_shown": len(result.shown),
+                      "queued": [i.kind for i in items]}))
+    return 0
+
+
+def run_list(args: argparse.Namespace, config: Config) -> int:
+    """Print the worklist as one JSON object per line."""
+    from appliance.store.store import Store
+
+    with Store(config) as store:
+        for s in store.worklist(limit=args.limit):
+            print(json.dumps({"study_id": s.id, "study_uid": s.study_uid, "eye": s.eye, "created_at": s.created_at,
+                              "reviewed": s.reviewed, "delivery": s.delivery, "pending_items": s.pending_items}))
+    return 0
+
+
+__all__ = ["register", "run_add", "run_list", "gaze_summary", "StoreError"]

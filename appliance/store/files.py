@@ -1,0 +1,146 @@
+"""Durable file writes and the disk-space guard.
+
+A file is written to a temporary name in its final folder, flushed and ``fsync``-ed, renamed
+over its final name (atomic on POSIX), and then the folder itself is ``fsync``-ed so the rename
+survives a power cut. Only after that does the store commit the row naming the file: a crash at
+any point leaves either no row (an orphaned temporary file, swept on the next start) or a row
+whose file is complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from appliance.errors import StoreError
+
+logger = logging.getLogger(__name__)
+
+TMP_SUFFIX = ".part"
+
+
+def fsync_dir(directory: Path) -> None:
+    """``fsync`` a folder so that entries created or renamed in it are durable."""
+    fd = os.open(str(directory), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def makedirs_durable(directory: Path) -> None:
+    """Create ``directory`` (and parents) and ``fsync`` each new entry's parent."""
+    missing = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+        fsync_dir(d.parent)
+
+
+def atomic_write(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically and durably.
+
+    Returns
+    -------
+    str
+        The hex sha256 of ``data``.
+
+    Raises
+    ------
+    StoreError
+        If the disk is full or the write fails; the final name is then untouched and the
+        temporary file removed.
+    """
+    path = Path(path)
+    makedirs_durable(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with _suppress_os():
+            tmp.unlink()
+        if exc.errno == errno.ENOSPC:
+            raise StoreError(f"The disk is full: cannot write {path.name}.") from exc
+        raise StoreError(f"Cannot write {path.name}: {exc.strerror or exc}.") from exc
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remove_durable(path: Path) -> None:
+    """Delete a file (if present) and ``fsync`` its folder."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    fsync_dir(Path(path).parent)
+
+
+def sweep_temporaries(root: Path) -> int:
+    """Delete the temporary files a crash left under ``root``; return how many."""
+    count = 0
+    if not root.exists():
+        return 0
+    for tmp in root.rglob(f"*{TMP_SUFFIX}"):
+        with _suppress_os():
+            tmp.unlink()
+            count += 1
+    if count:
+        logger.info("removed %d temporary file(s) left by an interrupted write", count)
+    return count
+
+
+def free_bytes(directory: Path) -> int:
+    """Return the bytes available to this process on ``directory``'s file system."""
+    return shutil.disk_usage(str(directory)).free
+
+
+def check_space(directory: Path, needed_bytes: int, min_free_mb: int) -> None:
+    """Refuse an operation, before it writes anything, when space would run low.
+
+    Raises
+    ------
+    StoreError
+        If fewer than ``needed_bytes`` plus ``min_free_mb`` MiB are free, with a message that says
+        how much is free and what to do.
+    """
+    free = free_bytes(directory)
+    required = int(needed_bytes) + int(min_free_mb) * (1 << 20)
+    if free < required:
+        raise StoreError(
+            f"Not enough free space to store a new study: {free / 2**20:.0f} MiB free, "
+            f"{required / 2**20:.0f} MiB needed. Sync or export the delivered studies, "
+            "or free space on the device, then try again. Nothing was stored."
+        )
+
+
+class _suppress_os:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
+        return exc_type is not None and issubclass(exc_type, OSError)

@@ -1,0 +1,59 @@
+"""Retention: a photograph leaves the device only after the server confirmed it, plus a grace period.
+
+A study's photograph is removed when every outbox item of the study is delivered (confirmed by
+reading back) and the latest confirmation is older than ``[data] retention_days``. The row is marked
+first and the file removed second, so a crash between the two leaves an orphaned file that the next
+run removes, never a row pointing at a missing photograph. Result files (JSON and masks) stay: they
+are small and feed the clinicians' annotations. A clock set back in time only delays removal; a
+clock set forward can bring it closer, but never before the delivery was confirmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional
+
+from appliance.store import db, files
+from appliance.store.results import utc_now
+
+logger = logging.getLogger(__name__)
+
+
+def expired_images(store, now_unix: Optional[float] = None) -> list[int]:  # type: ignore[no-untyped-def]
+    """Return ids of photographs whose retention period after confirmed delivery has passed."""
+    now = time.time() if now_unix is None else now_unix
+    horizon = now - float(store.config.data.retention_days) * 86400.0
+    rows = store._q(
+        "SELECT i.id FROM images i WHERE i.deleted_at IS NULL"
+        " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.study_id = i.study_id AND o.state != 'delivered')"
+        " AND EXISTS (SELECT 1 FROM outbox o WHERE o.image_id = i.id AND o.kind = 'photo' AND o.state = 'delivered')"
+        " AND (SELECT MAX(delivered_unix) FROM outbox o WHERE o.study_id = i.study_id) <= ?",
+        (horizon,),
+    )
+    return [int(r["id"]) for r in rows]
+
+
+def purge_expired(store, now_unix: Optional[float] = None) -> int:  # type: ignore[no-untyped-def]
+    """Remove expired photographs (see the module docstring); return how many were removed."""
+    removed = 0
+    for image_id in expired_images(store, now_unix):
+        with store._lock, db.transaction(store._conn) as c:
+            # Re-check inside the transaction: a sign-off may have queued new items meanwhile.
+            still = c.execute(
+                "SELECT 1 FROM images i WHERE i.id = ? AND i.deleted_at IS NULL AND NOT EXISTS"
+                " (SELECT 1 FROM outbox o WHERE o.study_id = i.study_id AND o.state != 'delivered')",
+                (image_id,),
+            ).fetchone()
+            if not still:
+                continue
+            c.execute("UPDATE images SET deleted_at = ?, deleted_seq = ? WHERE id = ?",
+                      (utc_now(), db.next_seq(c), image_id))
+        removed += 1
+    for row in store._q("SELECT path FROM images WHERE deleted_at IS NOT NULL"):
+        path = store.path(row["path"])
+        if path.exists():
+            files.remove_durable(path)
+    if removed:
+        logger.info("retention removed %d delivered photograph(s)", removed)
+    return removed

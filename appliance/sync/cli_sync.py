@@ -1,0 +1,75 @@
+"""``glanceseg sync [--once]`` and ``glanceseg export-usb DEST``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from appliance.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``sync`` and ``export-usb`` commands."""
+    p = subparsers.add_parser("sync", help="deliver queued studies to the clinic's DICOMweb server")
+    p.add_argument("--once", action="store_true",
+                   help="one pass ignoring backoff; exit 0 only if everything queued was delivered and confirmed")
+    p.add_argument("--status", action="store_true", help="print the outbox counts and exit")
+    p.set_defaults(handler=run)
+    p = subparsers.add_parser("export-usb", help="write undelivered studies as DICOM files plus a manifest to DEST")
+    p.add_argument("dest", type=Path, help="a folder on the mounted USB drive")
+    p.set_defaults(handler=run_export)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Run one pass (``--once``), print the status (``--status``), or sync until stopped."""
+    from appliance.store.retention import purge_expired
+    from appliance.store.store import Store
+    from appliance.sync.engine import Syncer
+    from appliance.sync.scheduler import SyncScheduler
+
+    with Store(config) as store:
+        if args.status:
+            print(json.dumps(store.sync_status().__dict__, default=str))
+            return 0
+        syncer = Syncer(store, config)
+        if args.once:
+            report = syncer.run_pass(ignore_backoff=True)
+            removed = purge_expired(store)
+            status = store.sync_status()
+            print(json.dumps({"delivered": report.delivered, "already_on_server": report.already_there,
+                              "failed": report.failed, "remaining": status.pending + status.sending,
+                              "photographs_removed_by_retention": removed,
+                              "errors": sorted(set(report.errors))[:5]}))
+            return 0 if report.all_delivered and status.pending + status.sending == 0 else 1
+        scheduler = SyncScheduler(store, config, syncer)
+        if config.hw.enabled:
+            from appliance.hw.panel import StatusPanel, connect
+
+            scheduler.panel = StatusPanel(config.hw)  # type: ignore[attr-defined]
+            connect(scheduler.panel, scheduler)  # type: ignore[attr-defined]
+        done = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
+        with scheduler:
+            scheduler.trigger()
+            done.wait()
+    return 0
+
+
+def run_export(args: argparse.Namespace, config: Config) -> int:
+    """Export undelivered instances to ``args.dest``; print where and how many."""
+    from appliance.store.store import Store
+    from appliance.sync.usb_export import export_undelivered
+
+    with Store(config) as store:
+        report = export_undelivered(store, args.dest)
+    print(json.dumps({"folder": str(report.folder), "files": report.files, "studies": report.studies,
+                      "bytes": report.bytes}))
+    return 0

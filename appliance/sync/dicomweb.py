@@ -1,0 +1,194 @@
+"""A small DICOMweb client: STOW-RS to store, QIDO-RS to confirm, WADO-RS to read back.
+
+Transport rules: ``https`` always, verified against the configured CA bundle (or the system store);
+credentials by HTTP basic auth and/or a client certificate; plain ``http`` is refused unless the
+host is a loopback address (a local Orthanc or a tunnel endpoint on the device itself), so a
+password never crosses a network in clear text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+import requests
+
+from appliance.config import DicomwebConfig
+from appliance.errors import SyncError
+
+logger = logging.getLogger(__name__)
+
+DICOM_JSON = "application/dicom+json"
+_REFERENCED_SOP_SEQ = "00081199"
+_FAILED_SOP_SEQ = "00081198"
+_REF_SOP_INSTANCE = "00081155"
+_FAILURE_REASON = "00081197"
+
+
+class ServerUnavailable(SyncError):
+    """The server cannot take anything now (unreachable, timed out, refused the credentials, or
+    failed): the rest of a pass would fail the same way, so the pass stops early."""
+
+
+def is_loopback(host: str) -> bool:
+    """Return True for ``localhost`` and loopback IP addresses."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class StowOutcome:
+    """What the server said about one STOW-RS request."""
+
+    status: int
+    stored: frozenset[str]
+    failed: dict[str, str]
+
+
+class DicomwebClient:
+    """Blocking DICOMweb client built from ``[dicomweb]``.
+
+    Raises
+    ------
+    SyncError
+        On construction, if the URL is missing, not http(s), or plain http to a non-loopback host,
+        or a client certificate is given without its key.
+    """
+
+    def __init__(self, config: DicomwebConfig, session: Optional[requests.Session] = None) -> None:
+        url = config.url.strip().rstrip("/")
+        if not url:
+            raise SyncError("No DICOMweb server is configured (set [dicomweb] url or GLANCESEG_DICOMWEB_URL).")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SyncError(f"The DICOMweb URL must be an http(s) URL, not {url!r}.")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise SyncError("Plain http is accepted only for a loopback address; use https for the clinic's server.")
+        if config.key and not config.cert:
+            raise SyncError("A client key needs its certificate ([dicomweb] cert).")
+        self.base = url
+        self.timeout_s = float(config.timeout_s)
+        self.session = session or requests.Session()
+        self.session.verify = config.ca or True
+        if config.cert:
+            self.session.cert = (config.cert, config.key) if config.key else config.cert
+        if config.user:
+            self.session.auth = (config.user, config.password)
+        self.session.headers["User-Agent"] = "glanceseg-sync"
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.session.close()
+
+    def _request(self, method: str, path: str, timeout_s: Optional[float] = None, **kwargs: Any) -> requests.Response:
+        try:
+            response = self.session.request(method, self.base + path, timeout=timeout_s or self.timeout_s, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise ServerUnavailable(f"TLS to the DICOMweb server failed: {exc}.") from exc
+        except requests.RequestException as exc:
+            raise ServerUnavailable(f"The DICOMweb server cannot be reached: {type(exc).__name__}.") from exc
+        if response.status_code in (401, 403):
+            raise ServerUnavailable(f"The DICOMweb server refused the credentials (HTTP {response.status_code}).")
+        if response.status_code >= 500:
+            raise ServerUnavailable(f"The DICOMweb server failed (HTTP {response.status_code}).")
+        return response
+
+    def reachable(self, timeout_s: float = 5.0) -> bool:
+        """Return True when the server answers an authenticated QIDO-RS query."""
+        try:
+            response = self._request("GET", "/studies", timeout_s=timeout_s, params={"limit": "1"},
+                                     headers={"Accept": DICOM_JSON})
+        except SyncError:
+            return False
+        return response.status_code in (200, 204)
+
+    def store(self, study_uid: str, sop_uid: str, data: bytes) -> StowOutcome:
+        """Send one Part-10 instance by STOW-RS to ``/studies/{study}``.
+
+        Raises
+        ------
+        SyncError
+            On a transport error, an authentication refusal, a server error or a malformed answer;
+            a refusal of the instance itself is returned in ``failed``.
+        """
+        boundary = f"glanceseg-{uuid.uuid4().hex}"
+        body = b"".join([
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii"),
+            data,
+            f"\r\n--{boundary}--\r\n".encode("ascii"),
+        ])
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": DICOM_JSON,
+        }
+        response = self._request("POST", f"/studies/{study_uid}", data=body, headers=headers)
+        if response.status_code not in (200, 202, 409):
+            raise SyncError(f"STOW-RS answered HTTP {response.status_code}.")
+        try:
+            doc = response.json() if response.content else {}
+        except ValueError as exc:
+            raise SyncError("STOW-RS answered with a body that is not DICOM JSON.") from exc
+        stored, failed = set(), {}
+        for entry in (doc.get(_REFERENCED_SOP_SEQ, {}) or {}).get("Value", []) or []:
+            stored.update((entry.get(_REF_SOP_INSTANCE, {}) or {}).get("Value", []) or [])
+        for entry in (doc.get(_FAILED_SOP_SEQ, {}) or {}).get("Value", []) or []:
+            for uid in (entry.get(_REF_SOP_INSTANCE, {}) or {}).get("Value", []) or []:
+                reason = (entry.get(_FAILURE_REASON, {}) or {}).get("Value", ["?"])
+                failed[uid] = str(reason[0] if reason else "?")
+        return StowOutcome(response.status_code, frozenset(stored), failed)
+
+    def instance_exists(self, study_uid: str, series_uid: str, sop_uid: str) -> bool:
+        """Return True when QIDO-RS finds the instance on the server.
+
+        Raises
+        ------
+        SyncError
+            When the query itself fails (the answer is then unknown, not "absent").
+        """
+        response = self._request(
+            "GET", f"/studies/{study_uid}/series/{series_uid}/instances",
+            params={"SOPInstanceUID": sop_uid}, headers={"Accept": DICOM_JSON},
+        )
+        if response.status_code == 204 or (response.status_code == 404):
+            return False
+        if response.status_code != 200:
+            raise SyncError(f"QIDO-RS answered HTTP {response.status_code}.")
+        try:
+            matches = response.json() or []
+        except ValueError as exc:
+            raise SyncError("QIDO-RS answered with a body that is not DICOM JSON.") from exc
+        for match in matches:
+            if sop_uid in ((match.get("00080018", {}) or {}).get("Value", []) or []):
+                return True
+        return False
+
+    def retrieve_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> bytes:
+        """Return one instance's Part-10 bytes by WADO-RS (tests and audits)."""
+        response = self._request(
+            "GET", f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
+            headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        )
+        if response.status_code != 200:
+            raise SyncError(f"WADO-RS answered HTTP {response.status_code}.")
+        return _first_part(response)
+
+
+def _first_part(response: requests.Response) -> bytes:
+    ctype = response.headers.get("Content-Type", "")
+    marker = "boundary="
+    if marker not in ctype:
+        return response.content
+    boundary = ctype.split(marker, 1)[1].split(";")[0].strip().strip('"').encode("ascii")
+    body = response.content
+    start = body.index(b"--" + boundary)
+    header_end = body.index(b"\r\n\r\n", start) + 4
+    end = body.index(b"\r\n--" + boundary, header_end)
+    return body[header_end:end]

@@ -1,0 +1,206 @@
+"""Signed model updates: from a USB stick or the clinic's update server into ``<data_dir>/models``.
+
+A model bundle carries the files of one model folder (``manifest.json`` plus its ONNX files,
+exactly what ``models/`` holds in the repository) under the signed ``bundle.json``. It is
+installed into ``<data_dir>/models/<version>/`` and made active by switching the symlink
+``<data_dir>/models/current``, which ``appliance.glance.modelfiles`` loads in preference to
+the shipped ``models/`` folder. The previous version is kept for rollback. See
+:mod:`appliance.sync.versions` for why a power cut at any point leaves a working model.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import secrets
+import tarfile
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urljoin, urlparse
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from appliance.config import DEV_UPDATE_PUBLIC_KEY, Config
+from appliance.errors import UpdateError
+from appliance.sync.bundles import (BUNDLE_MANIFEST, BUNDLE_SUFFIX, BundleInfo, BundleKind,
+                                    fingerprint, load_public_key, version_key)
+from appliance.sync.versions import DOWNLOADS, VersionedStore
+
+logger = logging.getLogger(__name__)
+
+MODEL_MANIFEST = "manifest.json"
+
+
+class ModelUpdates(VersionedStore):
+    """The installed models of one family under ``<data_dir>/models``."""
+
+    def prepare(self, staging: Path, info: BundleInfo) -> None:
+        """Refuse a model bundle without a model manifest, or whose manifest names another family.
+
+        Why: the bundle's signed family is what we trust, but a model folder that the runtime
+        would read as another model must never go live under this family's name.
+        """
+        if MODEL_MANIFEST not in info.files:
+            raise UpdateError(f"A model bundle must carry {MODEL_MANIFEST}.")
+        try:
+            manifest = json.loads((staging / MODEL_MANIFEST).read_text())
+        except ValueError as exc:
+            raise UpdateError(f"The bundle's {MODEL_MANIFEST} is not valid JSON.") from exc
+        named = manifest.get("family") or manifest.get("name") if isinstance(manifest, dict) else None
+        if named and str(named) != self.family:
+            raise UpdateError(f"The bundle's model manifest names {named!r}, not {self.family!r}.")
+
+
+def shipped_model_version(config: Config) -> str:
+    """Return the version of the model shipped in ``config.model.dir`` ("0" when unversioned)."""
+    try:
+        manifest = json.loads((Path(config.model.dir) / MODEL_MANIFEST).read_text())
+        version = str(manifest.get("version", "0"))
+        version_key(version)
+        return version
+    except (OSError, ValueError, AttributeError, UpdateError):
+        return "0"
+
+
+def model_store(config: Config) -> ModelUpdates:
+    """Build the model store of this appliance from its configuration.
+
+    Raises
+    ------
+    UpdateError
+        If no usable update public key is configured.
+    """
+    return ModelUpdates(config.data_dir / "models", update_public_key(config),
+                        BundleKind.MODEL, config.model.name, shipped_model_version(config))
+
+
+def update_public_key(config: Config) -> Ed25519PublicKey:
+    """Load ``[updates] public_key``, warning when it is the published development key."""
+    key = load_public_key(config.updates.public_key)
+    if Path(config.updates.public_key).expanduser().resolve() == DEV_UPDATE_PUBLIC_KEY:
+        logger.warning("updates are verified with the DEVELOPMENT key (fingerprint %s), whose private "
+                       "half is public; set [updates] public_key on clinic devices", fingerprint(key))
+    return key
+
+
+def peek_bundle(source: Path) -> Optional[dict[str, Any]]:
+    """Read a bundle's unverified manifest (to choose among bundles on a stick), or None.
+
+    Nothing read here is trusted: the chosen bundle is fully verified by ``install``.
+    """
+    try:
+        if source.is_dir():
+            data = (source / BUNDLE_MANIFEST).read_bytes()
+        else:
+            with tarfile.open(source, "r:") as tar:
+                member = tar.extractfile(BUNDLE_MANIFEST)
+                data = member.read(1 << 20) if member else b""
+        raw = json.loads(data)
+        return raw if isinstance(raw, dict) else None
+    except (OSError, KeyError, ValueError, tarfile.TarError):
+        return None
+
+
+def newest_bundle(folder: Path, store: VersionedStore) -> Optional[Path]:
+    """Return the newest bundle in ``folder`` (a USB stick) for ``store`` newer than what runs."""
+    running = version_key(store.current_version() or store.baseline_version)
+    best: Optional[tuple[tuple[int, ...], Path]] = None
+    for path in sorted(Path(folder).iterdir()):
+        if not (path.suffix == BUNDLE_SUFFIX or (path / BUNDLE_MANIFEST).is_file()):
+            continue
+        raw = peek_bundle(path)
+        if not raw or raw.get("kind") != store.kind.value or raw.get("family") != store.family:
+            continue
+        try:
+            key = version_key(str(raw.get("version")))
+        except UpdateError:
+            continue
+        if key > running and (best is None or key > best[0]):
+            best = (key, path)
+    return best[1] if best else None
+
+
+def _check_url(url: str) -> None:
+    parsed = urlparse(url)
+    if parsed.scheme == "https":
+        return
+    host = parsed.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parsed.scheme != "http" or not loopback:
+        raise UpdateError(f"The update server {url!r} must use https (plain http only on loopback).")
+
+
+def download_newest(config: Config, store: VersionedStore) -> Optional[Path]:
+    """Download the newest bundle for ``store`` from ``[updates] server_url``, or None.
+
+    The server serves ``index.json``: ``{"bundles": [{"kind", "family", "version", "file"}]}``
+    with ``file`` relative to the index. The index is not trusted (the bundle is signed). The
+    download lands in ``<root>/.downloads``, which a power cut leaves to :meth:`recover`.
+
+    Raises
+    ------
+    UpdateError
+        If the server is not configured, not https, unreachable, or sends a bad index.
+    """
+    import requests  # only on the network path
+
+    base = config.updates.server_url.rstrip("/") + "/"
+    if base == "/":
+        raise UpdateError("No update server is configured ([updates] server_url).")
+    _check_url(base)
+    verify: Any = config.updates.ca or True
+    try:
+        resp = requests.get(urljoin(base, "index.json"), timeout=config.updates.timeout_s, verify=verify)
+        resp.raise_for_status()
+        entries = resp.json().get("bundles", [])
+    except (requests.RequestException, ValueError, AttributeError) as exc:
+        raise UpdateError(f"Cannot read the update index from {base}: {exc}.") from exc
+    running = version_key(store.current_version() or store.baseline_version)
+    best = None
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            if entry["kind"] == store.kind.value and entry["family"] == store.family:
+                key = version_key(str(entry["version"]))
+                if key > running and (best is None or key > best[0]):
+                    best = (key, str(entry["file"]))
+        except (KeyError, TypeError, UpdateError):
+            continue
+    if best is None:
+        logger.info("no newer %s bundle on %s", store.kind.value, base)
+        return None
+    url = urljoin(base, best[1])
+    _check_url(url)
+    store.root.mkdir(parents=True, exist_ok=True)
+    dest_dir = store.root / DOWNLOADS
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / f"{secrets.token_hex(8)}{BUNDLE_SUFFIX}"
+    try:
+        with requests.get(url, stream=True, timeout=config.updates.timeout_s, verify=verify) as resp:
+            resp.raise_for_status()
+            with open(dest, "wb") as fh:
+                for chunk in resp.iter_content(1 << 20):
+                    fh.write(chunk)
+    except (requests.RequestException, OSError) as exc:
+        dest.unlink(missing_ok=True)
+        raise UpdateError(f"Downloading {url} failed: {exc}.") from exc
+    return dest
+
+
+def install_from_server(config: Config, store: Optional[VersionedStore] = None) -> Optional[BundleInfo]:
+    """Check the update server once and install the newest model bundle, if any.
+
+    What the sync scheduler calls when online. Returns the installed manifest or None.
+    """
+    store = store or model_store(config)
+    store.recover()
+    path = download_newest(config, store)
+    if path is None:
+        return None
+    try:
+        return store.install(path)
+    finally:
+        path.unlink(missing_ok=True)

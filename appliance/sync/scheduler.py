@@ -1,0 +1,196 @@
+"""Automatic delivery in the background: a named thread that syncs whenever the server is reachable.
+
+The thread wakes every ``[sync] interval_s`` seconds, or at once when :meth:`SyncScheduler.trigger`
+is called (the UI's "Sync now", the hardware button). It probes the server with a cheap QIDO-RS
+query first: offline for days, the station then costs one short request per interval and keeps
+every item's backoff intact. A triggered pass ignores backoff timers, as a person asked for it now.
+After each pass it applies the retention policy. Listeners (the LEDs, the UI) get a
+:class:`SyncIndicator` whenever the state changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from appliance.config import Config
+from appliance.errors import StoreError, SyncError
+from appliance.store.retention import purge_expired
+from appliance.store.store import Store
+from appliance.sync.engine import PassReport, Syncer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncIndicator:
+    """What the LEDs and the UI show: a pass running, items waiting, and whether the last try failed."""
+
+    syncing: bool
+    pending: int
+    error: bool
+    reachable: Optional[bool]
+    last_error: Optional[str]
+
+    @property
+    def state(self) -> str:
+        """str: ``"syncing"``, ``"error"``, ``"pending"`` or ``"ready"`` (in that priority)."""
+        if self.syncing:
+            return "syncing"
+        if self.error:
+            return "error"
+        return "pending" if self.pending else "ready"
+
+
+class SyncScheduler:
+    """Background sync thread (``glanceseg-sync``).
+
+    Parameters
+    ----------
+    store, config
+        The local store and configuration.
+    syncer
+        A ready :class:`Syncer` (tests); built from the config when None.
+    """
+
+    def __init__(self, store: Store, config: Config, syncer: Optional[Syncer] = None) -> None:
+        self.store = store
+        self.config = config
+        self.syncer = syncer or Syncer(store, config)
+        self.syncer.on_progress = self._on_progress
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._triggered = False
+        self._listeners: list[Callable[[SyncIndicator], None]] = []
+        self._syncing = False
+        self._error = False
+        self._reachable: Optional[bool] = None
+        self._last_error: Optional[str] = None
+        self._thread: Optional[threading.Thread] = None
+        self.passes = 0
+        self.last_report: Optional[PassReport] = None
+
+    # -- control -------------------------------------------------------------------------
+    def start(self) -> "SyncScheduler":
+        """Start the thread (idempotent)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="glanceseg-sync", daemon=True)
+            self._thread.start()
+            logger.info("sync scheduler started (every %.0f s)", self.config.sync.interval_s)
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Ask the thread to stop after its current pass and wait up to ``timeout_s``."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self._thread = None
+        panel = getattr(self, "panel", None)
+        if panel is not None:
+            panel.close()
+            self.panel = None
+
+    def trigger(self) -> None:
+        """Start a pass now, ignoring backoff timers ("Sync now", the sync button)."""
+        self._triggered = True
+        self._wake.set()
+
+    def add_listener(self, listener: Callable[[SyncIndicator], None]) -> None:
+        """Call ``listener(indicator)`` on every change, and once now."""
+        self._listeners.append(listener)
+        listener(self.indicator())
+
+    def __enter__(self) -> "SyncScheduler":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- state ---------------------------------------------------------------------------
+    def indicator(self) -> SyncIndicator:
+        """Return the current indicator (reads the outbox counts)."""
+        status = self.store.sync_status()
+        return SyncIndicator(syncing=self._syncing, pending=status.pending + status.sending,
+                             error=self._error, reachable=self._reachable, last_error=self._last_error)
+
+    def _notify(self) -> None:
+        indicator = self.indicator()
+        for listener in list(self._listeners):
+            try:
+                listener(indicator)
+            except Exception:  # noqa: BLE001 - a broken LED must never stop delivery
+                logger.exception("sync listener failed")
+
+    def _on_progress(self, phase: str) -> None:
+        self._syncing = phase == "syncing"
+        self._notify()
+
+    # -- the loop ------------------------------------------------------------------------
+    def run_once(self, force: bool = False) -> Optional[PassReport]:
+        """Probe, then make one pass if the server is reachable; return its report (None if offline)."""
+        client = self.syncer.client
+        self._reachable = client.reachable(self.config.dicomweb.probe_timeout_s)
+        if not self._reachable:
+            pending = self.store.sync_status().pending
+            self._error = bool(force and pending)
+            self._last_error = "The DICOM server is not reachable." if pending else None
+            self._notify()
+            return None
+        try:
+            report = self.syncer.run_pass(ignore_backoff=force)
+        except SyncError as exc:
+            self._error, self._last_error = True, str(exc)
+            self._notify()
+            return None
+        self.passes += 1
+        self.last_report = report
+        self._error = report.failed > 0
+        self._last_error = report.errors[-1] if report.errors else None
+        try:
+            purge_expired(self.store)
+        except StoreError as exc:
+            logger.warning("retention could not run: %s", exc)
+        self._notify()
+        return report
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            force, self._triggered = self._triggered, False
+            try:
+                self.run_once(force=force)
+            except Exception:  # noqa: BLE001 - the thread must survive anything and retry later
+                logger.exception("sync pass crashed; retrying at the next interval")
+                self._error = True
+            self._wake.wait(self.config.sync.interval_s)
+            self._wake.clear()
+
+
+def start_background_sync(store: Store, config: Config) -> Optional[SyncScheduler]:
+    """Start automatic delivery for ``glanceseg serve``; None when no server is configured or
+    ``[sync] enabled`` is false. With ``[hw] enabled`` the status panel is attached (button and LEDs).
+
+    The caller keeps the returned scheduler, calls ``trigger()`` for "Sync now", reads
+    ``indicator()`` for the sync status, and calls ``stop()`` at shutdown.
+
+    Raises
+    ------
+    SyncError
+        If the configured server URL breaks the transport rules (plain http off loopback).
+    HardwareError
+        If the status panel cannot claim its pins.
+    """
+    if not config.sync.enabled or not config.dicomweb.url.strip():
+        logger.info("automatic sync is off (no [dicomweb] url, or [sync] enabled = false)")
+        return None
+    scheduler = SyncScheduler(store, config)
+    if config.hw.enabled:
+        from appliance.hw.panel import StatusPanel, connect
+
+        panel = StatusPanel(config.hw)
+        connect(panel, scheduler)
+        scheduler.panel = panel  # type: ignore[attr-defined]
+    return scheduler.start()

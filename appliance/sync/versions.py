@@ -1,0 +1,284 @@
+"""Versioned folders switched by symlink: the atomic install and rollback of any bundle.
+
+Layout under one root (``<data_dir>/models`` or ``<data_dir>/software``)::
+
+    <root>/.downloads/          bundles being downloaded from the update server
+    <root>/.incoming/<token>/   a bundle being received (never read by the runtime)
+    <root>/<version>/           a verified, complete bundle (read-only from then on)
+    <root>/current -> <version> what the runtime loads
+    <root>/previous -> <version> what ``rollback`` returns to
+
+Why this shape: the only step that changes what runs is ``rename(2)`` of a fresh symlink over
+``current``, which POSIX makes atomic. A power cut at any earlier point leaves ``current``
+where it was; a cut after it leaves the new, already verified folder. Half-received bundles
+sit in ``.incoming`` and are deleted on the next start (:meth:`VersionedStore.recover`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from appliance.errors import UpdateError
+from appliance.sync.bundles import (BundleInfo, BundleKind, fsync_dir, remove_tree, stage_bundle,
+                                    verify_folder, version_key)
+
+logger = logging.getLogger(__name__)
+
+CURRENT = "current"
+PREVIOUS = "previous"
+INCOMING = ".incoming"
+DOWNLOADS = ".downloads"
+
+#: Called with a step name between install steps; tests use it to cut power at each step.
+StepHook = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class InstalledVersion:
+    """One installed version folder.
+
+    Attributes
+    ----------
+    version
+        Dotted-integer version (the folder name).
+    path
+        The folder.
+    active, previous
+        Whether ``current`` / ``previous`` point at it.
+    info
+        Its verified manifest, or None when it no longer verifies.
+    """
+
+    version: str
+    path: Path
+    active: bool
+    previous: bool
+    info: Optional[BundleInfo]
+
+
+class VersionedStore:
+    """Install, switch and roll back signed bundles of one kind and family under ``root``.
+
+    Parameters
+    ----------
+    root
+        The folder holding the versions and the ``current`` / ``previous`` links.
+    public_key
+        The appliance's update key; every bundle must be signed by its private half.
+    kind, family
+        What this store accepts; anything else is refused.
+    baseline_version
+        The version running when nothing is installed yet (the shipped one); an update must
+        be newer than it.
+    """
+
+    def __init__(self, root: Path, public_key: Ed25519PublicKey, kind: BundleKind, family: str,
+                 baseline_version: str = "0") -> None:
+        self.root = Path(root)
+        self.public_key = public_key
+        self.kind = BundleKind(kind)
+        self.family = family
+        self.baseline_version = baseline_version
+
+    # --- state -------------------------------------------------------------------------------
+
+    def _link_target(self, name: str) -> Optional[str]:
+        try:
+            return os.readlink(self.root / name)
+        except (FileNotFoundError, OSError):
+            return None
+
+    def current_version(self) -> Optional[str]:
+        """Return the version ``current`` points at, or None when the shipped one runs."""
+        return self._link_target(CURRENT)
+
+    def previous_version(self) -> Optional[str]:
+        """Return the version ``previous`` points at, or None."""
+        return self._link_target(PREVIOUS)
+
+    def current_path(self) -> Optional[Path]:
+        """Return the folder of the active installed version, or None (shipped one runs)."""
+        target = self.current_version()
+        return (self.root / target) if target else None
+
+    def list(self, check_hashes: bool = False) -> list[InstalledVersion]:
+        """Return the installed versions, newest first (hashes checked only when asked)."""
+        if not self.root.is_dir():
+            return []
+        cur, prev = self.current_version(), self.previous_version()
+        out = []
+        for path in self.root.iterdir():
+            if path.is_symlink() or not path.is_dir() or path.name.startswith("."):
+                continue
+            try:
+                version_key(path.name)
+                info: Optional[BundleInfo] = verify_folder(path, self.public_key, check_hashes)
+            except UpdateError as exc:
+                logger.warning("installed %s %s does not verify: %s", self.kind.value, path.name, exc)
+                info = None
+            out.append(InstalledVersion(path.name, path, path.name == cur, path.name == prev, info))
+        return sorted(out, key=lambda v: _safe_key(v.version), reverse=True)
+
+    def recover(self) -> None:
+        """Delete what an interrupted download or install left behind (run at start)."""
+        remove_tree(self.root / DOWNLOADS)
+        self._clean_incoming()
+
+    def _clean_incoming(self) -> None:
+        remove_tree(self.root / INCOMING)
+        for path in self.root.glob(".*.tmp-*") if self.root.is_dir() else []:
+            path.unlink()
+
+    # --- install -----------------------------------------------------------------------------
+
+    def prepare(self, staging: Path, info: BundleInfo) -> None:
+        """Check and complete a verified bundle before it goes live (subclasses override).
+
+        Raises UpdateError to refuse it. Derived files must be named ``_*``.
+        """
+
+    def install(self, source: Path, hook: Optional[StepHook] = None) -> BundleInfo:
+        """Verify a bundle (tar file or folder) and make it the active version.
+
+        Parameters
+        ----------
+        source
+            Bundle file or folder (USB stick, download).
+        hook
+            Called with the name of each completed step (tests only).
+
+        Returns
+        -------
+        BundleInfo
+            The installed bundle's manifest.
+
+        Raises
+        ------
+        UpdateError
+            If the signature or a hash does not verify, the kind or family is not this
+            store's, the version is not newer than the running one, or the copy fails. The
+            running version is untouched in every case.
+        """
+        step = hook or (lambda _name: None)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._clean_incoming()
+        staging = self.root / INCOMING / secrets.token_hex(8)
+        try:
+            stage_bundle(source, staging)
+            step("staged")
+            info = verify_folder(staging, self.public_key)
+            self._check_acceptable(info)
+            step("verified")
+            self.prepare(staging, info)
+            fsync_dir(staging)
+            step("prepared")
+            self._move_into_place(staging, info)
+            step("moved")
+        except BaseException:
+            remove_tree(staging)
+            raise
+        old = self.current_version()
+        if old and old != info.version:
+            self._link(PREVIOUS, old)
+        step("previous")
+        self._link(CURRENT, info.version)
+        logger.info("%s %s %s installed and active (was %s)", self.kind.value, self.family,
+                    info.version, old or f"shipped {self.baseline_version}")
+        step("switched")
+        self.prune()
+        step("pruned")
+        return info
+
+    def _check_acceptable(self, info: BundleInfo) -> None:
+        if info.kind != self.kind:
+            raise UpdateError(f"This is a {info.kind.value} bundle, not a {self.kind.value} bundle.")
+        if info.family != self.family:
+            raise UpdateError(f"The bundle is for {info.family!r}, but this appliance runs {self.family!r}.")
+        running = self.current_version() or self.baseline_version
+        if info.version_key <= _safe_key(running):
+            raise UpdateError(f"Version {info.version} is not newer than the running {running}; "
+                              "downgrades are refused (use rollback).")
+
+    def _move_into_place(self, staging: Path, info: BundleInfo) -> None:
+        target = self.root / info.version
+        if target.exists() or target.is_symlink():
+            try:
+                same = verify_folder(target, self.public_key).manifest_sha256 == info.manifest_sha256
+            except UpdateError:
+                same = False
+            if same:  # e.g. the previous version, installed again after a rollback
+                remove_tree(staging)
+                return
+            if info.version in (self.current_version(), self.previous_version()):
+                raise UpdateError(f"A different bundle of version {info.version} is already installed.")
+            logger.warning("removing a stale folder for %s %s", self.kind.value, info.version)
+            remove_tree(target)
+        os.rename(staging, target)
+        fsync_dir(self.root)
+
+    def _link(self, name: str, version: str) -> None:
+        """Point ``root/name`` at ``version`` atomically (symlink, then rename over)."""
+        tmp = self.root / f".{name}.tmp-{os.getpid()}"
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(version, tmp)
+        os.replace(tmp, self.root / name)
+        fsync_dir(self.root)
+
+    def prune(self) -> None:
+        """Delete installed versions other than ``current`` and ``previous``."""
+        keep = {self.current_version(), self.previous_version()}
+        for path in self.root.iterdir():
+            if path.name.startswith(".") or path.is_symlink() or path.name in keep:
+                continue
+            if path.is_dir():
+                logger.info("pruning %s %s", self.kind.value, path.name)
+                remove_tree(path)
+
+    # --- rollback ----------------------------------------------------------------------------
+
+    def rollback(self, hook: Optional[StepHook] = None) -> str:
+        """Make ``previous`` active again (and the active one ``previous``); return its version.
+
+        With no ``previous``, the first installed version is rolled back to the shipped model
+        (``current`` removed) and the shipped version is returned.
+
+        Raises
+        ------
+        UpdateError
+            If there is nothing to roll back to, or the previous folder no longer verifies.
+        """
+        step = hook or (lambda _name: None)
+        cur, prev = self.current_version(), self.previous_version()
+        if not prev and cur:  # the first installed version: back to the shipped model
+            self._link(PREVIOUS, cur)
+            (self.root / CURRENT).unlink()
+            fsync_dir(self.root)
+            logger.info("%s %s rolled back from %s to the shipped %s", self.kind.value, self.family,
+                        cur, self.baseline_version)
+            return self.baseline_version
+        if not prev or not (self.root / prev).is_dir():
+            raise UpdateError("There is no previous version to roll back to.")
+        info = verify_folder(self.root / prev, self.public_key)
+        if info.kind != self.kind or info.family != self.family:
+            raise UpdateError(f"The previous folder holds {info.kind.value} {info.family}, not this store's.")
+        self._link(CURRENT, prev)
+        step("switched")
+        if cur:
+            self._link(PREVIOUS, cur)
+        logger.info("%s %s rolled back from %s to %s", self.kind.value, self.family, cur, prev)
+        return prev
+
+
+def _safe_key(version: str) -> tuple[int, ...]:
+    try:
+        return version_key(version)
+    except UpdateError:
+        return (0,)

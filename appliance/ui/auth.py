@@ -1,0 +1,86 @@
+"""Log in with name and PIN, log out, and the first-start admin PIN."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+
+from appliance.ui.app import audit, get_users
+from appliance.ui.security import csrf_token
+from appliance.ui.users import LoginOutcome, Role
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("auth", __name__)
+
+
+def _safe_next(target: str) -> str:
+    """Only same-site relative paths are followed after login (no open redirect)."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("worklist.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    """Show the login form; check the PIN and start a session."""
+    users = get_users()
+    if not users.has_admin():
+        return redirect(url_for("auth.setup"))
+    if request.method == "POST":
+        name = request.form.get("name", "").strip()
+        pin = request.form.get("pin", "")
+        outcome, user = users.authenticate(name, pin, remote=request.remote_addr or "")
+        if outcome is LoginOutcome.OK and user is not None:
+            session.clear()
+            session["uid"] = user.id
+            import time
+
+            session["seen"] = time.time()
+            csrf_token()
+            g.user = user
+            audit("login", f"user:{user.id}")
+            return redirect(_safe_next(request.form.get("next", "")))
+        if outcome is LoginOutcome.LOCKED:
+            flash("Too many wrong PINs. This account is locked for a few minutes.")
+            audit("login_locked", "", {"name": name[:40]})
+        else:
+            flash("Wrong name or PIN.")
+            audit("login_failed", "", {"name": name[:40]})
+        return render_template("login.html", next=request.form.get("next", ""), name=name), 401
+    return render_template("login.html", next=request.args.get("next", ""), name="")
+
+
+@bp.route("/logout", methods=["POST", "GET"])
+def logout() -> Any:
+    """End the session (GET is allowed for the idle timer; it only ever logs out)."""
+    if g.get("user") is not None:
+        audit("logout", f"user:{g.user.id}")
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+def setup() -> Any:
+    """First start: create the first admin with a PIN chosen on the device."""
+    users = get_users()
+    if users.has_admin():
+        return redirect(url_for("auth.login"))
+    if request.method == "POST":
+        name = request.form.get("name", "admin").strip() or "admin"
+        pin, again = request.form.get("pin", ""), request.form.get("pin2", "")
+        if pin != again:
+            flash("The two PINs differ.")
+        else:
+            try:
+                user = users.create(name, Role.ADMIN.value, pin, created_by="first-start")
+            except ValueError as exc:
+                flash(str(exc))
+            else:
+                g.user = user
+                audit("user_created", f"user:{user.id}", {"role": "admin", "first_start": True})
+                flash("Administrator created. Please log in.")
+                return redirect(url_for("auth.login"))
+    return render_template("setup.html")

@@ -1,0 +1,140 @@
+"""Validating photographs on their way in: names, sizes, types, pseudonymous IDs, folders.
+
+Everything a technician brings in (a browser upload, a USB stick) is untrusted: names never
+become paths, sizes are checked before decoding, the content is decoded by the imaging package
+(which refuses non-images, truncation and decompression bombs), and folder imports stay inside
+the configured import roots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from appliance.config import Config
+from appliance.errors import ApplianceError
+
+logger = logging.getLogger(__name__)
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".dcm", ""}
+PATIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+
+
+class ImportRefused(ValueError):
+    """A file or form value was refused; the message is shown to the technician as is."""
+
+
+@dataclass
+class Imported:
+    """One stored photograph."""
+
+    image_id: int
+    study_id: int
+    name: str
+    gradable: bool
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` when it is a plain file name, else raise :class:`ImportRefused`."""
+    if not name or len(name) > 200 or any(c in name for c in "/\\\x00") or ".." in name or name.startswith("."):
+        raise ImportRefused(f"The file name \u201c{name[:80]}\u201d is not allowed: it must be a plain file name, "
+                            "without folders or \u201c..\u201d.")
+    if Path(name).suffix.lower() not in EXTENSIONS:
+        raise ImportRefused(f"\u201c{name}\u201d is not a photograph. Accepted: JPEG, PNG, TIFF or DICOM.")
+    return name
+
+
+def check_patient(patient_id: str, eye: str) -> tuple[str, str]:
+    """Validate a pseudonymous patient ID (no names: letters, digits, . _ -) and the eye."""
+    patient_id = patient_id.strip()
+    if not PATIENT_RE.match(patient_id):
+        raise ImportRefused("The patient ID must be a pseudonymous code of 1 to 32 letters, digits, dots, "
+                            "dashes or underscores.")
+    if eye not in ("L", "R"):
+        raise ImportRefused("Choose the left (L) or right (R) eye.")
+    return patient_id, eye
+
+
+def import_bytes(raw: bytes, name: str, patient_id: str, eye: str, config: Config, services: Any, studies: Any) -> Imported:
+    """Validate and store one photograph.
+
+    Raises
+    ------
+    ImportRefused
+        With a sentence for the technician (bad name, too large, not an image, ...).
+    """
+    check_name(name)
+    limit = int(config.data.max_upload_mb) * 2 ** 20
+    if len(raw) > limit:
+        raise ImportRefused(f"\u201c{name}\u201d is too large ({len(raw) / 2 ** 20:.1f} MB). "
+                            f"The limit is {config.data.max_upload_mb} MB.")
+    if not raw:
+        raise ImportRefused(f"\u201c{name}\u201d is empty.")
+    try:
+        photo = services.load_photograph(raw, config.imaging, name=name)
+    except ApplianceError as exc:
+        raise ImportRefused(f"This file cannot be used: {exc}") from exc
+    gradable = bool(services.is_gradable(photo.rgb))
+    sha = getattr(photo, "sha256", None) or hashlib.sha256(raw).hexdigest()
+    row = studies.add_photograph(patient_id, eye, name, raw, sha, photo.width, photo.height, gradable)
+    logger.info("photograph imported (%dx%d, gradable=%s)", photo.width, photo.height, gradable)
+    return Imported(row.id, row.study_id, name, gradable)
+
+
+def import_roots(config: Config) -> list[Path]:
+    """The folders a technician may import from, resolved."""
+    return [Path(p).resolve() for p in config.ui.import_roots.split(":") if p.strip()]
+
+
+def resolve_folder(folder: str, config: Config) -> Path:
+    """Return ``folder`` resolved, when it lies inside an import root; else raise ImportRefused."""
+    if not folder or "\x00" in folder:
+        raise ImportRefused("Choose a folder to import from.")
+    target = Path(os.path.realpath(folder))
+    for root in import_roots(config):
+        if target == root or root in target.parents:
+            if not target.is_dir():
+                raise ImportRefused("That folder does not exist (is the USB stick plugged in?).")
+            return target
+    raise ImportRefused("Photographs can only be imported from a USB stick or the import folders "
+                        f"({config.ui.import_roots}).")
+
+
+def folder_files(folder: Path, max_files: int = 200) -> list[Path]:
+    """Regular files directly in ``folder`` (no links, no hidden files, no recursion)."""
+    out = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith(".") or entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+            continue
+        if Path(entry.name).suffix.lower() in EXTENSIONS - {""}:
+            out.append(Path(entry.path))
+        if len(out) >= max_files:
+            break
+    return out
+
+
+def candidate_folders(config: Config, limit: int = 30) -> list[Path]:
+    """Folders offered for import: each root and its direct subfolders (mounted sticks)."""
+    out: list[Path] = []
+    for root in import_roots(config):
+        if root.is_dir():
+            out.append(root)
+            try:
+                out.extend(sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")))
+            except OSError:
+                continue
+    return out[:limit]
+
+
+def read_limited(path: Path, config: Config) -> Optional[bytes]:
+    """Read a file if it is within the size limit, else raise ImportRefused."""
+    size = path.stat().st_size
+    if size > int(config.data.max_upload_mb) * 2 ** 20:
+        raise ImportRefused(f"\u201c{path.name}\u201d is too large ({size / 2 ** 20:.1f} MB). "
+                            f"The limit is {config.data.max_upload_mb} MB.")
+    return path.read_bytes()

@@ -1,0 +1,185 @@
+"""Serving the UI with waitress: loopback by default, the clinic LAN only over TLS.
+
+waitress speaks plain HTTP only. When ``[ui] tls_cert`` and ``tls_key`` are set (required for
+any non-loopback address), waitress listens on a free loopback port and a small TLS terminator
+in this process (:mod:`ssl`, TLS 1.2+, one forwarding thread pair per connection) presents the
+certificate on ``[ui] host:port``; session cookies are then marked Secure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import shutil
+import signal
+import socket
+import ssl
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from appliance.config import Config
+from appliance.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """bool: True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_server(app: Any, host: str, port: int, threads: int = 12) -> Any:
+    """Create (not start) a waitress server; ``port=0`` picks a free port (``server.effective_port``)."""
+    from waitress.server import create_server
+
+    return create_server(app, host=host, port=port, threads=threads, channel_timeout=3600,
+                         ident="glanceseg", clear_untrusted_proxy_headers=True)
+
+
+def _tls_proxy(listen_host: str, listen_port: int, target_port: int, cert: str, key: str) -> socket.socket:
+    """Accept TLS on ``listen_host:listen_port`` and forward bytes to ``127.0.0.1:target_port``.
+
+    Returns the listening socket (``getsockname()[1]`` is the port; close it to stop).
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    listener = socket.create_server((listen_host, listen_port))
+
+    def pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def handle(raw: socket.socket) -> None:
+        try:
+            conn = ctx.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            logger.warning("TLS handshake failed: %s", exc)
+            raw.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", target_port))
+        threading.Thread(target=pipe, args=(upstream, conn), name="tls-down", daemon=True).start()
+        pipe(conn, upstream)
+
+    def accept() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:  # listener closed
+                return
+            threading.Thread(target=handle, args=(raw,), name="tls-conn", daemon=True).start()
+
+    threading.Thread(target=accept, name="tls-listener", daemon=True).start()
+    return listener
+
+
+def build_server(app: Any, config: Config) -> tuple[Any, str, Optional[socket.socket]]:
+    """Create the waitress server for ``config.ui`` (and the TLS terminator when configured).
+
+    Returns
+    -------
+    (server, url, tls_listener)
+        Call ``server.run()`` to serve; ``url`` is where browsers connect.
+
+    Raises
+    ------
+    ConfigError
+        If a non-loopback host is configured without a TLS certificate and key.
+    """
+    ui = config.ui
+    tls = bool(ui.tls_cert and ui.tls_key)
+    if not is_loopback(ui.host) and not tls:
+        raise ConfigError(f"The UI may listen on {ui.host} (the clinic LAN) only over TLS: set [ui] tls_cert and tls_key.")
+    if not tls:
+        server = make_server(app, ui.host, ui.port, ui.threads)
+        return server, f"http://{ui.host}:{server.effective_port}/", None
+    server = make_server(app, "127.0.0.1", 0, ui.threads)
+    try:
+        listener = _tls_proxy(ui.host, ui.port, server.effective_port, ui.tls_cert, ui.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        server.close()
+        raise ConfigError(f"Cannot serve TLS on {ui.host}:{ui.port} with {ui.tls_cert}: {exc}.") from exc
+    return server, f"https://{ui.host}:{listener.getsockname()[1]}/", listener
+
+
+def _raise_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def serve(config: Config, demo: bool = False, services: Optional[Any] = None,
+          services_factory: Optional[Callable[[Config], Any]] = None) -> None:
+    """Run the UI until interrupted (``glanceseg serve``).
+
+    Parameters
+    ----------
+    config
+        The configuration; ``ui.host`` / ``ui.port`` say where to listen.
+    demo
+        Use a throwaway data folder with the sample photographs and a demo clinician whose PIN
+        is printed (:mod:`appliance.ui.demo`).
+    services
+        Prebuilt services (the lead's wiring); defaults from ``config``.
+    services_factory
+        ``config -> Services``, called after ``--demo`` has chosen its data folder (used when
+        ``services`` is None; default :func:`appliance.ui.services.build_services`).
+
+    Raises
+    ------
+    ConfigError
+        If a non-loopback host is configured without a TLS certificate and key.
+    """
+    from appliance.ui.app import create_app
+    from appliance.ui.services import build_services
+
+    tmp: Optional[str] = None
+    ui = config.ui
+    if not is_loopback(ui.host) and not (ui.tls_cert and ui.tls_key):  # refuse before any demo work
+        raise ConfigError(f"The UI may listen on {ui.host} (the clinic LAN) only over TLS: set [ui] tls_cert and tls_key.")
+    if demo:
+        from appliance.ui.demo import prepare_demo
+
+        tmp = tempfile.mkdtemp(prefix="glanceseg-demo-")
+        config = config.replace(data={"dir": tmp}, ui={"import_roots": str(Path(tmp) / "usb")})
+        if services is None and services_factory is not None:
+            services = services_factory(config)
+        pin = prepare_demo(config, services)
+        print(f"Demo mode: data in {tmp} (deleted on exit).")
+        print(f"Log in as 'demo' (clinician) with PIN {pin}; admin PIN {pin[::-1]}.")
+    if services is None:
+        services = (services_factory or build_services)(config)
+    app = create_app(config, services)
+    server, url, listener = build_server(app, config)
+    print(f"GlanceSeg UI on {url}")
+    if threading.current_thread() is threading.main_thread():
+        # systemd stops with SIGTERM: leave through the finally below (demo folder removed).
+        signal.signal(signal.SIGTERM, _raise_exit)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.extensions["glanceseg_hub"].close()
+        server.close()
+        if listener is not None:
+            listener.close()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,251 @@
+/* GlanceSeg reader: pinch zoom and pan, live lesions over server-sent events, accept / reject /
+   add / undo, heat map, and pointer positions posted as gaze. Plain JS, no framework. */
+"use strict";
+(function () {
+  var D = JSON.parse(document.getElementById("reader-data").textContent);
+  var vp = document.getElementById("viewport"), stage = document.getElementById("stage");
+  var svg = document.getElementById("overlay"), heat = document.getElementById("heat");
+  var menu = document.getElementById("lesion-menu"), statusEl = document.getElementById("reader-status");
+  var undoBtn = document.getElementById("undo"), countEl = document.getElementById("lesion-count");
+  var NS = "http://www.w3.org/2000/svg";
+  var view = {s: 1, tx: 0, ty: 0, fit: 1};
+  var lesions = {};          /* id -> lesion json (+decision) */
+  var undoStack = [];
+  var current = null;        /* lesion id the menu is open for */
+  window.glanceLatencies = [];  /* ms from fixation to lesion drawn (read by the tests) */
+  window.glanceEvents = 0;
+
+  stage.style.width = D.width + "px";
+  stage.style.height = D.height + "px";
+
+  function apply() { stage.style.transform = "translate(" + view.tx + "px," + view.ty + "px) scale(" + view.s + ")"; }
+  function fit() {
+    var r = vp.getBoundingClientRect();
+    view.fit = view.s = Math.min(r.width / D.width, r.height / D.height);
+    view.tx = (r.width - D.width * view.s) / 2; view.ty = (r.height - D.height * view.s) / 2;
+    apply();
+  }
+  function toImage(cx, cy) {
+    var r = vp.getBoundingClientRect();
+    return {x: (cx - r.left - view.tx) / view.s, y: (cy - r.top - view.ty) / view.s};
+  }
+  function zoomAt(cx, cy, factor) {
+    var r = vp.getBoundingClientRect(), px = cx - r.left, py = cy - r.top;
+    var s = Math.max(view.fit * 0.5, Math.min(view.s * factor, 16));
+    view.tx = px - (px - view.tx) * s / view.s; view.ty = py - (py - view.ty) * s / view.s; view.s = s;
+    apply();
+  }
+  window.glanceView = view; window.glanceToImage = toImage;
+  window.glanceToScreen = function (x, y) {
+    var r = vp.getBoundingClientRect();
+    return {x: r.left + view.tx + x * view.s, y: r.top + view.ty + y * view.s};
+  };
+
+  function visible(l) { return l.decision || l.score >= D.threshold; }
+  function radius(l) { return Math.max(Math.sqrt(l.area_px / Math.PI) + 4, 6); }
+  function draw(l) {
+    var el = document.getElementById("lesion-" + l.id);
+    if (!visible(l) || l.decision === "withdrawn") { if (el) { el.remove(); } return el; }
+    if (!el) {
+      el = document.createElementNS(NS, "circle");
+      el.setAttribute("id", "lesion-" + l.id);
+      el.setAttribute("vector-effect", "non-scaling-stroke");
+      svg.appendChild(el);
+    }
+    el.setAttribute("cx", l.x); el.setAttribute("cy", l.y); el.setAttribute("r", radius(l));
+    el.setAttribute("data-id", l.id);
+    el.setAttribute("class", "lesion " + (l.decision || "undecided"));
+    return el;
+  }
+  function recount() {
+    var n = 0, k;
+    for (k in lesions) { if (visible(lesions[k]) && lesions[k].decision !== "withdrawn" && lesions[k].decision !== "rejected") { n++; } }
+    countEl.textContent = n + " marked";
+  }
+  function say(t) { statusEl.textContent = t; }
+
+  D.lesions.forEach(function (l) { lesions[l.id] = l; draw(l); });
+  recount();
+
+  /* --- heat map: gaze density with a Gaussian of one degree of visual angle (sigma) --- */
+  var HEAT_SCALE = Math.max(2, Math.ceil(Math.max(D.width, D.height) / 400)), heatOn = false;
+  heat.width = Math.max(1, Math.ceil(D.width / HEAT_SCALE)); heat.height = Math.max(1, Math.ceil(D.height / HEAT_SCALE));
+  var hctx = heat.getContext("2d"), hgrid = new Float32Array(heat.width * heat.height), hmax = 0, hdirty = false;
+  function heatAdd(x, y) {
+    var sigma = Math.max(1, (D.screen_px_per_deg / view.fit) / HEAT_SCALE), r = Math.ceil(3 * sigma);
+    var cx = x / HEAT_SCALE, cy = y / HEAT_SCALE, i, j;
+    for (j = Math.max(0, Math.floor(cy - r)); j <= Math.min(heat.height - 1, Math.ceil(cy + r)); j++) {
+      for (i = Math.max(0, Math.floor(cx - r)); i <= Math.min(heat.width - 1, Math.ceil(cx + r)); i++) {
+        var v = hgrid[j * heat.width + i] += Math.exp(-((i - cx) * (i - cx) + (j - cy) * (j - cy)) / (2 * sigma * sigma));
+        if (v > hmax) { hmax = v; }
+      }
+    }
+    if (!hdirty) { hdirty = true; requestAnimationFrame(heatRender); }
+  }
+  function heatRender() {
+    hdirty = false;
+    if (!heatOn || hmax <= 0) { return; }
+    var img = hctx.createImageData(heat.width, heat.height), d = img.data, k;
+    for (k = 0; k < hgrid.length; k++) {
+      var t = hgrid[k] / hmax;
+      if (t < 0.05) { continue; }
+      d[4 * k] = 255; d[4 * k + 1] = Math.round(220 * (1 - t)); d[4 * k + 2] = 0; d[4 * k + 3] = Math.round(180 * (t - 0.05) / 0.95);
+    }
+    hctx.putImageData(img, 0, 0);
+  }
+  document.getElementById("toggle-heat").addEventListener("click", function () {
+    heatOn = !heatOn; heat.classList.toggle("hidden", !heatOn); heatRender();
+    this.setAttribute("aria-pressed", heatOn ? "true" : "false");
+  });
+
+  /* --- live events --- */
+  var es = new EventSource(D.events_url);
+  es.addEventListener("lesion", function (m) {
+    var ev = JSON.parse(m.data), l = ev.lesion, old = lesions[l.id];
+    l.decision = old ? old.decision : null;
+    lesions[l.id] = l;
+    var el = draw(l);
+    recount();
+    window.glanceEvents++;
+    if (el && visible(l) && !old) {
+      requestAnimationFrame(function () {
+        setTimeout(function () { window.glanceLatencies.push(Date.now() - ev.fixation_wall_ms); }, 0);
+      });
+    }
+  });
+  es.addEventListener("gaze", function (m) { var g = JSON.parse(m.data); heatAdd(g.x, g.y); });
+  window.addEventListener("pagehide", function () { es.close(); });
+  es.addEventListener("replay_done", function () { say(D.text.replay_done); document.body.setAttribute("data-replay-done", "1"); });
+
+  /* --- decisions --- */
+  function decide(id, decision, push) {
+    var l = lesions[id], prev = l.decision;
+    l.decision = decision; draw(l); recount();
+    if (push) { undoStack.push({id: id, prev: prev}); undoBtn.disabled = false; }
+    return window.glancePost(D.decision_url, {lesion_id: id, decision: decision});
+  }
+  function openMenu(id, cx, cy) {
+    current = id;
+    var l = lesions[id];
+    document.getElementById("lesion-info").textContent = "#" + id + "  " + Math.round(l.area_px) + " px  " + l.score.toFixed(2);
+    menu.style.left = Math.min(cx + 12, window.innerWidth - 260) + "px";
+    menu.style.top = Math.min(cy + 12, window.innerHeight - 70) + "px";
+    menu.classList.remove("hidden");
+  }
+  function closeMenu() { menu.classList.add("hidden"); current = null; }
+  document.getElementById("accept").addEventListener("click", function () { if (current !== null) { decide(current, "accepted", true); } closeMenu(); });
+  document.getElementById("reject").addEventListener("click", function () { if (current !== null) { decide(current, "rejected", true); } closeMenu(); });
+  document.getElementById("menu-close").addEventListener("click", closeMenu);
+  undoBtn.addEventListener("click", function () {
+    var u = undoStack.pop();
+    if (!u) { return; }
+    var back = u.prev === undefined ? null : u.prev;
+    if (u.added) { back = "withdrawn"; }
+    decide(u.id, back, false).then(function () { say(D.text.undone); });
+    undoBtn.disabled = undoStack.length === 0;
+  });
+  function hit(p) {
+    var best = null, bestD = Infinity, tol = 14 / view.s, k;
+    for (k in lesions) {
+      var l = lesions[k];
+      if (!visible(l) || l.decision === "withdrawn") { continue; }
+      var d = Math.hypot(l.x - p.x, l.y - p.y);
+      if (d <= radius(l) + tol && d < bestD) { best = l; bestD = d; }
+    }
+    return best;
+  }
+  function tap(cx, cy) {
+    var p = toImage(cx, cy), l = hit(p);
+    if (l) { openMenu(l.id, cx, cy); return; }
+    closeMenu();
+    if (p.x < 0 || p.y < 0 || p.x >= D.width || p.y >= D.height) { return; }
+    window.glancePost(D.prompt_url, {x: p.x, y: p.y}).then(function (r) {
+      if (!r.ok) { say(r.error || D.text.nothing); return; }
+      r.lesion.decision = "added"; lesions[r.lesion.id] = r.lesion; draw(r.lesion); recount();
+      undoStack.push({id: r.lesion.id, prev: null, added: true}); undoBtn.disabled = false;
+      say(D.text.added);
+    });
+  }
+
+  /* --- pointer gaze: positions posted to the pointer gaze source --- */
+  var pointerGaze = false, gazeBuf = [], sourceLabel = document.querySelector("#gaze-source b");
+  var sourceBefore = sourceLabel.textContent;
+  document.getElementById("toggle-pointer").addEventListener("click", function () {
+    pointerGaze = !pointerGaze; this.setAttribute("aria-pressed", pointerGaze ? "true" : "false");
+    if (pointerGaze) { sourceBefore = sourceLabel.textContent; sourceLabel.textContent = "pointer"; }
+    else { sourceLabel.textContent = sourceBefore; }
+  });
+  function gazeSample(e) {
+    if (!pointerGaze) { return; }
+    var p = toImage(e.clientX, e.clientY);
+    gazeBuf.push({x: p.x, y: p.y, xs: e.screenX, ys: e.screenY, t_ms: performance.timeOrigin + e.timeStamp,
+                  ppd: D.screen_px_per_deg / view.s});
+  }
+  setInterval(function () {
+    if (!gazeBuf.length) { return; }
+    var batch = gazeBuf.splice(0, 400);
+    window.glancePost(D.gaze_url, {samples: batch});
+  }, 100);
+
+  /* --- pinch zoom, pan, tap --- */
+  var pts = {}, start = null, pinch = null;
+  vp.addEventListener("pointerdown", function (e) {
+    try { vp.setPointerCapture(e.pointerId); } catch (err) { /* synthetic or already released pointer */ }
+    pts[e.pointerId] = {x: e.clientX, y: e.clientY};
+    var ids = Object.keys(pts);
+    if (ids.length === 1) { start = {x: e.clientX, y: e.clientY, tx: view.tx, ty: view.ty, moved: false}; }
+    if (ids.length === 2) {
+      var a = pts[ids[0]], b = pts[ids[1]];
+      pinch = {d: Math.hypot(a.x - b.x, a.y - b.y), s: view.s, mx: (a.x + b.x) / 2, my: (a.y + b.y) / 2};
+      if (start) { start.moved = true; }
+    }
+  });
+  vp.addEventListener("pointermove", function (e) {
+    gazeSample(e);
+    if (!pts[e.pointerId]) { return; }
+    pts[e.pointerId] = {x: e.clientX, y: e.clientY};
+    var ids = Object.keys(pts);
+    if (ids.length === 2 && pinch) {
+      var a = pts[ids[0]], b = pts[ids[1]], d = Math.hypot(a.x - b.x, a.y - b.y);
+      zoomAt(pinch.mx, pinch.my, (pinch.s * d / pinch.d) / view.s);
+    } else if (ids.length === 1 && start) {
+      var dx = e.clientX - start.x, dy = e.clientY - start.y;
+      if (start.moved || Math.hypot(dx, dy) > 8) {
+        start.moved = true; view.tx = start.tx + dx; view.ty = start.ty + dy; apply();
+      }
+    }
+  });
+  function up(e) {
+    var wasTap = start && !start.moved && Object.keys(pts).length === 1;
+    delete pts[e.pointerId];
+    if (Object.keys(pts).length < 2) { pinch = null; }
+    if (wasTap && e.type === "pointerup") { tap(e.clientX, e.clientY); }
+    if (!Object.keys(pts).length) { start = null; }
+  }
+  vp.addEventListener("pointerup", up);
+  vp.addEventListener("pointercancel", up);
+  vp.addEventListener("wheel", function (e) { e.preventDefault(); zoomAt(e.clientX, e.clientY, e.deltaY < 0 ? 1.2 : 1 / 1.2); }, {passive: false});
+  document.getElementById("fit").addEventListener("click", fit);
+  window.addEventListener("resize", fit);
+
+  /* --- gaze replay --- */
+  document.getElementById("replay-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var f = document.getElementById("gaze-file").files[0];
+    if (!f) { return; }
+    var fd = new FormData(); fd.append("gaze", f);
+    document.body.removeAttribute("data-replay-done");
+    fetch(D.replay_url, {method: "POST", body: fd, credentials: "same-origin", headers: {"X-CSRF-Token": window.glanceCsrf()}})
+      .then(function (r) { return r.json(); })
+      .then(function (r) {
+        if (r.error) { say(r.error); return; }
+        say(D.text.replaying);
+        sourceLabel.textContent = "replay";
+      });
+  });
+
+  var img = document.getElementById("photo");
+  if (img.complete) { fit(); } else { img.addEventListener("load", fit); }
+  fit();
+  document.body.setAttribute("data-reader-ready", "1");
+})();

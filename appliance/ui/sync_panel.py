@@ -1,0 +1,58 @@
+"""What the Sync page says: the store's outbox counts and the scheduler's errors, in plain words.
+
+Maps ``appliance.store`` / ``appliance.sync`` objects onto the small dict the page shows, so
+the page never shows a raw exception text to a technician without an explanation first.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+logger = logging.getLogger(__name__)
+
+#: (substring of a technical error, the sentence a technician reads). First match wins.
+PLAIN_ERRORS = [
+    (("connection refused", "unreachable", "name or service not known", "timed out", "timeout", "no route"),
+     "The clinic server cannot be reached. Results stay safe on this appliance and are sent when it is back."),
+    (("401", "403", "unauthorized", "forbidden", "credential", "password"),
+     "The clinic server refused the appliance's credentials. Ask the administrator to check the sync user and password."),
+    (("certificate", "ssl", "tls"),
+     "The clinic server's certificate is not trusted. Ask the administrator to check the CA bundle."),
+    (("500", "502", "503", "504", "server error"),
+     "The clinic server reported an internal problem. The appliance will try again automatically."),
+    (("disk", "space", "no space"),
+     "This appliance is running out of disk space. Results already stored are safe; deliver them before adding studies."),
+]
+
+
+def plain_error(message: str) -> str:
+    """Return a sentence a technician can act on, followed by the technical text."""
+    low = message.lower()
+    for keys, sentence in PLAIN_ERRORS:
+        if any(k in low for k in keys):
+            return f"{sentence} (Details: {message[:160]})"
+    return f"Sending failed; the appliance will try again automatically. (Details: {message[:160]})"
+
+
+def store_sync_status(store: Any, scheduler: Optional[Any] = None) -> Callable[[], dict[str, Any]]:
+    """Return ``() -> dict`` over ``Store.sync_status()`` for ``Services.sync_status``."""
+
+    def status() -> dict[str, Any]:
+        s = store.sync_status()
+        errors = [plain_error(s.last_error)] if s.last_error else []
+        return {"available": scheduler is not None, "pending": s.pending + s.sending,
+                "studies_pending": s.studies_pending, "delivered": s.delivered,
+                "last_success": s.last_delivered_at, "errors": errors}
+
+    return status
+
+
+def scheduler_sync_now(scheduler: Any) -> Callable[[], str]:
+    """Return ``() -> str`` that triggers a pass of the sync scheduler ("Sync now")."""
+
+    def now() -> str:
+        scheduler.trigger()
+        return "Sync started. This page shows the result when it is done."
+
+    return now

@@ -1,0 +1,99 @@
+"""The worklist: studies, imports from upload or USB folder, and the photographs themselves."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import cv2
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
+
+from appliance.ui.app import audit, get_config, get_services, get_studies
+from appliance.ui.importing import (ImportRefused, candidate_folders, check_patient, folder_files, import_bytes,
+                                    read_limited, resolve_folder)
+from appliance.ui.security import roles_required
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("worklist", __name__)
+
+
+@bp.route("/")
+def index() -> Any:
+    """The worklist: every study, its photographs and status."""
+    return render_template("worklist.html", studies=get_studies().studies())
+
+
+@bp.route("/import", methods=["GET", "POST"])
+@roles_required("technician", "clinician")
+def import_photos() -> Any:
+    """Upload photographs from the browser, or import from a USB / import folder."""
+    config, services, studies = get_config(), get_services(), get_studies()
+    results: list[tuple[str, bool, str]] = []
+    status = 200
+    if request.method == "POST":
+        try:
+            patient_id, eye = check_patient(request.form.get("patient_id", ""), request.form.get("eye", ""))
+            if request.form.get("source") == "folder":
+                folder = resolve_folder(request.form.get("folder", ""), config)
+                items = [(p.name, p) for p in folder_files(folder)]
+                if not items:
+                    raise ImportRefused("No photographs (JPEG, PNG, TIFF, DICOM) in that folder.")
+            else:
+                items = [(f.filename or "", f) for f in request.files.getlist("files") if f.filename]
+                if not items:
+                    raise ImportRefused("Choose at least one photograph to upload.")
+        except ImportRefused as exc:
+            results.append(("", False, str(exc)))
+            items = []
+            status = 400
+        for name, item in items:
+            try:
+                raw = read_limited(item, config) if isinstance(item, Path) else item.read()
+                got = import_bytes(raw, name, patient_id, eye, config, services, studies)
+            except ImportRefused as exc:
+                results.append((name, False, str(exc)))
+                status = 400
+                continue
+            msg = "Imported." if got.gradable else "Imported, but flagged as ungradable: please retake."
+            results.append((name, True, msg))
+            audit("import", f"study:{got.study_id}", {"image": got.image_id, "gradable": got.gradable})
+        if status == 200 and results:
+            for name, _, msg in results:
+                flash(f"{name}: {msg}", "ok")
+            return redirect(url_for("worklist.index"))
+    return render_template("import.html", folders=candidate_folders(config), results=results), status
+
+
+def _cached_jpeg(image_id: int, kind: str, max_side: int = 0) -> Path:
+    """Return the cached JPEG of a photograph (``display`` full size, ``thumb`` small), made once."""
+    config, services = get_config(), get_services()
+    image = get_studies().image(image_id)
+    if image is None:
+        abort(404)
+    cache = config.data_dir / kind / f"{image.sha256}.jpg"
+    if not cache.exists():
+        photo = services.load_photograph(Path(image.path), config.imaging, name=image.name)
+        bgr = cv2.cvtColor(photo.rgb, cv2.COLOR_RGB2BGR)
+        if max_side and max(bgr.shape[:2]) > max_side:
+            f = max_side / max(bgr.shape[:2])
+            bgr = cv2.resize(bgr, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_bytes(buf.tobytes())
+        tmp.replace(cache)
+    return cache
+
+
+@bp.route("/image/<int:image_id>/display.jpg")
+def display(image_id: int) -> Any:
+    """The photograph as a JPEG the browser can show (TIFF and DICOM are converted once)."""
+    return send_file(_cached_jpeg(image_id, "display"), mimetype="image/jpeg", max_age=0)
+
+
+@bp.route("/image/<int:image_id>/thumb.jpg")
+def thumb(image_id: int) -> Any:
+    """A small JPEG for the worklist."""
+    return send_file(_cached_jpeg(image_id, "thumbs", 320), mimetype="image/jpeg", max_age=0)

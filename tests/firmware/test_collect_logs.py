@@ -1,0 +1,50 @@
+"""``collect-logs``: one archive with logs and facts, never a patient image."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Callable, Optional
+
+from firmware_helpers import run_script
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
+DICOM = b"\x00" * 128 + b"DICM" + b"\x00" * 32
+
+
+def test_archive_has_logs_and_no_patient_data(staged_root: Path, tmp_path: Path,
+                                              fake_glanceseg: Callable[[Optional[str]], None]) -> None:
+    fake_glanceseg(json.dumps({"version": "0.1.0", "sync": {"pending": 1}}))
+    logs = staged_root / "var/log/glanceseg"
+    logs.mkdir(parents=True)
+    (logs / "glanceseg.log").write_text("2026-11-27T01:00:00 INFO serve: listening\n")
+    (logs / "glanceseg.log.1").write_text("older\n")
+    (logs / "disguised.log").write_bytes(PNG)  # an image by content, whatever its name
+    (logs / "snapshot.txt").write_bytes(DICOM)
+    data = staged_root / "var/lib/glanceseg"
+    (data / "photos").mkdir(parents=True)
+    (data / "photos/IDRiD_13.jpg").write_bytes(JPEG)
+    (data / "glanceseg.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 64)
+    (staged_root / "etc/glanceseg/glanceseg.env").write_text("GLANCESEG_DICOMWEB_PASSWORD=hunter2\n")
+    cfg = staged_root / "etc/glanceseg/glanceseg.toml"
+    cfg.write_text(cfg.read_text() + '\n[dicomweb]\nurl = "https://pacs.example/dicom-web"\npassword = "hunter2"\n')
+
+    out = tmp_path / "support.tar.gz"
+    proc = run_script("collect-logs", "--root", str(staged_root), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        contents = {n: tar.extractfile(n).read() for n in names if tar.getmember(n).isfile()}  # type: ignore[union-attr]
+
+    assert "glanceseg-logs/app-logs/glanceseg.log" in names
+    assert "glanceseg-logs/app-logs/glanceseg.log.1" in names
+    assert "glanceseg-logs/status.json" in names and "glanceseg-logs/healthcheck.txt" in names
+    assert not any(n.endswith(("disguised.log", "snapshot.txt", ".jpg", ".db")) for n in names), names
+    for name, body in contents.items():
+        assert not body.startswith((b"\x89PNG", b"\xff\xd8\xff", b"SQLite format 3")), name
+        assert body[128:132] != b"DICM", name
+        assert b"hunter2" not in body, name
+    assert b"https://pacs.example/dicom-web" in contents["glanceseg-logs/config/glanceseg.toml"]
+    assert oct(out.stat().st_mode & 0o777) == "0o600"

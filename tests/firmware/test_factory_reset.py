@@ -1,0 +1,81 @@
+"""``factory-reset``: refuses while undelivered data exists unless --force is given twice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+from firmware_helpers import SCRIPTS_DIR, run_script
+
+
+@pytest.fixture
+def station(staged_root: Path) -> Path:
+    """A staged station with a database, a photograph, a kiosk profile and a changed config."""
+    data = staged_root / "var/lib/glanceseg"
+    (data / "photos").mkdir(parents=True)
+    (data / "glanceseg.db").write_bytes(b"SQLite format 3\x00")
+    (data / "photos/a.png").write_bytes(b"\x89PNG")
+    kiosk = staged_root / "var/lib/glanceseg-kiosk/chromium"
+    kiosk.mkdir(parents=True)
+    (kiosk / "Cookies").write_text("session")
+    (staged_root / "etc/glanceseg/glanceseg.toml").write_text('[dicomweb]\nurl = "https://pacs.example"\n')
+    (staged_root / "etc/glanceseg/glanceseg.env").write_text("GLANCESEG_DICOMWEB_PASSWORD=x\n")
+    return staged_root
+
+
+def reset(root: Path, *args: str):
+    return run_script("factory-reset", "--root", str(root), *args)
+
+
+def intact(root: Path) -> bool:
+    return (root / "var/lib/glanceseg/glanceseg.db").exists() and (root / "var/lib/glanceseg/photos/a.png").exists()
+
+
+def test_refuses_with_undelivered_data_unless_forced_twice(
+        station: Path, fake_glanceseg: Callable[[Optional[str]], None]) -> None:
+    fake_glanceseg(json.dumps({"version": "0.1.0", "sync": {"pending": 2}}))
+    proc = reset(station, "--yes")
+    assert proc.returncode == 3 and "2 outbox item(s)" in proc.stderr
+    assert intact(station)
+    proc = reset(station, "--yes", "--force")
+    assert proc.returncode == 3 and "--force twice" in proc.stderr
+    assert intact(station)
+
+    proc = reset(station, "--yes", "--force", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert (station / "var/lib/glanceseg").is_dir()
+    assert list((station / "var/lib/glanceseg").iterdir()) == []
+    assert list((station / "var/lib/glanceseg-kiosk").iterdir()) == []
+    assert not (station / "etc/glanceseg/glanceseg.env").exists()
+    assert (station / "etc/glanceseg/glanceseg.toml").read_text() == \
+        (SCRIPTS_DIR / "glanceseg.toml.default").read_text()
+
+
+def test_unknown_outbox_counts_as_undelivered(station: Path, fake_glanceseg: Callable[[Optional[str]], None]) -> None:
+    fake_glanceseg(None)  # `glanceseg status --json` fails
+    proc = reset(station, "--yes", "--force")
+    assert proc.returncode == 3 and "cannot be read" in proc.stderr
+    assert intact(station)
+
+
+def test_everything_delivered_resets_with_yes(station: Path, fake_glanceseg: Callable[[Optional[str]], None]) -> None:
+    fake_glanceseg(json.dumps({"version": "0.1.0", "sync": {"pending": 0}}))
+    proc = reset(station, "--keep-config")
+    assert proc.returncode == 1 and "--yes" in proc.stderr  # not interactive, not confirmed
+    assert intact(station)
+    proc = reset(station, "--yes", "--keep-config")
+    assert proc.returncode == 0, proc.stderr
+    assert not intact(station)
+    assert "pacs.example" in (station / "etc/glanceseg/glanceseg.toml").read_text()
+
+
+def test_dry_run_with_undelivered_data_erases_nothing(
+        station: Path, fake_glanceseg: Callable[[Optional[str]], None]) -> None:
+    fake_glanceseg(json.dumps({"version": "0.1.0", "sync": {"pending": 5}}))
+    proc = reset(station, "--dry-run", "--force", "--force")
+    assert proc.returncode == 0
+    assert "[dry-run] find" in proc.stdout
+    assert intact(station)

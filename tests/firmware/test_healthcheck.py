@@ -1,0 +1,106 @@
+"""``healthcheck`` against a staged root and a ``glanceseg status --json`` stand-in."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+
+from firmware_helpers import run_script
+
+
+def status(**overrides: Any) -> dict:
+    """A healthy ``glanceseg status --json`` answer, with sections replaced by ``overrides``."""
+    base: dict[str, Any] = {
+        "version": "0.1.0",
+        "model": {"name": "tiny", "sha256": "", "providers": ["TensorrtExecutionProvider", "CPUExecutionProvider"]},
+        "tracker": {"source": "neon", "connected": True, "last_sample_age_s": 0.01},
+        "sync": {"pending": 0, "failed": 0, "last_success_unix": time.time() - 60,
+                 "oldest_pending_unix": None, "last_error": None},
+        "store": {"min_free_mb": 1, "undelivered_studies": 0},
+    }
+    for key, value in overrides.items():
+        base[key] = {**base[key], **value}
+    return base
+
+
+@pytest.fixture
+def check(staged_root: Path, fake_glanceseg: Callable[[Optional[str]], None]) -> Callable[..., tuple[int, dict]]:
+    manifest_sha = (staged_root / "opt/glanceseg/share/manifest.sha256").read_text().strip()
+
+    def run(answer: Optional[dict], *args: str) -> tuple[int, dict]:
+        if answer is not None and answer["model"]["sha256"] == "":
+            answer["model"]["sha256"] = manifest_sha
+        fake_glanceseg(None if answer is None else json.dumps(answer))
+        proc = run_script("healthcheck", "--root", str(staged_root), "--json", *args)
+        report = json.loads(proc.stdout)
+        assert report["exit"] == proc.returncode
+        return proc.returncode, {c["check"]: c["level"] for c in report["checks"]}
+
+    return run
+
+
+def test_healthy_station_exits_0(check: Callable) -> None:
+    code, levels = check(status())
+    assert code == 0, levels
+    assert set(levels) == {"model", "runtime", "tracker", "disk", "sync"}
+
+
+def test_altered_model_file_is_critical(check: Callable, staged_root: Path) -> None:
+    (staged_root / "opt/glanceseg/models/tiny.onnx").write_bytes(b"tampered")
+    code, levels = check(status())
+    assert code == 2 and levels["model"] == "CRITICAL"
+
+
+def test_altered_manifest_is_critical(check: Callable, staged_root: Path) -> None:
+    manifest = staged_root / "opt/glanceseg/models/manifest.json"
+    manifest.write_text(manifest.read_text().replace('"tiny"', '"other"'))
+    code, levels = check(status())
+    assert code == 2 and levels["model"] == "CRITICAL"
+
+
+def test_app_running_an_older_model_warns(check: Callable) -> None:
+    code, levels = check(status(model={"sha256": "0" * 64}))
+    assert code == 1 and levels["model"] == "WARNING"
+
+
+def test_disconnected_tracker_warns_pointer_does_not(check: Callable) -> None:
+    assert check(status(tracker={"connected": False}))[1]["tracker"] == "WARNING"
+    assert check(status(tracker={"source": "pointer", "connected": False}))[1]["tracker"] == "OK"
+
+
+def test_sync_age_thresholds(check: Callable) -> None:
+    hours = 3600
+    fresh = status(sync={"pending": 3, "oldest_pending_unix": time.time() - 2 * hours})
+    assert check(fresh)[1]["sync"] == "OK"
+    day = status(sync={"pending": 3, "oldest_pending_unix": time.time() - 30 * hours})
+    assert check(day) == (1, check(day)[1]) and check(day)[1]["sync"] == "WARNING"
+    week = status(sync={"pending": 3, "oldest_pending_unix": time.time() - 200 * hours})
+    assert check(week)[0] == 2
+    assert check(week, "--sync-crit-hours", "1000")[1]["sync"] == "WARNING"
+
+
+def test_refused_items_are_critical(check: Callable) -> None:
+    code, levels = check(status(sync={"failed": 1, "last_error": "409 Conflict"}))
+    assert code == 2 and levels["sync"] == "CRITICAL"
+
+
+def test_low_disk_is_critical(check: Callable) -> None:
+    code, levels = check(status(store={"min_free_mb": 10**9}))
+    assert code == 2 and levels["disk"] == "CRITICAL"
+
+
+def test_cpu_fallback_on_a_jetson_warns(check: Callable, staged_root: Path) -> None:
+    cpu = status(model={"providers": ["CPUExecutionProvider"]})
+    assert check(cpu)[1]["runtime"] == "OK"  # not a Jetson: the CPU is the runtime
+    (staged_root / "etc/nv_tegra_release").write_text("# R36 (release), REVISION: 4.0\n")
+    assert check(cpu)[1]["runtime"] == "WARNING"
+
+
+def test_no_app_status_is_unknown(check: Callable) -> None:
+    code, levels = check(None)
+    assert code == 3
+    assert levels["sync"] == "UNKNOWN" and levels["model"] == "UNKNOWN"

@@ -1,0 +1,116 @@
+"""The incremental pipeline: a streamed gaze recording ends with exactly the batch result."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.gaze.base import GazeSample
+from appliance.gaze.csv_replay import read_gaze_csv, write_gaze_csv
+from appliance.gaze.simulated import ReaderParams, simulate_reading
+from appliance.glance.engine import GlanceEngine
+from appliance.glance.live import GlancePipeline, LiveReader, segment_gaze
+from appliance.gaze.csv_replay import CsvReplaySource
+from appliance.imaging.io import load_photograph
+
+DEMO = Path(__file__).resolve().parents[2] / "appliance" / "demo" / "IDRiD_03.jpg"
+
+
+@pytest.fixture(scope="module")
+def photo():
+    from appliance.config import ImagingConfig
+
+    return load_photograph(DEMO, ImagingConfig())
+
+
+@pytest.fixture(scope="module")
+def recording(photo, tmp_path_factory) -> Path:
+    """Four seconds of a simulated reader on the demo photograph, written as a gaze CSV."""
+    from appliance.imaging.fov import find_fov
+
+    fov = find_fov(photo.rgb)
+    reading = simulate_reading(photo.width, photo.height, (), ReaderParams(), seed=3,
+                               fov_center_xy=fov.center_xy, fov_radius_px=fov.radius_px, fov_mask=fov.mask)
+    samples = [s for s in reading.samples if s.timestamp_ns - reading.samples[0].timestamp_ns < 4e9]
+    path = tmp_path_factory.mktemp("gaze") / "gaze.csv"
+    write_gaze_csv(path, samples)
+    return path
+
+
+def _as_tuples(lesions):
+    return {l.id: (l.x, l.y, l.score, l.area_px, l.source) for l in lesions}
+
+
+def test_stream_equals_batch(config, photo, recording) -> None:
+    engine = GlanceEngine.from_config(config, use_model=False)
+    samples = read_gaze_csv(recording)
+    batch = segment_gaze(engine.open(photo), samples)
+    assert batch.lesions, "the recording should glance at some candidates"
+
+    session = engine.open(photo)
+    pipeline = GlancePipeline.for_session(session)
+    seen = []
+    pipeline.subscribe(seen.append)
+    for sample in samples:  # one by one, as a live source delivers them
+        pipeline.feed(sample)
+    pipeline.flush()
+    stream = pipeline.result()
+
+    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+    final = {e.lesion.id: e.lesion for e in seen}
+    assert _as_tuples(final.values()) == _as_tuples(stream.lesions)
+    a, b = _as_tuples(batch.lesions), _as_tuples(stream.lesions)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert math.hypot(a[key][0] - b[key][0], a[key][1] - b[key][1]) <= 0.5
+        assert a[key][2:] == b[key][2:]
+
+
+def test_only_new_ground_is_processed(config, photo, recording) -> None:
+    engine = GlanceEngine.from_config(config, use_model=False)
+    session = engine.open(photo)
+    pipeline = GlancePipeline.for_session(session)
+    samples = read_gaze_csv(recording)
+    pipeline.feed_many(samples)
+    pipeline.flush()
+    processed = set(session.done)
+    again = GlancePipeline.for_session(session)  # the same gaze once more: nothing new to do
+    events = again.feed_many(samples) + again.flush()
+    assert events == []
+    assert set(session.done) == processed
+    assert pipeline.stats.cells == len(processed)
+
+
+def test_bad_samples_do_not_stop_the_stream(config, photo) -> None:
+    engine = GlanceEngine.from_config(config, use_model=False)
+    pipeline = GlancePipeline.for_session(engine.open(photo))
+    cx, cy = photo.width / 2, photo.height / 2
+    t = 1_000_000_000
+    bad = [
+        GazeSample(t, math.nan, math.nan),
+        GazeSample(t + 5_000_000, cx, cy, worn=False),
+        GazeSample(t - 10_000_000_000, cx, cy),           # clock jumps back
+        GazeSample(t + 10_000_000, 1e9, -1e9),             # off the image
+    ]
+    good = [GazeSample(t + 20_000_000 + i * 5_000_000, cx + (i % 3), cy) for i in range(80)]
+    pipeline.feed_many(bad + good)
+    pipeline.flush()
+    counters = pipeline.gaze_map.counters
+    assert sum(v for k, v in counters.items() if k != "accepted") >= 3
+    assert pipeline.stats.fixations >= 1
+
+
+def test_live_reader_replays_a_file(config, photo, recording) -> None:
+    engine = GlanceEngine.from_config(config, use_model=False)
+    session = engine.open(photo)
+    pipeline = GlancePipeline.for_session(session)
+    got = []
+    pipeline.subscribe(got.append)
+    reader = LiveReader(pipeline, CsvReplaySource(recording)).start()
+    reader.join(timeout_s=120)
+    assert not reader.running and reader.error is None
+    batch = segment_gaze(engine.open(photo), read_gaze_csv(recording))
+    assert _as_tuples({e.lesion.id: e.lesion for e in got}.values()) == _as_tuples(batch.lesions)

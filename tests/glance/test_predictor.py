@@ -1,0 +1,103 @@
+"""The tile-grid predictor: box routing, crops in image px, batching, and the embedding cache."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from appliance.glance.predictor import SamPredictor
+from appliance.glance.runtime.base import SamRuntime
+
+
+class CountingRuntime(SamRuntime):
+    """The real runtime, counting encoder and decoder calls (not a fake: it delegates)."""
+
+    def __init__(self, inner: SamRuntime) -> None:
+        self.inner = inner
+        self.encodes = 0
+        self.decodes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def input_size(self) -> int:
+        return self.inner.input_size
+
+    def encode(self, tile_rgb):
+        with self._lock:
+            self.encodes += 1
+        return self.inner.encode(tile_rgb)
+
+    def decode(self, embedding, boxes):
+        self.decodes += 1
+        return self.inner.decode(embedding, boxes)
+
+
+@pytest.fixture
+def counting(int8_runtime):
+    return CountingRuntime(int8_runtime)
+
+
+def test_boxes_route_to_tiles_and_crops_are_in_image_px(counting, idrid_photo):
+    rgb, truth, centres, boxes = idrid_photo
+    predictor = SamPredictor(counting, cache_tiles=8)
+    chosen = boxes[:2]
+    results = predictor.segment_boxes("IDRiD_09", rgb, chosen)
+    assert len(results) == 2
+    grid = predictor.grid(rgb)
+    for res, box, centre in zip(results, chosen, centres[:2]):
+        assert res.tile == grid.best_tile((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        h, w = res.mask.shape
+        assert res.mask.dtype == bool
+        assert res.x0 <= box[0] and res.y0 <= box[1] and res.x0 + w >= box[2] and res.y0 + h >= box[3]
+        assert res.tile.x0 <= res.x0 and res.x0 + w <= res.tile.x0 + res.tile.size
+        cx, cy = int(centre[0]) - res.x0, int(centre[1]) - res.y0
+        assert res.mask[cy - 2:cy + 3, cx - 2:cx + 3].any()  # the mask lies on the MA, in image px
+        assert 0.0 <= res.iou <= 1.5
+    assert counting.encodes == len({r.tile.key for r in results})
+
+
+def test_cache_hits_avoid_reencoding_and_batch_per_tile(counting, idrid_photo):
+    rgb, _, _, boxes = idrid_photo
+    predictor = SamPredictor(counting, cache_tiles=4)
+    tile = predictor.grid(rgb).best_tile(*((boxes[0, :2] + boxes[0, 2:]) / 2))
+    near = np.array([[tile.x0 + 60, tile.y0 + 60, tile.x0 + 80, tile.y0 + 78],
+                     [tile.x0 + 120, tile.y0 + 100, tile.x0 + 140, tile.y0 + 124],
+                     [tile.x0 + 150, tile.y0 + 170, tile.x0 + 166, tile.y0 + 190]], np.float64)
+    first = predictor.segment_boxes("img", rgb, near)
+    assert (counting.encodes, counting.decodes) == (1, 1)  # one tile, one batched decoder call
+    second = predictor.segment_boxes("img", rgb, near[::-1])
+    assert counting.encodes == 1 and predictor.stats.hits >= 1
+    for a, b in zip(first, second[::-1]):
+        assert a.x0 == b.x0 and a.y0 == b.y0 and np.array_equal(a.mask, b.mask)
+    one_by_one = [predictor.segment_boxes("img", rgb, near[k:k + 1])[0] for k in range(3)]
+    for a, b in zip(first, one_by_one):
+        assert np.array_equal(a.mask, b.mask) and abs(a.iou - b.iou) < 1e-4
+    predictor.segment_boxes("other image", rgb, near[:1])
+    assert counting.encodes == 2  # a different image key is a different embedding
+
+
+def test_background_encoding_is_shared_and_bounded(counting, idrid_photo):
+    rgb = idrid_photo[0]
+    predictor = SamPredictor(counting, cache_tiles=2)
+    tiles = [predictor.grid(rgb).tile(5, c) for c in (5, 6, 7)]
+    threads = [threading.Thread(target=predictor.encode_tiles, args=("img", rgb, tiles[:2])) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counting.encodes == 2  # two threads, each tile encoded once
+    assert predictor.is_cached("img", tiles[0]) and predictor.is_cached("img", tiles[1])
+    stop = threading.Event()
+    stop.set()
+    assert predictor.encode_tiles("img", rgb, tiles[2:], stop=stop) == 0
+    assert predictor.encode_tiles("img", rgb, tiles[2:]) == 1
+    assert not predictor.is_cached("img", tiles[0]) and predictor.stats.evicted == 1  # LRU bound
+    predictor.forget("img")
+    assert not predictor.is_cached("img", tiles[2])
+
+
+def test_bad_boxes_are_refused(counting, idrid_photo):
+    with pytest.raises(ValueError, match="x1 >= x0"):
+        SamPredictor(counting).segment_boxes("img", idrid_photo[0], np.array([[10, 10, 5, 20]]))

@@ -1,0 +1,95 @@
+"""The onnxruntime SAM runtime: provider choice, session settings, and the real int8 model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.config import ModelConfig, load_config
+from appliance.errors import ModelError
+from appliance.glance.runtime.factory import build_runtime
+from appliance.glance.runtime.onnx import choose_providers, session_options
+
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_auto_prefers_tensorrt_then_cuda_then_cpu():
+    model = ModelConfig(trt_cache_dir=Path("/tmp/trt"), fp16=True)
+    chosen = choose_providers("auto", list(reversed(ALL)) + ["AzureExecutionProvider"], model)
+    assert [name for name, _ in chosen] == ALL
+    assert chosen[0][1]["trt_engine_cache_path"] == "/tmp/trt" and chosen[0][1]["trt_fp16_enable"] is True
+    assert [n for n, _ in choose_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], model)] == ALL[1:]
+    assert [n for n, _ in choose_providers("auto", ["CPUExecutionProvider"], model)] == ["CPUExecutionProvider"]
+
+
+def test_explicit_list_skips_what_the_build_lacks_and_keeps_cpu(caplog):
+    with caplog.at_level(logging.WARNING):
+        chosen = choose_providers("cuda", ["CPUExecutionProvider"], ModelConfig())
+    assert [n for n, _ in chosen] == ["CPUExecutionProvider"]
+    assert "CUDAExecutionProvider" in caplog.text
+    with pytest.raises(ValueError, match="openvino"):
+        choose_providers("openvino,cpu", ALL, ModelConfig())
+
+
+def test_session_options_follow_config():
+    import onnxruntime as ort
+
+    so = session_options(ModelConfig(intra_op_threads=1, inter_op_threads=1, allow_spinning=False, cpu_arena=False))
+    assert so.intra_op_num_threads == 1 and so.enable_cpu_mem_arena is False
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+def test_unknown_runtime_and_altered_model_are_refused(config, tmp_path):
+    with pytest.raises(ModelError, match="runtime 'tflite'"):
+        build_runtime(config.replace(model={"runtime": "tflite"}))
+    folder = tmp_path / "models"
+    folder.mkdir()
+    manifest = json.loads((REPO_MODELS / "manifest.json").read_text())
+    for item in manifest["files"]:
+        (folder / item["file"]).symlink_to(REPO_MODELS / item["file"])
+    manifest["files"][0]["sha256"] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    variant = manifest["files"][0]["variant"]
+    with pytest.raises(ModelError, match=manifest["files"][0]["file"]):
+        build_runtime(config.replace(model={"dir": str(folder), "variant": variant}))
+
+
+def test_int8_model_gives_a_sensible_mask_for_a_real_ma(int8_runtime, idrid_photo):
+    rgb, truth, centres, boxes = idrid_photo
+    i = 0
+    x0, y0 = int(boxes[i, 0]) - 100, int(boxes[i, 1]) - 100
+    tile = np.zeros((256, 256, 3), np.uint8)
+    tile[:] = rgb[y0:y0 + 256, x0:x0 + 256]
+    emb = int8_runtime.encode(tile)
+    assert emb.shape == (1, 256, 64, 64) and emb.dtype == np.float32
+    box = boxes[i] - [x0, y0, x0, y0]
+    logits, iou = int8_runtime.decode(emb, box[None])
+    assert logits.shape == (1, 256, 256) and iou.shape == (1,)
+    mask = logits[0] > 0
+    bx0, by0, bx1, by1 = box.astype(int)
+    inside = mask[max(by0 - 4, 0):by1 + 5, max(bx0 - 4, 0):bx1 + 5].sum()
+    assert 10 <= mask.sum() <= 4 * (bx1 - bx0) * (by1 - by0)
+    assert inside >= 0.9 * mask.sum()  # the mask stays on the prompted spot
+    cx, cy = centres[i] - [x0, y0]
+    assert mask[int(cy) - 2:int(cy) + 3, int(cx) - 2:int(cx) + 3].any()  # and covers the MA
+
+
+def test_batched_decode_equals_one_by_one(int8_runtime, idrid_photo):
+    rgb = idrid_photo[0]
+    tile = np.ascontiguousarray(rgb[1400:1656, 1400:1656])
+    emb = int8_runtime.encode(tile)
+    boxes = np.array([[20, 30, 40, 52], [120, 110, 138, 130], [200, 190, 230, 228]], np.float32)
+    batched, iou_b = int8_runtime.decode(emb, boxes)
+    for k in range(len(boxes)):
+        single, iou_s = int8_runtime.decode(emb, boxes[k:k + 1])
+        np.testing.assert_allclose(single[0], batched[k], atol=1e-3)
+        np.testing.assert_allclose(iou_s[0], iou_b[k], atol=1e-4)
+    empty, iou_e = int8_runtime.decode(emb, np.zeros((0, 4), np.float32))
+    assert empty.shape == (0, 256, 256) and iou_e.shape == (0,)

@@ -1,0 +1,79 @@
+"""SQLite settings and the migration runner, on real database files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import StoreError
+from appliance.store import db
+
+
+def test_wal_and_full_sync(tmp_path):
+    conn = db.connect(tmp_path / "x.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_migrations_apply_in_order_once(tmp_path):
+    conn = db.connect(tmp_path / "x.db")
+    applied = db.migrate(conn)
+    versions = [m.version for m in db.discover_migrations()]
+    assert applied == versions and versions == sorted(versions) and versions[0] == 1
+    assert db.migrate(conn) == []
+    rows = conn.execute("SELECT version, sha256 FROM schema_migrations ORDER BY version").fetchall()
+    assert [r[0] for r in rows] == versions
+    assert {"studies", "images", "results", "decisions", "outbox", "store_counter"} <= {
+        r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _copy_migrations(tmp_path: Path) -> Path:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for m in db.discover_migrations():
+        shutil.copy(m.path, folder / m.path.name)
+    return folder
+
+
+def test_failing_migration_rolls_back_whole_file(tmp_path):
+    folder = _copy_migrations(tmp_path)
+    (folder / "0099_broken.sql").write_text("CREATE TABLE half_done (x INTEGER);\nINSERT INTO no_such_table VALUES (1);\n")
+    conn = db.connect(tmp_path / "x.db")
+    with pytest.raises(StoreError, match="0099_broken"):
+        db.migrate(conn, db.discover_migrations(folder))
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "half_done" not in tables and "outbox" in tables
+    assert db.current_version(conn) == max(m.version for m in db.discover_migrations())
+
+
+def test_newer_database_is_refused(tmp_path):
+    folder = _copy_migrations(tmp_path)
+    (folder / "0099_future.sql").write_text("CREATE TABLE future (x INTEGER);\n")
+    conn = db.connect(tmp_path / "x.db")
+    db.migrate(conn, db.discover_migrations(folder))
+    with pytest.raises(StoreError, match="newer release"):
+        db.migrate(conn)
+
+
+def test_duplicate_versions_are_refused(tmp_path):
+    folder = _copy_migrations(tmp_path)
+    (folder / "0001_other.sql").write_text("SELECT 1;\n")
+    with pytest.raises(StoreError, match="share version 1"):
+        db.discover_migrations(folder)
+
+
+def test_sequence_is_monotonic(tmp_path):
+    conn = db.connect(tmp_path / "x.db")
+    db.migrate(conn)
+    with db.transaction(conn) as c:
+        a, b = db.next_seq(c), db.next_seq(c)
+    with pytest.raises(RuntimeError):
+        with db.transaction(conn) as c:
+            db.next_seq(c)
+            raise RuntimeError("rolled back")
+    with db.transaction(conn) as c:
+        d = db.next_seq(c)
+    assert a < b < d and d == b + 1  # a rolled-back draw is not consumed

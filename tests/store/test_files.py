@@ -1,0 +1,33 @@
+"""Atomic durable writes and the disk-space guard."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from appliance.errors import StoreError
+from appliance.store import files
+
+
+def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "a" / "b" / "file.bin"
+    sha = files.atomic_write(target, b"first")
+    assert target.read_bytes() == b"first" and sha == hashlib.sha256(b"first").hexdigest()
+    files.atomic_write(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_sweep_removes_leftover_temporaries(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / ".photo.png.123.part").write_bytes(b"half")
+    assert files.sweep_temporaries(tmp_path) == 1
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_check_space_refuses_with_a_clear_message(tmp_path):
+    free_mb = files.free_bytes(tmp_path) // 2**20
+    with pytest.raises(StoreError, match="Not enough free space.*Nothing was stored"):
+        files.check_space(tmp_path, 0, free_mb + 1024)
+    files.check_space(tmp_path, 1024, 0)

@@ -1,0 +1,199 @@
+"""The store's API on a real SQLite database: studies, decisions, sign-off, outbox, retention."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from appliance.errors import StoreError
+from appliance.store import retention
+from appliance.store import store as store_module
+from appliance.store.store import Store
+
+from store.helpers import add_study, make_config, make_study_inputs
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(make_config(tmp_path / "data")) as s:
+        yield s
+
+
+def test_add_study_stores_verified_files_and_queues_three_instances(store):
+    photo, result = make_study_inputs(1)
+    study = store.add_study(photo, "P1", "R", result, {"samples": 3})
+    assert study.eye == "R" and study.delivery == "pending" and not study.reviewed
+    assert np.array_equal(store.load_image_rgb(study.image_id), photo.rgb)
+    stored = store.load_result(study.auto_result_id)
+    assert np.array_equal(stored.mask(), result.mask())  # the shown lesions form the mask
+    assert stored.payload["gaze"] == {"samples": 3}
+    assert [l.id for l in stored.result.lesions] == [l.id for l in result.lesions]
+    items = store.outbox(study_id=study.id)
+    assert [i.kind for i in items] == ["photo", "seg", "sr"]
+    assert len({i.sop_uid for i in items}) == 3 and len({i.series_uid for i in items}) == 3
+    assert {i.study_uid for i in items} == {study.study_uid}
+    assert items[0].sop_uid == store.get_image(study.image_id).sop_uid
+    assert [i.seq for i in items] == sorted(i.seq for i in items)
+
+
+def test_bad_inputs_are_refused_before_writing(store):
+    photo, result = make_study_inputs(2)
+    with pytest.raises(ValueError, match="eye"):
+        store.add_study(photo, "P", "X", result)
+    with pytest.raises(ValueError, match="patient"):
+        store.add_study(photo, " ", "L", result)
+    assert store.worklist() == [] and not (store.root / "studies").exists()
+
+
+def test_corrupt_file_is_reported_not_used(store):
+    study = add_study(store, 3)
+    path = store.path(store.get_image(study.image_id).path)
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(StoreError, match="corrupt"):
+        store.load_image_rgb(study.image_id)
+
+
+def test_decisions_undo_and_sign_off_queue_new_instances(store):
+    study = add_study(store, 4)
+    rid = study.auto_result_id
+    auto = store.load_result(rid)
+    shown = list(auto.mask_lesion_ids)
+    hidden = [l.id for l in auto.result.lesions if l.id not in shown]
+    store.decide(rid, shown[0], "reject", "dr")
+    store.decide(rid, shown[1], "reject", "dr")
+    store.undo(rid, "dr")  # undoes the second reject
+    if hidden:
+        store.decide(rid, hidden[0], "accept", "dr")
+    added = store.add_lesion(rid, 20.0, 20.0, "dr", radius_px=3)
+    with pytest.raises(StoreError):
+        store.decide(rid, 424242, "accept", "dr")
+    states, extra = store.lesion_states(rid)
+    assert states[shown[0]] == "reject" and shown[1] not in states and len(extra) == 1
+
+    review = store.sign_off(rid, "R1", "refer", "dr")
+    assert review.kind == "reviewed" and review.based_on == rid and review.grade == "R1"
+    final = store.load_result(review.id)
+    expected = (set(shown) - {shown[0]}) | set(hidden[:1]) | {added.lesion_id}
+    assert set(final.mask_lesion_ids) == expected
+    assert final.payload["decisions"][str(shown[0])] == "rejected"
+    assert final.payload["decisions"][str(added.lesion_id)] == "added"
+    assert np.array_equal(store.load_result(rid).mask(), auto.mask())  # the automatic result is untouched
+    kinds = [(i.kind, i.result_id) for i in store.outbox(study_id=study.id)]
+    assert kinds[3:] == [("seg", review.id), ("sr", review.id)]
+    # An amendment is another new result with new UIDs, never an overwrite.
+    again = store.sign_off(rid, "R2", "refer urgently", "dr2")
+    items = store.outbox(study_id=study.id)
+    assert len(items) == 7 and len({i.sop_uid for i in items}) == 7
+    assert store.get_study(study.id).latest_result_id == again.id and store.get_study(study.id).reviewed
+    with pytest.raises(StoreError, match="automatic result"):
+        store.decide(review.id, shown[0], "accept", "dr")
+
+
+def test_wrong_wall_clock_never_reorders(store, monkeypatch):
+    """Studies added while the clock runs backwards still list in the order they were made."""
+    stamps = iter(["2030-01-01T00:00:00.000000Z", "1999-01-01T00:00:00.000000Z", "2001-06-01T00:00:00.000000Z"])
+    monkeypatch.setattr(store_module, "utc_now", lambda: next(stamps))
+    made = [add_study(store, s) for s in (10, 11, 12)]
+    listed = store.worklist()
+    assert [s.id for s in listed] == [m.id for m in reversed(made)]
+    seqs = [i.seq for i in store.outbox()]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_backoff_timer_set_by_a_wrong_clock_does_not_park_items(store):
+    add_study(store, 13)
+    items = store.outbox()
+    store.record_failure(items[0].id, "x", time.time() + 10 * 86400)  # a clock ten days ahead set it
+    store.record_failure(items[1].id, "x", time.time() + 60)  # an ordinary backoff
+    due = {i.id for i in store.due_items(max_backoff_s=3600)}
+    assert items[0].id in due and items[1].id not in due and items[2].id in due
+    assert {i.id for i in store.due_items(ignore_backoff=True)} == {i.id for i in items}
+
+
+def test_outbox_states_and_status(store):
+    add_study(store, 14)
+    first = store.outbox()[0]
+    assert store.claim(first.id) and not store.claim(first.id)
+    assert store.sync_status().sending == 1
+    assert store.reset_sending() == 1
+    store.record_failure(first.id, "boom", 0)
+    status = store.sync_status()
+    assert status.pending == 3 and status.failing == 1 and status.last_error == "boom"
+    store.record_delivered(first.id)
+    assert store.get_item(first.id).state == "delivered" and store.sync_status().delivered == 1
+
+
+def test_disk_space_guard_refuses_before_anything_is_written(tmp_path):
+    with Store(make_config(tmp_path / "data", data={"min_free_mb": 10**9})) as store:
+        photo, result = make_study_inputs(15)
+        with pytest.raises(StoreError, match="Not enough free space"):
+            store.add_study(photo, "P", "L", result)
+        assert store.worklist() == [] and store.outbox() == []
+        assert not (store.root / "studies").exists()
+
+
+def test_retention_only_after_confirmed_delivery_plus_period(tmp_path):
+    with Store(make_config(tmp_path / "data", data={"retention_days": 2})) as store:
+        study = add_study(store, 16)
+        photo_path = store.path(store.get_image(study.image_id).path)
+        far_future = time.time() + 365 * 86400
+        assert retention.purge_expired(store, far_future) == 0  # nothing delivered yet
+        items = store.outbox(study_id=study.id)
+        store.record_delivered(items[0].id)
+        store.record_delivered(items[1].id)
+        assert retention.purge_expired(store, far_future) == 0  # the report is still pending
+        store.record_delivered(items[2].id)
+        assert retention.purge_expired(store, time.time() + 86400) == 0  # within the period
+        assert retention.purge_expired(store, time.time() - 86400) == 0  # a clock set back
+        assert photo_path.exists()
+        assert retention.purge_expired(store, time.time() + 3 * 86400) == 1
+        assert not photo_path.exists() and store.get_image(study.image_id).deleted_at
+        with pytest.raises(StoreError, match="retention"):
+            store.load_image_rgb(study.image_id)
+        with pytest.raises(StoreError, match="retention"):
+            store.sign_off(study.auto_result_id, "R0", "none", "dr")
+        store.load_result(study.auto_result_id)  # the result files stay
+
+
+def test_store_is_shared_by_threads(store):
+    import threading
+
+    errors = []
+
+    def work(seed):
+        try:
+            add_study(store, seed)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(20, 26)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(store.worklist()) == 6 and len(store.outbox()) == 18
+
+
+def test_files_of_an_uncommitted_study_are_swept_unless_someone_is_writing(tmp_path):
+    import fcntl
+    import os
+
+    config = make_config(tmp_path / "data")
+    with Store(config) as store:
+        kept = add_study(store, 30)
+    orphan = tmp_path / "data" / "studies" / "2.25.1" / "photo.png"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"written, never committed")
+    fd = os.open(str(tmp_path / "data" / "store.lock"), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # another process is mid-write: leave its files alone
+    try:
+        Store(config).close()
+        assert orphan.exists()
+    finally:
+        os.close(fd)
+    with Store(config) as store:
+        assert not orphan.parent.exists()
+        store.load_image_rgb(kept.image_id)
+        store.load_result(kept.auto_result_id)

@@ -1,0 +1,130 @@
+"""DICOM instances built from the store: classes, references, masks, and UIDs stable across retries."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from appliance.errors import SyncError
+from appliance.glance.lesions import SegmentationResult
+from appliance.store.store import Store
+from appliance.sync import export
+from appliance.sync.dicomweb import DicomwebClient, is_loopback
+from appliance.config import DicomwebConfig
+from appliance.sync.instances import materialise
+from appliance.sync.usb_export import export_undelivered
+
+from store.helpers import FakePhoto, add_study, make_config, make_study_inputs
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(make_config(tmp_path / "data")) as s:
+        yield s
+
+
+def _texts(ds):
+    out = []
+    for item in ds.get("ContentSequence", []):
+        if "TextValue" in item:
+            out.append(str(item.TextValue))
+        out.extend(_texts(item))
+    return out
+
+
+def test_instances_decode_and_reference_each_other(store):
+    study = add_study(store, 1, "PAT-1", "R")
+    built = {}
+    for item in store.outbox():
+        path, sha = materialise(store, item)
+        built[item.kind] = (item, pydicom.dcmread(str(path)))
+    photo_item, photo = built["photo"]
+    assert photo.SOPClassUID == export.OP_8BIT_SOP_CLASS and photo.Modality == "OP"
+    assert photo.ImageLaterality == "R" and photo.PatientID == "PAT-1"
+    assert photo.StudyInstanceUID == study.study_uid
+    assert np.array_equal(photo.pixel_array, store.load_image_rgb(study.image_id))
+    seg_item, seg_ds = built["seg"]
+    seg = hd.seg.Segmentation.from_dataset(seg_ds)
+    local = store.load_result(study.auto_result_id).mask() > 0
+    assert local.any() and np.array_equal(seg.pixel_array.reshape(local.shape) > 0, local)
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == photo.SOPInstanceUID
+    assert seg.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
+    _, sr = built["sr"]
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    texts = _texts(sr)
+    assert "Automatic result, not reviewed" in texts and any('"lesions"' in t for t in texts)
+    count = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeMeaning == "Microaneurysm count"][0]
+    assert int(count.MeasuredValueSequence[0].NumericValue) == int(local.any()) * len(store.load_result(study.auto_result_id).mask_lesion_ids)
+    evidence = {e.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                for s in sr.CurrentRequestedProcedureEvidenceSequence for e in s.ReferencedSeriesSequence}
+    assert {photo.SOPInstanceUID, seg_ds.SOPInstanceUID} <= evidence
+
+
+def test_empty_mask_still_exports(store):
+    photo, result = make_study_inputs(2)
+    empty = SegmentationResult(result.width, result.height, "scan", [], 0.5, "litemedsam", "cd" * 32)
+    store.add_study(photo, "P", "L", empty)
+    seg_item = [i for i in store.outbox() if i.kind == "seg"][0]
+    path, _ = materialise(store, seg_item)
+    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(str(path)))
+    assert not seg.pixel_array.any()
+
+
+def test_retry_sends_the_same_bytes_and_a_corrupt_build_keeps_its_uids(store):
+    add_study(store, 3)
+    item = [i for i in store.outbox() if i.kind == "seg"][0]
+    path, sha = materialise(store, item)
+    again, sha2 = materialise(store, store.get_item(item.id))
+    assert (again, sha2) == (path, sha)
+    path.write_bytes(b"garbage")
+    rebuilt, _ = materialise(store, store.get_item(item.id))
+    ds = pydicom.dcmread(str(rebuilt))
+    assert ds.SOPInstanceUID == item.sop_uid and ds.SeriesInstanceUID == item.series_uid
+
+
+def test_reviewed_result_is_manual_and_signed(store):
+    study = add_study(store, 4)
+    review = store.sign_off(study.auto_result_id, "R2", "refer", "Dr Who")
+    items = [i for i in store.outbox() if i.result_id == review.id]
+    seg = pydicom.dcmread(str(materialise(store, items[0])[0]))
+    sr = pydicom.dcmread(str(materialise(store, items[1])[0]))
+    assert seg.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
+    assert sr.VerificationFlag == "VERIFIED" and sr.CompletionFlag == "COMPLETE"
+    assert "R2" in _texts(sr) and "refer" in _texts(sr)
+
+
+def test_usb_export_writes_verified_files_and_manifest(store, tmp_path):
+    add_study(store, 5)
+    add_study(store, 6)
+    dest = tmp_path / "usb"
+    dest.mkdir()
+    report = export_undelivered(store, dest)
+    assert report.files == 6 and report.studies == 2
+    import hashlib
+    import json
+
+    manifest = json.loads((report.folder / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        raw = (report.folder / entry["file"]).read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == entry["sha256"]
+        assert pydicom.dcmread(report.folder / entry["file"]).SOPInstanceUID == entry["sop_uid"]
+    assert store.sync_status().pending == 6  # an export is not a confirmed delivery
+
+
+def test_client_transport_rules():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("10.0.0.5") and not is_loopback("pacs.example")
+    DicomwebClient(DicomwebConfig(url="http://127.0.0.1:8042/dicom-web"))
+    DicomwebClient(DicomwebConfig(url="https://pacs.example/dicom-web", ca="/etc/ssl/certs/ca-certificates.crt"))
+    with pytest.raises(SyncError, match="loopback"):
+        DicomwebClient(DicomwebConfig(url="http://pacs.example/dicom-web"))
+    with pytest.raises(SyncError, match="No DICOMweb server"):
+        DicomwebClient(DicomwebConfig(url=""))
+    with pytest.raises(SyncError, match="certificate"):
+        DicomwebClient(DicomwebConfig(url="https://pacs.example", key="k.pem"))
+    client = DicomwebClient(DicomwebConfig(url="https://pacs.example/dw/", user="u", password="p", cert="c.pem",
+                                           key="k.pem", ca="ca.pem"))
+    assert client.base == "https://pacs.example/dw" and client.session.auth == ("u", "p")
+    assert client.session.cert == ("c.pem", "k.pem") and client.session.verify == "ca.pem"

@@ -1,0 +1,357 @@
+"""Signed model and software updates: refusals, atomic switch, power cuts, rollback, server, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from appliance.config import load_config
+from appliance.errors import UpdateError
+from appliance.sync import cli_models
+from appliance.sync.bundles import (BundleKind, generate_keypair, load_private_key, load_public_key,
+                                    make_bundle, verify_folder)
+from appliance.sync.model_updates import ModelUpdates, install_from_server, model_store
+from appliance.sync.software_updates import SoftwareUpdates
+from appliance.sync.versions import CURRENT, PREVIOUS
+
+FAMILY = "litemedsam"
+STEPS = ("staged", "verified", "prepared", "moved", "previous", "switched", "pruned")
+
+
+@pytest.fixture()
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    priv, pub = tmp_path / "k.pem", tmp_path / "k.pub"
+    generate_keypair(priv, pub)
+    return priv, pub
+
+
+def model_folder(root: Path, version: str, family: str = FAMILY, payload_bytes: int = 2048) -> Path:
+    """A model folder like models/: manifest.json plus two ONNX-named payloads (content by version)."""
+    folder = root / f"src-{family}-{version}"
+    folder.mkdir(parents=True)
+    rng = random.Random(f"{family}{version}")
+    for name in ("encoder.onnx", "decoder.onnx"):
+        (folder / name).write_bytes(bytes(rng.getrandbits(8) for _ in range(payload_bytes)))
+    (folder / "manifest.json").write_text(json.dumps({"name": family, "version": version}))
+    return folder
+
+
+def bundle(tmp_path: Path, priv: Path, version: str, family: str = FAMILY, **kw) -> Path:
+    out = tmp_path / f"{family}-{version}.glsb"
+    make_bundle([model_folder(tmp_path, version, family, **kw)], out, BundleKind.MODEL, family, version,
+                load_private_key(priv), {"note": "test"})
+    return out
+
+
+def store_at(root: Path, pub: Path) -> ModelUpdates:
+    return ModelUpdates(root, load_public_key(pub), BundleKind.MODEL, FAMILY, "1")
+
+
+def assert_running(store: ModelUpdates, version: str) -> None:
+    """The active folder is ``version`` and verifies completely (what the runtime would load)."""
+    assert store.current_version() == version
+    info = verify_folder(store.current_path(), store.public_key)
+    assert info.version == version
+    assert json.loads((store.current_path() / "manifest.json").read_text())["version"] == version
+
+
+@pytest.fixture()
+def installed(tmp_path: Path, keys) -> ModelUpdates:
+    """A store with version 2 installed and active."""
+    store = store_at(tmp_path / "data" / "models", keys[1])
+    store.install(bundle(tmp_path, keys[0], "2"))
+    assert_running(store, "2")
+    return store
+
+
+def rewrite_tar(src: Path, dest: Path, edit) -> None:
+    """Copy a bundle tar, passing each (name, bytes) through ``edit``."""
+    with tarfile.open(src) as tin, tarfile.open(dest, "w") as tout:
+        for m in tin:
+            name, data = edit(m.name, tin.extractfile(m).read())
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tout.addfile(info, io.BytesIO(data))
+
+
+def test_install_verifies_and_switches(installed: ModelUpdates, tmp_path: Path, keys) -> None:
+    info = installed.install(bundle(tmp_path, keys[0], "3"))
+    assert info.version == "3" and info.metadata == {"note": "test"}
+    assert_running(installed, "3")
+    assert installed.previous_version() == "2"
+    assert [v.version for v in installed.list(check_hashes=True)] == ["3", "2"]
+    assert os.readlink(installed.root / CURRENT) == "3"  # relative: the data folder can move
+
+
+def test_tampered_payload_is_refused(installed: ModelUpdates, tmp_path: Path, keys) -> None:
+    good = bundle(tmp_path, keys[0], "3")
+    bad = tmp_path / "bad.glsb"
+    rewrite_tar(good, bad, lambda n, d: (n, d[:-1] + bytes([d[-1] ^ 1]) if n == "decoder.onnx" else d))
+    with pytest.raises(UpdateError, match="sha256"):
+        installed.install(bad)
+    assert_running(installed, "2")
+    assert not any((installed.root / ".incoming").glob("*"))
+
+
+def test_tampered_manifest_and_wrong_key_are_refused(installed: ModelUpdates, tmp_path: Path, keys) -> None:
+    good = bundle(tmp_path, keys[0], "3")
+    bad = tmp_path / "bad.glsb"
+    rewrite_tar(good, bad, lambda n, d: (n, d.replace(b'"version":"3"', b'"version":"9"')
+                                         if n == "bundle.json" else d))
+    with pytest.raises(UpdateError, match="signature"):
+        installed.install(bad)
+    other_priv, _ = tmp_path / "other.pem", generate_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
+    foreign = tmp_path / "foreign.glsb"
+    make_bundle([model_folder(tmp_path, "4")], foreign, "model", FAMILY, "4", load_private_key(other_priv))
+    with pytest.raises(UpdateError, match="signature"):
+        installed.install(foreign)
+    assert_running(installed, "2")
+
+
+def test_downgrade_same_version_other_family_other_kind_are_refused(installed, tmp_path, keys) -> None:
+    for version in ("1", "2", "1.9.9", "2.0"):
+        with pytest.raises(UpdateError, match="not newer"):
+            installed.install(bundle(tmp_path / f"d{version}", keys[0], version))
+    with pytest.raises(UpdateError, match="mobilesam"):
+        installed.install(bundle(tmp_path, keys[0], "5", family="mobilesam"))
+    sw = tmp_path / "sw.glsb"
+    make_bundle([model_folder(tmp_path / "sw", "6")], sw, "software", FAMILY, "6", load_private_key(keys[0]))
+    with pytest.raises(UpdateError, match="software bundle"):
+        installed.install(sw)
+    # signed for this family, but the model folder inside claims another model
+    src = model_folder(tmp_path / "mm", "7", family="mobilesam")
+    mixed = tmp_path / "mixed.glsb"
+    make_bundle([src], mixed, "model", FAMILY, "7", load_private_key(keys[0]))
+    with pytest.raises(UpdateError, match="manifest names"):
+        installed.install(mixed)
+    assert_running(installed, "2")
+    assert sorted(p.name for p in installed.root.iterdir() if not p.name.startswith(".")) == ["2", CURRENT]
+
+
+def test_hostile_tar_is_refused(installed: ModelUpdates, tmp_path: Path, keys) -> None:
+    good = bundle(tmp_path, keys[0], "3")
+    for evil in ("../escape.onnx", "sub/dir.onnx", ".hidden"):
+        bad = tmp_path / "evil.glsb"
+        rewrite_tar(good, bad, lambda n, d, e=evil: (e if n == "decoder.onnx" else n, d))
+        with pytest.raises(UpdateError):
+            installed.install(bad)
+    assert not (installed.root.parent / "escape.onnx").exists()
+    assert_running(installed, "2")
+
+
+def test_rollback_and_back(installed: ModelUpdates, tmp_path: Path, keys) -> None:
+    installed.install(bundle(tmp_path, keys[0], "3"))
+    assert installed.rollback() == "2"
+    assert_running(installed, "2")
+    assert installed.previous_version() == "3"
+    assert installed.rollback() == "3"
+    assert_running(installed, "3")
+    fresh = store_at(tmp_path / "empty", keys[1])
+    with pytest.raises(UpdateError, match="no previous"):
+        fresh.rollback()
+
+
+
+def test_rollback_refuses_a_corrupted_previous(installed: ModelUpdates, tmp_path: Path, keys) -> None:
+    installed.install(bundle(tmp_path, keys[0], "3"))
+    (installed.root / "2" / "encoder.onnx").write_bytes(b"x" * 2048)
+    with pytest.raises(UpdateError, match="sha256"):
+        installed.rollback()
+    assert_running(installed, "3")
+
+
+CHILD = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from appliance.sync.bundles import BundleKind, load_public_key
+    from appliance.sync.model_updates import ModelUpdates
+    root, pub, src, step = sys.argv[1:5]
+    def hook(name):
+        if name == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+    store = ModelUpdates(Path(root), load_public_key(pub), BundleKind.MODEL, "litemedsam", "1")
+    store.install(Path(src), hook)
+    print("done", flush=True)
+""")
+
+
+def run_child(root: Path, pub: Path, src: Path, step: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(root), str(pub), str(src), step],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_power_cut_at_each_step_leaves_a_complete_model(installed, tmp_path, keys, step) -> None:
+    new = bundle(tmp_path, keys[0], "3")
+    proc = run_child(installed.root, keys[1], new, step)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    after = store_at(installed.root, keys[1])
+    expected = "2" if STEPS.index(step) < STEPS.index("switched") else "3"
+    assert_running(after, expected)  # before start-up recovery: what a reboot would load
+    after.recover()
+    assert not (after.root / ".incoming").exists()
+    if expected == "2":  # the update can simply be tried again
+        after.install(new)
+    assert_running(after, "3")
+    assert after.previous_version() == "2"
+    after.rollback()
+    assert_running(after, "2")
+
+
+def test_power_cut_at_random_moments(installed: ModelUpdates, tmp_path: Path, keys) -> None:
+    """kill -9 at random moments, mostly while the (larger) bundle is being copied."""
+    rng = random.Random(20261127)
+    new = bundle(tmp_path, keys[0], "3", payload_bytes=6 << 20)
+    outcomes = set()
+    for _ in range(6):
+        proc = run_child(installed.root, keys[1], new, "never")
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=120)
+        store = store_at(installed.root, keys[1])
+        version = store.current_version()
+        assert version in ("2", "3")
+        assert_running(store, version)
+        outcomes.add(version)
+        store.recover()
+        if version == "3":
+            store.rollback()
+            assert_running(store, "2")
+            for path in store.root.iterdir():  # forget 3 so that it installs afresh
+                if path.name == "3":
+                    import shutil
+                    shutil.rmtree(path)
+            (store.root / PREVIOUS).unlink()
+    assert outcomes  # at least one cut observed (which ones depends on the machine's speed)
+
+
+def test_install_from_loopback_server(installed: ModelUpdates, tmp_path: Path, keys) -> None:
+    served = tmp_path / "served"
+    (served / "u").mkdir(parents=True)
+    for v in ("3", "4"):
+        bundle(tmp_path / f"s{v}", keys[0], v).rename(served / "u" / f"m{v}.glsb")
+    bundle(tmp_path / "s9", keys[0], "9", family="mobilesam").rename(served / "u" / "x9.glsb")
+    (served / "u" / "index.json").write_text(json.dumps({"bundles": [
+        {"kind": "model", "family": FAMILY, "version": "3", "file": "m3.glsb"},
+        {"kind": "model", "family": FAMILY, "version": "4", "file": "m4.glsb"},
+        {"kind": "model", "family": "mobilesam", "version": "9", "file": "x9.glsb"}]}))
+    handler = lambda *a, **kw: _QuietHandler(*a, directory=str(served), **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="update-server", daemon=True)
+    thread.start()
+    try:
+        config = load_config(environ={"GLANCESEG_UPDATES_SERVER_URL": f"http://127.0.0.1:{server.server_port}/u/"})
+        info = install_from_server(config, installed)
+        assert info is not None and info.version == "4"
+        assert_running(installed, "4")
+        assert install_from_server(config, installed) is None  # nothing newer
+        assert not any((installed.root / ".downloads").glob("*"))
+    finally:
+        server.shutdown()
+        thread.join()
+    remote = load_config(environ={"GLANCESEG_UPDATES_SERVER_URL": "http://updates.example/"})
+    with pytest.raises(UpdateError, match="https"):
+        install_from_server(remote, installed)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+
+def make_wheel(path: Path, version: str) -> Path:
+    wheel = path / f"glanceseg-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("glanceseg_probe/__init__.py", f"VERSION = {version!r}\n")
+        zf.writestr(f"glanceseg-{version}.dist-info/METADATA",
+                    f"Metadata-Version: 2.1\nName: glanceseg\nVersion: {version}\n")
+    return wheel
+
+
+def test_software_bundle_install_and_rollback(tmp_path: Path, keys) -> None:
+    store = SoftwareUpdates(tmp_path / "software", load_public_key(keys[1]), BundleKind.SOFTWARE,
+                            "glanceseg", "0.1.0")
+    for version in ("0.2.0", "0.3.0"):
+        out = tmp_path / f"sw-{version}.glsb"
+        make_bundle([make_wheel(tmp_path, version)], out, "software", "glanceseg", version,
+                    load_private_key(keys[0]))
+        store.install(out)
+    site = store.current_path() / "_site"
+    assert "0.3.0" in (site / "glanceseg_probe" / "__init__.py").read_text()
+    verify_folder(store.current_path(), store.public_key)  # _site does not break verification
+    assert store.rollback() == "0.2.0"
+    assert "0.2.0" in (store.current_path() / "_site" / "glanceseg_probe" / "__init__.py").read_text()
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    wheel = evil / "glanceseg-0.4.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("../../escape.py", "x")
+    make_bundle([wheel], tmp_path / "evil.glsb", "software", "glanceseg", "0.4.0", load_private_key(keys[0]))
+    with pytest.raises(UpdateError, match="unsafe"):
+        store.install(tmp_path / "evil.glsb")
+    with pytest.raises(UpdateError, match="not newer"):
+        store.install(tmp_path / "sw-0.2.0.glsb")
+    assert store.current_version() == "0.2.0"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glanceseg")
+    cli_models.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_cli_keygen_sign_install_list_rollback(tmp_path: Path, capsys) -> None:
+    keydir = tmp_path / "keys"
+    config = None
+
+    def cli(*argv: str) -> int:
+        args = _parser().parse_args(list(argv))
+        return args.handler(args, config)
+
+    assert cli("models", "keygen", "--out", str(keydir)) == 0
+    assert oct((keydir / "signing_key.pem").stat().st_mode & 0o777) == "0o600"
+    config = load_config(environ={"GLANCESEG_DATA_DIR": str(tmp_path / "data"),
+                                  "GLANCESEG_UPDATES_PUBLIC_KEY": str(keydir / "signing_key.pub"),
+                                  "GLANCESEG_MODEL_DIR": str(tmp_path / "nomodels")})
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    for v in ("2", "3"):
+        assert cli("models", "sign", str(model_folder(tmp_path, v)), "--key", str(keydir / "signing_key.pem"),
+                   "--version", v, "--out", str(usb / f"m{v}.glsb")) == 0
+    assert cli("models", "verify", str(usb / "m2.glsb")) == 0
+    assert cli("models", "install", str(usb)) == 0  # a USB folder: the newest wins
+    store = model_store(config)
+    assert_running(store, "3")
+    assert cli("models", "install", str(usb)) == 0  # nothing newer: no-op
+    assert "no model bundle newer" in capsys.readouterr().out
+    assert cli("models", "list", "--json", "--verify") == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["active"] == "3" and all(v["valid"] for v in listing["versions"])
+    with pytest.raises(UpdateError, match="not newer"):
+        cli("models", "install", str(usb / "m2.glsb"))
+    assert cli("models", "rollback") == 0  # 3 was the first installed: back to the shipped model
+    assert store.current_version() is None and store.previous_version() == "3"
+    assert cli("models", "install", str(usb / "m3.glsb")) == 0  # reuses the kept folder
+    assert_running(store, "3")
+
+
+def test_public_key_is_required(tmp_path: Path) -> None:
+    config = load_config(environ={"GLANCESEG_UPDATES_PUBLIC_KEY": str(tmp_path / "missing.pub")})
+    with pytest.raises(UpdateError, match="public key"):
+        model_store(config)

@@ -1,0 +1,169 @@
+"""Security of the UI through the Flask test client: login, lockout, CSRF, roles, uploads."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from appliance.ui import create_app
+from appliance.ui import db as uidb
+from appliance.ui.audit import AuditLog
+from .helpers import ADMIN_PIN, PIN, csrf_of, login
+
+
+@pytest.mark.parametrize("path", ["/", "/import", "/reader/1", "/study/1/results", "/study/1/report.pdf",
+                                  "/sync", "/device", "/admin/users", "/admin/audit", "/image/1/display.jpg"])
+def test_no_access_without_login(app, path):
+    resp = app.test_client().get(path)
+    assert resp.status_code == 302
+    assert "/login" in resp.headers["Location"]
+
+
+def test_api_without_login_is_401(app):
+    resp = app.test_client().post("/api/reader/1/decision", json={"lesion_id": 1, "decision": "accepted"})
+    assert resp.status_code in (400, 401)  # no session: no CSRF token and no user
+
+
+def test_first_start_asks_for_admin_pin(ui_config):
+    client = create_app(ui_config).test_client()
+    resp = client.get("/")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/setup")
+    token = csrf_of(client.get("/setup").get_data(as_text=True))
+    bad = client.post("/setup", data={"name": "admin", "pin": "12", "pin2": "12", "csrf_token": token})
+    assert b"4 to 12 digits" in bad.data
+    client.post("/setup", data={"name": "admin", "pin": "9876", "pin2": "9876", "csrf_token": token})
+    assert client.get("/setup").headers["Location"].endswith("/login")
+    _, _ = login(client, "admin", "9876")
+    assert client.get("/admin/users").status_code == 200
+
+
+def test_login_and_wrong_pin(app):
+    client = app.test_client()
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    resp = client.post("/login", data={"name": "clara", "pin": "000000", "csrf_token": token})
+    assert resp.status_code == 401 and b"Wrong name or PIN" in resp.data
+    resp, _ = login(client)
+    assert resp.status_code == 302
+    assert client.get("/").status_code == 200
+
+
+def test_lockout_after_repeated_failures(app):
+    client = app.test_client()
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    for _ in range(3):
+        client.post("/login", data={"name": "clara", "pin": "111111", "csrf_token": token})
+    resp = client.post("/login", data={"name": "clara", "pin": PIN, "csrf_token": token})
+    assert resp.status_code == 401 and b"locked" in resp.data
+    assert client.get("/").status_code == 302  # still not logged in
+
+
+def test_csrf_rejected(app):
+    client = app.test_client()
+    _, token = login(client)
+    for sent in (None, "forged-token"):
+        data = {"patient_id": "P1", "eye": "R", "source": "upload"}
+        if sent:
+            data["csrf_token"] = sent
+        resp = client.post("/import", data=data)
+        assert resp.status_code == 400
+        assert b"did not come from this appliance" in resp.data
+    resp = client.post("/api/reader/1/decision", json={"lesion_id": 1, "decision": "accepted"},
+                       headers={"X-CSRF-Token": "nope"})
+    assert resp.status_code == 400
+    assert client.post("/login", data={"name": "clara", "pin": PIN}).status_code == 400
+
+
+def test_idle_logoff(app):
+    app.config["GLANCESEG"] = app.config["GLANCESEG"].replace(ui={"idle_logout_s": 0.0})
+    client = app.test_client()
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    assert client.post("/login", data={"name": "clara", "pin": PIN, "csrf_token": token}).status_code == 302
+    resp = client.get("/device")
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+
+
+def test_roles(app):
+    client = app.test_client()
+    login(client, "tom", PIN)
+    assert client.get("/admin/audit").status_code == 403
+    assert client.get("/reader/1").status_code == 403
+    assert client.get("/import").status_code == 200
+
+
+def _upload(client, token, name, data):
+    return client.post("/import", data={"csrf_token": token, "patient_id": "P-001", "eye": "R", "source": "upload",
+                                        "files": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+
+
+def test_upload_accepts_photograph(app, fundus_png):
+    client = app.test_client()
+    _, token = login(client)
+    resp = _upload(client, token, "fundus_a.png", fundus_png.read_bytes())
+    assert resp.status_code == 302
+    page = client.get("/").get_data(as_text=True)
+    assert "P-001" in page and "fundus_a.png" in page and "New" in page
+
+
+def test_upload_rejects_non_image(app):
+    client = app.test_client()
+    _, token = login(client)
+    resp = _upload(client, token, "notes.png", b"this is not a photograph at all" * 10)
+    assert resp.status_code == 400
+    assert "cannot be used" in resp.get_data(as_text=True)
+    resp = _upload(client, token, "tool.exe", b"MZ\x90\x00")
+    assert resp.status_code == 400 and "is not a photograph" in resp.get_data(as_text=True)
+
+
+def test_upload_rejects_oversize(app):
+    client = app.test_client()
+    _, token = login(client)
+    resp = _upload(client, token, "big.png", b"\x89PNG" + b"\0" * (2 * 2 ** 20))
+    assert resp.status_code == 413
+    assert "too large" in resp.get_data(as_text=True) and "1 MB" in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd.png", "..\\evil.png", "/abs/x.png", ".hidden.png"])
+def test_upload_rejects_traversal_name(app, fundus_png, name):
+    client = app.test_client()
+    _, token = login(client)
+    resp = _upload(client, token, name, fundus_png.read_bytes())
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 400
+    assert "not allowed" in text and "without folders" in text
+    assert not list((app.config["GLANCESEG"].data_dir / "photographs").glob("*")) if (app.config["GLANCESEG"].data_dir / "photographs").exists() else True
+
+
+def test_folder_import_stays_in_roots(app, ui_config, fundus_png, tmp_path):
+    client = app.test_client()
+    _, token = login(client)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    resp = client.post("/import", data={"csrf_token": token, "patient_id": "P-2", "eye": "L", "source": "folder",
+                                        "folder": str(outside)})
+    assert resp.status_code == 400 and "only be imported from a USB stick" in resp.get_data(as_text=True)
+    usb = tmp_path / "usb"
+    (usb / "stick").mkdir()
+    (usb / "stick" / "a.png").write_bytes(fundus_png.read_bytes())
+    (usb / "stick" / "link.png").symlink_to(fundus_png)
+    resp = client.post("/import", data={"csrf_token": token, "patient_id": "P-2", "eye": "L", "source": "folder",
+                                        "folder": str(usb / "stick" / ".." / "stick")})
+    assert resp.status_code == 302
+    page = client.get("/").get_data(as_text=True)
+    assert page.count("a.png") >= 1 and "link.png" not in page
+
+
+def test_audit_log_hash_chain(app):
+    client = app.test_client()
+    login(client, "admin", ADMIN_PIN)
+    page = client.get("/admin/audit").get_data(as_text=True)
+    assert 'id="chain-ok"' in page and "login" in page
+    conn = uidb.connect(app.config["GLANCESEG_DB"])
+    with pytest.raises(Exception, match="append-only"):
+        conn.execute("UPDATE ui_audit SET actor='mallory' WHERE seq=1")
+    # Tampering that bypasses the triggers is caught by the chain.
+    conn.execute("DROP TRIGGER ui_audit_no_update")
+    conn.execute("UPDATE ui_audit SET actor='mallory' WHERE seq=1")
+    assert AuditLog(conn).verify() == 1
+    conn.close()
+    assert 'id="chain-broken"' in client.get("/admin/audit").get_data(as_text=True)

@@ -1,0 +1,71 @@
+"""The real waitress server: plain HTTP on loopback, TLS when configured, LAN refused without it."""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import ipaddress
+import ssl
+import threading
+
+import pytest
+
+from appliance.errors import ConfigError
+from appliance.ui import create_app
+from appliance.ui.server import build_server
+
+
+def _self_signed(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "glanceseg-test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "ui.crt", tmp_path / "ui.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_lan_without_tls_is_refused(ui_config):
+    app = create_app(ui_config)
+    with pytest.raises(ConfigError, match="only over TLS"):
+        build_server(app, ui_config.replace(ui={"host": "192.168.1.20"}))
+
+
+def test_tls_serves_with_secure_cookies(ui_config, tmp_path):
+    cert, key = _self_signed(tmp_path)
+    config = ui_config.replace(ui={"host": "127.0.0.1", "port": 0, "tls_cert": str(cert), "tls_key": str(key)})
+    app = create_app(config)
+    server, url, listener = build_server(app, config)
+    assert url.startswith("https://127.0.0.1:")
+    port = listener.getsockname()[1]
+    t = threading.Thread(target=server.run, name="ui-tls-test", daemon=True)
+    t.start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        conn.request("GET", "/setup")
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200 and b"First start" in body
+        cookie = resp.getheader("Set-Cookie") or ""
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        conn.close()
+        plain = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            plain.request("GET", "/setup")
+            plain.getresponse().read()
+    finally:
+        server.close()
+        listener.close()
+        app.extensions["glanceseg_hub"].close()
