@@ -1,12 +1,18 @@
 """int8 quantization of the exported ONNX graphs (build time only).
 
-What the measurements on this 2-core AVX-512 VNNI CPU showed (see the report in
-``manifest.json`` ``quantization``): quantizing *every* MatMul and Conv, statically
-(MinMax) or dynamically, breaks LiteMedSAM's masks (IoU ~0.5 against fp32) because the
-attention products Q·Kᵀ and attn·V lose too much in 8 bits, and onnxruntime's dynamic
-ConvInteger is slower than fp32 Conv. What works is quantizing only the weight-bearing
-linear layers (the ``Gemm``/``MatMul`` with a constant weight: ~45 % of the encoder's time),
-leaving attention products, convolutions, LayerNorm, GELU and Softmax in fp32.
+Measured on this 2-core AVX-512 VNNI CPU, int8 vs fp32 mask IoU of box prompts on real MAs
+(IDRiD_09-12 tiles):
+
+- every MatMul + Conv, static MinMax QDQ or dynamic: ~0.5 (the attention products Q·Kᵀ
+  and attn·V lose too much in 8 bits; dynamic ConvInteger is also slower than fp32);
+- constant-weight linear layers only, dynamic, per-tensor weights: 0.80;
+- the same, per-channel weights: 0.91; after SmoothQuant rescaling (``smooth.py``) of the
+  LayerNorm-fed layers and quantizing only those (qkv, fc1): 0.94-0.95 (shipped);
+- percentile/entropy static calibration of the encoder keeps every activation in memory
+  (19 GB for 16 tiles, killed): not used;
+- decoder: static MinMax QDQ 0.89; dynamic int8 depends on the batch (per-tensor scales
+  over all prompts); ``MatMulNBits`` 8-bit, per-row activations: 0.98 and batch-invariant
+  (shipped).
 """
 
 from __future__ import annotations
@@ -60,16 +66,29 @@ def weight_matmuls(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
 
 
-def quantize_dynamic_linear(src: Path, dst: Path) -> None:
-    """Dynamic int8: the constant-weight linear layers only (weights int8, activations per call)."""
+def quantize_dynamic_linear(src: Path, dst: Path, per_channel: bool = True,
+                            include: Optional[tuple[str, ...]] = None) -> None:
+    """Dynamic int8: constant-weight linear layers only (weights int8 per channel, activations per call).
+
+    Parameters
+    ----------
+    src, dst
+        fp32 input and int8 output ``.onnx`` files.
+    per_channel
+        One weight scale per output channel (per-tensor scales lose the small channels).
+    include
+        When given, only MatMul nodes whose name contains one of these substrings
+        (e.g. ``("qkv", "fc1")``) are quantized.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = gemm_to_matmul(onnx.load(str(src)))
+    nodes = [n for n in weight_matmuls(model) if include is None or any(k in n for k in include)]
     tmp = Path(dst).with_suffix(".pre.onnx")
     onnx.save(model, str(tmp))
     try:
-        quantize_dynamic(str(tmp), str(dst), weight_type=QuantType.QInt8, per_channel=False,
-                         op_types_to_quantize=["MatMul"], nodes_to_quantize=weight_matmuls(model),
+        quantize_dynamic(str(tmp), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
                          extra_options={"MatMulConstBOnly": True})
     finally:
         tmp.unlink(missing_ok=True)
@@ -90,7 +109,7 @@ class _Reader:
 
 
 def quantize_static_linear(src: Path, dst: Path, feeds: Iterable[dict[str, np.ndarray]],
-                           method: str = "percentile") -> None:
+                           method: str = "minmax") -> None:
     """Static int8 (QDQ), calibrated on fundus tiles: constant-weight linear layers only.
 
     Parameters
@@ -100,7 +119,9 @@ def quantize_static_linear(src: Path, dst: Path, feeds: Iterable[dict[str, np.nd
     feeds
         Calibration inputs (graph input name -> array), e.g. normalised fundus tiles.
     method
-        ``"minmax"``, ``"percentile"`` (99.999th) or ``"entropy"``.
+        ``"minmax"`` (running min/max: little memory), ``"percentile"`` (99.999th) or
+        ``"entropy"``. The last two keep every calibrated activation in memory: on the
+        LiteMedSAM encoder, 16 tiles took 19 GB and were killed; use them on the decoder only.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -118,3 +139,28 @@ def quantize_static_linear(src: Path, dst: Path, feeds: Iterable[dict[str, np.nd
     finally:
         tmp.unlink(missing_ok=True)
     logger.info("static int8 (%s) %s", method, dst)
+
+
+def quantize_nbits_linear(src: Path, dst: Path, bits: int = 8, block_size: int = 32, accuracy_level: int = 4,
+                          include: Optional[tuple[str, ...]] = None) -> None:
+    """Blockwise int8 weights (``MatMulNBits``) for the constant-weight linear layers.
+
+    Weights are stored as int8 in blocks of ``block_size`` along K, each with its own
+    scale; with ``accuracy_level=4`` onnxruntime also quantizes each *row* of the
+    activations per block to int8 at run time and multiplies in int8 (VNNI). Per-row,
+    per-block activation scales keep the outlier channels of one token from flattening the
+    others, and a token's result does not depend on the other rows in the batch, so a
+    prompt's mask is the same decoded alone or in a batch.
+    """
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    model = gemm_to_matmul(onnx.load(str(src)))
+    skip = [n.name for n in model.graph.node
+            if n.op_type == "MatMul" and include is not None and not any(k in n.name for k in include)]
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level,
+                                          bits=bits)
+    quant = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True,
+                                 accuracy_level=accuracy_level, nodes_to_exclude=skip, algo_config=config)
+    quant.process()
+    quant.model.save_model_to_file(str(dst), use_external_data_format=False)
+    logger.info("MatMulNBits int%d (block %d, accuracy level %d) %s", bits, block_size, accuracy_level, dst)

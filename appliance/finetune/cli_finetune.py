@@ -58,6 +58,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--patience", type=int, default=6)
+    p.add_argument("--monitor", choices=("loss", "auc"), default="loss", help="early-stopping criterion (validation)")
+    p.add_argument("--spots", type=int, default=40, help="random FOV spots per image for the MA-vs-spot AUC")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run_train)
 
@@ -87,10 +89,11 @@ def run_train(args: argparse.Namespace, config: Any) -> int:
     from appliance.finetune.proof import run_proof
     from appliance.finetune.train import TrainParams
 
-    params = TrainParams(seed=args.seed, epochs=args.epochs, batch=args.batch, lr=args.lr, patience=args.patience)
+    params = TrainParams(seed=args.seed, epochs=args.epochs, batch=args.batch, lr=args.lr, patience=args.patience,
+                         monitor=args.monitor)
     doc = run_proof(args.set, args.data, args.out, args.train_ids, args.val_ids, args.test_ids, params,
                     weights=args.weights, device=args.device, base_sha256=args.base_sha256,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, spots_per_image=args.spots)
     print(json.dumps({k: doc[k] for k in ("test_before", "test_after", "epochs_run", "best_epoch", "seconds")},
                      indent=1))
     return 0

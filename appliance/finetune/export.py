@@ -84,9 +84,14 @@ def export_finetuned(state_path: Path, out_dir: Path, version: str, base_dir: Pa
         shutil.copy2(Path(base_dir) / item["file"], out_dir / item["file"])
         files.append(item)
     files += [_entry(fp32, "decoder", "fp32"), _entry(int8, "decoder", "int8")]
+    for key in ("licence_file", "notice_file"):  # the licence travels with the weights
+        if base.get(key) and (Path(base_dir) / base[key]).is_file():
+            shutil.copy2(Path(base_dir) / base[key], out_dir / base[key])
     metrics = json.loads(Path(metrics_path).read_text()) if metrics_path else {}
-    manifest = {**{k: v for k, v in base.items() if k not in ("files", "lineage", "version")},
+    manifest = {**{k: v for k, v in base.items() if k not in ("files", "lineage", "version", "agreement")},
                 "version": version, "files": files,
+                "int8_decoder": "onnxruntime dynamic quantization of the constant-weight linear layers "
+                                "(models/quantize.py quantize_dynamic_linear)",
                 "lineage": {"base_manifest_sha256": hashlib.sha256(base_raw).hexdigest() if base_raw else None,
                             "base_model_sha256": metrics.get("base_model_sha256"),
                             "decoder_state_sha256": hashlib.sha256(Path(state_path).read_bytes()).hexdigest(),

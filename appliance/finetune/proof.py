@@ -64,17 +64,27 @@ def run_proof(set_path: Path, data_dir: Path, out_dir: Path, train_ids: Sequence
         batches[name] = Batches(ex, emb, device)
         logger.info("%s: %d tiles, %d examples (%d MA)", name, len(ex.tiles), len(ex), int((ex.labels > 0).sum()))
     test = splits["test"]
-    before = split_metrics(test, predict(model, batches["test"], params))
+    pred_before = predict(model, batches["test"], params)
+    before = split_metrics(test, pred_before)
     cand = test.kinds == CANDIDATE
     sal = np.nan_to_num(test.saliency[cand], nan=-1e9)
     before["cpm_saliency"] = cpm(sal, test.xy[cand], test.image_of[cand], test.truth)
     model, history = train(model, batches["train"], batches["val"], params, progress=progress)
-    after = split_metrics(test, predict(model, batches["test"], params))
+    pred_after = predict(model, batches["test"], params)
+    after = split_metrics(test, pred_after)
+    np.savez_compressed(out_dir / "test_scores.npz", score_before=pred_before["score"], score_after=pred_after["score"],
+                        dice_before=pred_before["dice"], dice_after=pred_after["dice"], xy=test.xy, kinds=test.kinds,
+                        labels=test.labels, image_of=test.image_of, saliency=test.saliency,
+                        truth_centers=np.concatenate([t[0] for t in test.truth]),
+                        truth_radii=np.concatenate([t[1] for t in test.truth]),
+                        truth_image=np.concatenate([np.full(len(t[1]), i) for i, t in enumerate(test.truth)]))
     state = decoder_state(model)
     torch.save(state, out_dir / "decoder_state.pt")
     (out_dir / "history.json").write_text(json.dumps(history, indent=1))
     plot_losses(history, out_dir / "loss_curve.png")
     set_doc = json.loads(Path(set_path).read_text())
+    key = (lambda r: r["val_loss"]) if params.monitor == "loss" else (lambda r: -r["val_auc_candidates"])
+    best_row = min(history, key=key) if history else {}
     doc = {
         "base_model_sha256": base_sha256,
         "data_sha256": set_doc.get("data_sha256"),
@@ -87,7 +97,8 @@ def run_proof(set_path: Path, data_dir: Path, out_dir: Path, train_ids: Sequence
                           "spots": int((ex.kinds == SPOT).sum())} for name, ex in splits.items()},
         "hyper_parameters": params.as_dict(),
         "epochs_run": len(history),
-        "best_epoch": int(min(history, key=lambda r: r["val_loss"])["epoch"]) if history else 0,
+        "best_epoch": best_row.get("epoch", 0),
+        "best_val": {k: v for k, v in best_row.items() if k.startswith("val_")},
         "test_before": before,
         "test_after": after,
         "device": device if device == "cpu" else torch.cuda.get_device_name(0),

@@ -40,6 +40,9 @@ class TrainParams:
     score_weight: float = 4.0
     negative_mask_weight: float = 0.3
     box_margin_px: float = 4.0
+    #: what early stopping watches on the validation split: "loss" (lower) or "auc" (higher,
+    #: the IoU head's MA-vs-rejected ranking)
+    monitor: str = "loss"
 
     def as_dict(self) -> dict[str, Any]:
         """Return the parameters as a plain dict."""
@@ -156,6 +159,8 @@ def train(model: Any, train_set: Batches, val_set: Batches, params: TrainParams,
     from appliance.finetune.metrics import roc_auc
     from appliance.finetune.model import trainable_parameters
 
+    if params.monitor not in ("loss", "auc"):
+        raise ValueError(f"monitor must be 'loss' or 'auc', not {params.monitor!r}.")
     seed_everything(params.seed)
     opt = torch.optim.AdamW(trainable_parameters(model), lr=params.lr, weight_decay=params.weight_decay)
     usable = np.flatnonzero(train_set.ex.kinds != SPOT)
@@ -177,8 +182,8 @@ def train(model: Any, train_set: Batches, val_set: Batches, params: TrainParams,
             loss["total"].backward()
             opt.step()
             for k in run:
-                run[k] += float(loss[k]) * len(idx)
-            bar.set_postfix(loss=f"{float(loss['total']):.4f}")
+                run[k] += float(loss[k].detach()) * len(idx)
+            bar.set_postfix(loss=f"{float(loss['total'].detach()):.4f}")
         val = predict(model, val_set, params)
         cand = val_set.ex.kinds == CANDIDATE
         row = {"epoch": epoch + 1, **{f"train_{k}": v / len(order) for k, v in run.items()},
@@ -187,14 +192,15 @@ def train(model: Any, train_set: Batches, val_set: Batches, params: TrainParams,
                "val_dice": float(val["dice"][(val_set.ex.kinds == ADDED)].mean())}
         history.append(row)
         logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
-        if row["val_loss"] < best_loss - 1e-5:
-            best_loss, stale = row["val_loss"], 0
+        value = row["val_loss"] if params.monitor == "loss" else -row["val_auc_candidates"]
+        if value < best_loss - 1e-5:
+            best_loss, stale = value, 0
             best = copy.deepcopy({k: v.detach().cpu().clone() for k, v in model.state_dict().items()
                                   if not k.startswith("image_encoder.")})
         else:
             stale += 1
             if stale >= params.patience:
-                logger.info("early stop after epoch %d (best val loss %.4f)", epoch + 1, best_loss)
+                logger.info("early stop after epoch %d (best val %s %.4f)", epoch + 1, params.monitor, abs(best_loss))
                 break
     if best is not None:
         model.load_state_dict(best, strict=False)

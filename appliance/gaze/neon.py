@@ -9,7 +9,8 @@ A session: find the Companion (fixed IP/port, or mDNS), read its status, estimat
 offset with the time-echo protocol (so sample timestamps land in the appliance's clock),
 then run the gaze stream, the status websocket, the periodic clock re-estimate, optional
 fixation events and scene video, and a watchdog. A silent gaze stream (no datum for
-``stall_timeout_s``) ends the session; the loop reconnects with exponential backoff.
+``stall_timeout_s``) or a closed connection ends the session; a session that delivered gaze
+is rebuilt at once, an unreachable device is retried with exponential backoff.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Coroutine, Optional
 
 import aiohttp
@@ -30,24 +30,22 @@ from pupil_labs.realtime_api import Device, Network
 from pupil_labs.realtime_api.device import DeviceError
 from pupil_labs.realtime_api.models import APIPath, Phone, Status
 from pupil_labs.realtime_api.streaming import (
-    RTSPEyeEventStreamer,
     RTSPGazeStreamer,
-    RTSPVideoFrameStreamer,
 )
 from pupil_labs.realtime_api.time_echo import TimeOffsetEstimator
 
 from appliance.config import TrackerConfig
 from appliance.errors import GazeError
 from appliance.gaze.base import GazeSample, GazeSource, SourceStatus
+from appliance.gaze.neon_side import DeviceFixation, FrameSink, stream_fixations, stream_scene
 from appliance.gaze.neon_state import NeonState
 
 logger = logging.getLogger(__name__)
 
 THREAD_NAME = "glanceseg-neon"
 GazeToImage = Callable[[int, float, float], Optional[tuple]]
-"""(timestamp_ns in the appliance clock, scene-camera x, y px) -> image (x, y) px or None."""
-FrameSink = Callable[[int, Any], None]
-"""(timestamp_ns in the appliance clock, BGR uint8 H×W×3 scene frame) -> None."""
+"""(timestamp_ns in the appliance clock, scene-camera x, y px) -> image (x, y) px, or
+(x, y, px_per_deg), or None when unmapped."""
 
 
 class _SessionEnded(Exception):
@@ -59,22 +57,6 @@ _RETRYABLE = (OSError, asyncio.TimeoutError, aiohttp.ClientError, DeviceError, R
               _SessionEnded, ValueError, KeyError)
 
 
-@dataclass(frozen=True)
-class DeviceFixation:
-    """A fixation reported by the Companion app (Neon, Companion >= 2.9).
-
-    ``start_ns``/``end_ns`` are in the appliance clock; ``x``/``y`` the mean gaze mapped to
-    image px (NaN when the screen was not located); ``scene_x``/``scene_y`` in scene px.
-    """
-
-    start_ns: int
-    end_ns: int
-    x: float
-    y: float
-    scene_x: float
-    scene_y: float
-
-
 class NeonGazeSource(GazeSource):
     """Live gaze from a Neon / Invisible Companion device.
 
@@ -84,9 +66,10 @@ class NeonGazeSource(GazeSource):
         The ``[tracker]`` section: address, timeouts, backoff, queue size.
     to_image
         Maps a scene-camera gaze point to image px at a given appliance time (usually a
-        :class:`appliance.gaze.screen_mapping.GazeToImageMapper`). ``None`` yields NaN
-        coordinates: gaze in scene-camera px is meaningless in image px, so it is never
-        passed through as if it were.
+        :class:`appliance.gaze.screen_mapping.GazeToImageMapper`, whose ``screen.camera``
+        is then set from the device: Neon's ``/calibration.bin``, Invisible's defaults).
+        ``None`` yields NaN coordinates: gaze in scene-camera px is meaningless in image px,
+        so it is never passed through as if it were.
     frame_sink
         Receives decoded scene frames (for marker detection) when ``config.scene_stream``.
     start
@@ -380,7 +363,11 @@ class NeonGazeSource(GazeSource):
     async def _gaze(self, url: str) -> None:
         async with RTSPGazeStreamer(url, timeout=self._rtsp_timeout(), log_level=logging.WARNING) as streamer:
             async for datum in streamer.receive():
-                self._on_gaze(datum.timestamp_unix_ns, datum.x, datum.y, bool(datum.worn))
+                if hasattr(datum, "x"):  # every payload but dual-monocular carries the binocular gaze
+                    x, y = datum.x, datum.y
+                else:
+                    x, y = (datum.left.x + datum.right.x) / 2.0, (datum.left.y + datum.right.y) / 2.0
+                self._on_gaze(datum.timestamp_unix_ns, x, y, bool(datum.worn))
 
     def _on_gaze(self, device_ts_ns: int, x: float, y: float, worn: bool) -> None:
         self._last_rx = time.monotonic()
@@ -439,35 +426,14 @@ class NeonGazeSource(GazeSource):
             await asyncio.sleep(1.0)
 
     async def _eye_events(self, url: str) -> None:
-        async with RTSPEyeEventStreamer(url, timeout=self._rtsp_timeout(), log_level=logging.WARNING) as streamer:
-            async for event in streamer.receive():
-                if getattr(event, "event_type", None) != 1 or not hasattr(event, "mean_gaze_x"):
-                    continue  # saccades, onsets and blinks are not used
-                with self._lock:
-                    offset = self.state.clock_offset_ns
-                start, end = event.start_time_ns + offset, event.end_time_ns + offset
-                ix = iy = float("nan")
-                if self._to_image is not None:
-                    mapped = self._to_image((start + end) // 2, event.mean_gaze_x, event.mean_gaze_y)
-                    if mapped is not None:
-                        ix, iy = float(mapped[0]), float(mapped[1])
-                fixation = DeviceFixation(start, end, ix, iy, event.mean_gaze_x, event.mean_gaze_y)
-                try:
-                    self._fixations.put_nowait(fixation)
-                except queue.Full:
-                    self._fixations.get_nowait()
-                    self._fixations.put_nowait(fixation)
+        def offset() -> int:
+            with self._lock:
+                return self.state.clock_offset_ns
+        await stream_fixations(url, self._rtsp_timeout(), offset, self._to_image, self._fixations)
 
     async def _scene(self, url: str) -> None:
-        sink = self._frame_sink
-        assert sink is not None
-        async with RTSPVideoFrameStreamer(url, timeout=self._rtsp_timeout(), log_level=logging.WARNING) as streamer:
-            async for frame in streamer.receive():
-                with self._lock:
-                    ts = frame.timestamp_unix_ns + self.state.clock_offset_ns
-                    self.state.scene_frames += 1
-                # Marker detection costs milliseconds: keep it off the event loop.
-                await asyncio.get_running_loop().run_in_executor(None, sink, ts, frame.bgr_buffer())
+        assert self._frame_sink is not None
+        await stream_scene(url, self._rtsp_timeout(), self._frame_sink, self.state, self._lock)
 
 
 def _quiet_rtsp_teardown(loop: asyncio.AbstractEventLoop, context: dict) -> None:

@@ -32,6 +32,8 @@ class NeonState:
         queue was full, and discarded for a non-increasing device timestamp.
     stalls, reconnects
         Silent-stream detections and session restarts.
+    scene_frames, scene_frames_skipped
+        Scene frames decoded, and those skipped because marker detection was still busy.
     """
 
     connected: bool = False
@@ -52,6 +54,7 @@ class NeonState:
     stalls: int = 0
     reconnects: int = 0
     scene_frames: int = 0
+    scene_frames_skipped: int = 0
     last_error: str = ""
 
     def apply(self, component: Any) -> None:

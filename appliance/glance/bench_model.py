@@ -70,8 +70,11 @@ def decoder_ms_per_prompt(runtime: OnnxSamRuntime, batch: int = 8, repeats: int 
     return single, batched
 
 
-def int8_vs_fp32_iou(config: Config, data_dir: Path, tiles_per_image: int = 1) -> float:
-    """Mean mask IoU, int8 vs fp32 model (encoder + decoder), box prompts on real MAs of IDRiD_09-12."""
+def int8_vs_fp32_iou(config: Config, data_dir: Path, tiles_per_image: int = 2) -> float:
+    """Mean mask IoU, int8 vs fp32 model (encoder + decoder), box prompts on real MAs of IDRiD_09-12.
+
+    The same tiles and prompts as ``models/build.py`` records in ``manifest.json`` (2 per image).
+    """
     files = load_for_config(config)
     tiles = idrid_prompt_tiles(Path(data_dir), AGREEMENT_IDS, tiles_per_image=tiles_per_image)
     masks = {}

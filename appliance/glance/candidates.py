@@ -23,12 +23,20 @@ logger = logging.getLogger(__name__)
 
 #: Directions of the radial profiles (rotational consistency: a dot rises in every direction).
 N_RAYS = 16
-#: Peaks closer than this are one candidate (µm).
-PEAK_SEPARATION_UM = 40.0
-#: Candidates kept per call before ranking, most salient first.
-MAX_CANDIDATES = 400
+#: Diameter (µm) of the disc a peak must dominate: one candidate per lesion (a second
+#: candidate on one MA would be a false positive), and vessel-side clutter thinned out.
+PEAK_SEPARATION_UM = 200.0
+#: Candidates kept per call before ranking, most salient first. High enough not to bind on
+#: a whole IDRiD photograph: a cap that binds makes a window's candidates differ from the
+#: whole image's there.
+MAX_CANDIDATES = 8000
+#: Radius (µm) of the window in which a peak's centre is refined to the top-hat centroid.
+REFINE_UM = 20.0
 #: Radii (µm) of the rotation-invariant profile descriptor; the last is the baseline ring.
 PROFILE_RADII_UM: tuple[float, ...] = (0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 65.0, 80.0, 100.0, 130.0)
+#: Appearance patch: side in samples and sample spacing in µm.
+PATCH_SIZE = 15
+PATCH_STEP_UM = 10.0
 #: Minimum saliency / local noise for a peak to be a candidate at all.
 MIN_PEAK_Z = 1.5
 
@@ -47,6 +55,12 @@ class Candidate:
         Saliency map value at the peak (Weber contrast, smoothed).
     features
         Named measurements (floats): see :func:`measure`.
+    patch
+        ``PATCH_SIZE × PATCH_SIZE`` float32 darkness around the centre on a
+        ``PATCH_STEP_UM`` grid, in units of local texture (rows = y); for the ranker.
+    mask, mask_origin
+        Bool crop (image px) of the half-contrast region around the peak and its top-left
+        ``(x0, y0)``: the lesion mask when no model mask is available (``source="saliency"``).
     """
 
     x: float
@@ -54,6 +68,9 @@ class Candidate:
     radius_px: float
     saliency: float
     features: dict[str, float] = field(default_factory=dict)
+    patch: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    mask: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    mask_origin: tuple[int, int] = (0, 0)
 
 
 def find_peaks(smap: SaliencyMap, min_z: float = MIN_PEAK_Z,
@@ -77,10 +94,12 @@ def find_peaks(smap: SaliencyMap, min_z: float = MIN_PEAK_Z,
                     borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
     z = sal / noise
     ok = is_max & fov & (z >= min_z) & (sal > 0)
+    # Peaks a little outside the window too: the refined centre may move inside it.
+    pad = (REFINE_UM / work_um + 1) * smap.factor
     x0, y0, x1, y1 = smap.window
     vs, us = np.nonzero(ok)
     xs, ys = smap.to_image(us.astype(np.float64), vs.astype(np.float64))
-    inwin = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+    inwin = (xs >= x0 - pad) & (xs < x1 + pad) & (ys >= y0 - pad) & (ys < y1 + pad)
     us, vs = us[inwin], vs[inwin]
     zs = z[vs, us]
     order = np.argsort(-zs, kind="stable")[:max_candidates]
@@ -147,7 +166,7 @@ def measure(smap: SaliencyMap, peaks_uv: np.ndarray,
     H, W = g.shape
 
     # Refine the centre to the top-hat centroid in a small window (MA centre, not a noise peak).
-    r0 = max(1, int(round(20.0 / work_um)))
+    r0 = max(1, int(round(REFINE_UM / work_um)))
     uc, vc = np.empty(n), np.empty(n)
     for i in range(n):
         a0, a1 = max(0, vi[i] - r0), min(H, vi[i] + r0 + 1)
@@ -190,6 +209,13 @@ def measure(smap: SaliencyMap, peaks_uv: np.ndarray,
     base = pp[:, :, -1].mean(axis=1)
     pp = (pp - base[:, None, None]) / tex[:, None, None]
     p_mean, p_min, p_max = pp.mean(axis=1), pp.min(axis=1), pp.max(axis=1)
+    # Appearance patch on a physical grid, same normalisation (for the learned ranker).
+    off = (np.arange(PATCH_SIZE) - PATCH_SIZE // 2) * PATCH_STEP_UM / work_um
+    gu = uc[:, None, None] + off[None, None, :]
+    gv = vc[:, None, None] + off[None, :, None]
+    patches = (_sample(inv, np.broadcast_to(gu, (n, PATCH_SIZE, PATCH_SIZE)),
+                       np.broadcast_to(gv, (n, PATCH_SIZE, PATCH_SIZE)))
+               - base[:, None, None]) / tex[:, None, None]
     rise = centre[:, None] - prof.min(axis=2)
     ray_min = rise.min(axis=1)
     ray_mean = rise.mean(axis=1)
@@ -218,6 +244,13 @@ def measure(smap: SaliencyMap, peaks_uv: np.ndarray,
             rmax = float(np.hypot(xs - xs.mean(), ys - ys.mean()).max()) + 0.5
         else:
             elong, rmax = 1.0, 0.5
+        if xs.size:
+            sub = comp[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+            f = smap.factor
+            mask_crop = np.kron(sub, np.ones((f, f), bool)) if f > 1 else sub.copy()
+            mask_origin = (smap.x0 + (b0 + int(xs.min())) * f, smap.y0 + (a0 + int(ys.min())) * f)
+        else:
+            mask_crop, mask_origin = None, (0, 0)
         vbox = vessel[a0:a1, b0:b1]
         vmax = float(vbox.max()) if vbox.size else 0.0
         diam_work = 2.0 * math.sqrt(area / math.pi)
@@ -252,7 +285,9 @@ def measure(smap: SaliencyMap, peaks_uv: np.ndarray,
             feats[f"p_min_{int(r_um)}"] = float(p_min[i, j])
             feats[f"p_max_{int(r_um)}"] = float(p_max[i, j])
         out.append(Candidate(x=float(x), y=float(y), radius_px=diam_work * smap.factor / 2.0,
-                             saliency=feats["saliency"], features=feats))
+                             saliency=feats["saliency"], features=feats,
+                             patch=patches[i].astype(np.float32),
+                             mask=mask_crop, mask_origin=mask_origin))
     return out
 
 
@@ -288,5 +323,7 @@ def detect(photo_rgb: np.ndarray, fov, um_per_px: float,
     smap = compute_saliency(photo_rgb, fov.mask, um_per_px, window=window, params=params)
     peaks = find_peaks(smap, max_candidates=max_candidates)
     cands = measure(smap, peaks, fov.center_xy, fov.radius_px)
+    x0, y0, x1, y1 = smap.window
+    cands = [c for c in cands if x0 <= c.x < x1 and y0 <= c.y < y1]
     logger.debug("%d candidates in window %s", len(cands), smap.window)
     return cands

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: Lesion ids are ``cell_index * ID_STRIDE + rank``: unique, and stable for a given cell.
 ID_STRIDE = 1000
+#: Candidate count limit passed to the detector: high enough never to bind.
+UNCAPPED = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,10 @@ class ImageSession:
         window = (min(b[0] for b in boxes), min(b[1] for b in boxes),
                   max(b[2] for b in boxes), max(b[3] for b in boxes))
         whole = window == (0, 0, self.photo.width, self.photo.height)
-        found = detect(self.photo.rgb, self.fov, self.um_per_px, window=None if whole else window)
+        # No cap on the count: a cap would make a cell's candidates depend on the window it
+        # was computed in, and scan mode must equal the union of every cell's candidates.
+        found = detect(self.photo.rgb, self.fov, self.um_per_px, window=None if whole else window,
+                       max_candidates=UNCAPPED)
         wanted = {c.key for c in group}
         out: dict[tuple[int, int], list[Candidate]] = {}
         size = self.cells.size

@@ -180,6 +180,7 @@ class DecisionsMixin:
         with self._writing():  # type: ignore[attr-defined]
             new_id = self._write_review(row, result_id, json_bytes, npz_bytes, res_final, final, grade, referral, actor)
         logger.info("study %d signed off (%d lesions); review queued", row["study_id"], len(final))
+        self._changed()  # type: ignore[attr-defined]
         return self.get_result(new_id)  # type: ignore[attr-defined]
 
     def _write_review(self, row, result_id, json_bytes, npz_bytes, res_final, final, grade, referral, actor) -> int:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.errors import GazeError, StoreError
+from appliance.errors import GazeError
 
 logger = logging.getLogger(__name__)
 
@@ -97,4 +97,4 @@ def run_list(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-__all__ = ["register", "run_add", "run_list", "gaze_summary", "StoreError"]
+__all__ = ["register", "run_add", "run_list", "gaze_summary"]

@@ -23,21 +23,10 @@ from appliance.config import Config
 from appliance.errors import StoreError
 from appliance.store import db, files
 from appliance.store.results import utc_now
-from appliance.store.records import (
-    Decision,
-    DecisionRecord,
-    ImageRecord,
-    OutboxItem,
-    OutboxKind,
-    OutboxState,
-    ResultRecord,
-    StudyRecord,
-    SyncStatus,
-    new_uid,
-)
+from appliance.store.records import ImageRecord, OutboxKind, ResultRecord, StudyRecord, new_uid
 from appliance.store._decisions import DecisionsMixin
 from appliance.store._outbox import OutboxMixin
-from appliance.store.results import StoredResult, build_result_files, final_lesions, load_stored_result
+from appliance.store.results import StoredResult, build_result_files, load_stored_result
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +59,24 @@ class Store(DecisionsMixin, OutboxMixin):
         except OSError as exc:
             raise StoreError(f"Cannot create the data folder {self.root}: {exc.strerror or exc}.") from exc
         self._lock = threading.RLock()
+        self._change_listeners: list[Any] = []
         try:
             self._conn = db.connect(self.root / DB_NAME, config.data.busy_timeout_s)
             db.migrate(self._conn)
         except sqlite3.Error as exc:
             raise StoreError(f"Cannot open the database in {self.root}: {exc}.") from exc
         self._sweep_orphans()
+
+    def add_change_listener(self, listener: Any) -> None:
+        """Call ``listener()`` after a study or a sign-off is queued (the LEDs, the UI's badge)."""
+        self._change_listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._change_listeners):
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - a broken listener must never fail a stored study
+                logger.exception("store change listener failed")
 
     # -- crash leftovers ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -193,7 +194,9 @@ class Store(DecisionsMixin, OutboxMixin):
         files.check_space(self.root, int(rgb.nbytes * self.config.data.study_space_factor), self.config.data.min_free_mb)
 
         with self._writing():
-            return self._add_study(photo, str(patient_id).strip(), eye, result, gaze_summary, rgb)
+            study = self._add_study(photo, str(patient_id).strip(), eye, result, gaze_summary, rgb)
+        self._changed()
+        return study
 
     def _add_study(self, photo, patient_id, eye, result, gaze_summary, rgb) -> StudyRecord:  # type: ignore[no-untyped-def]
         study_uid = new_uid()

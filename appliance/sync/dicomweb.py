@@ -90,7 +90,10 @@ class DicomwebClient:
 
     def _request(self, method: str, path: str, timeout_s: Optional[float] = None, **kwargs: Any) -> requests.Response:
         try:
-            response = self.session.request(method, self.base + path, timeout=timeout_s or self.timeout_s, **kwargs)
+            # verify and cert go with every request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
+            # from the environment override a session's own CA bundle (psf/requests#3829).
+            response = self.session.request(method, self.base + path, timeout=timeout_s or self.timeout_s,
+                                            verify=self.session.verify, cert=self.session.cert, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise ServerUnavailable(f"TLS to the DICOMweb server failed: {exc}.") from exc
         except requests.RequestException as exc:

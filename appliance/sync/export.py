@@ -30,7 +30,7 @@ import io
 import json
 import logging
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pydicom

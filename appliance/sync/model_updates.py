@@ -47,9 +47,16 @@ class ModelUpdates(VersionedStore):
             manifest = json.loads((staging / MODEL_MANIFEST).read_text())
         except ValueError as exc:
             raise UpdateError(f"The bundle's {MODEL_MANIFEST} is not valid JSON.") from exc
-        named = manifest.get("family") or manifest.get("name") if isinstance(manifest, dict) else None
+        if not isinstance(manifest, dict):
+            raise UpdateError(f"The bundle's {MODEL_MANIFEST} is not a JSON object.")
+        named = manifest.get("family") or manifest.get("name")
         if named and str(named) != self.family:
             raise UpdateError(f"The bundle's model manifest names {named!r}, not {self.family!r}.")
+        for item in manifest.get("files", []) if isinstance(manifest.get("files"), list) else []:
+            entry = info.files.get(str(item.get("file")))
+            if entry is None or ("sha256" in item and item["sha256"] != entry.sha256):
+                raise UpdateError(f"The model manifest lists {item.get('file')!r}, which the bundle does not "
+                                  "carry with that sha256.")
 
 
 def shipped_model_version(config: Config) -> str:
@@ -204,3 +211,16 @@ def install_from_server(config: Config, store: Optional[VersionedStore] = None) 
         return store.install(path)
     finally:
         path.unlink(missing_ok=True)
+
+
+def active_model_version(config: Config) -> str:
+    """Return the running model's version for the UI and reports: ``"2"`` or ``"shipped-1"``.
+
+    Reads only the ``current`` link (no key needed), so the UI can call it on every page.
+    """
+    import os
+
+    try:
+        return os.readlink(config.data_dir / "models" / "current")
+    except OSError:
+        return f"shipped-{shipped_model_version(config)}"

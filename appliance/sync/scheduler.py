@@ -71,6 +71,7 @@ class SyncScheduler:
         self._thread: Optional[threading.Thread] = None
         self.passes = 0
         self.last_report: Optional[PassReport] = None
+        store.add_change_listener(self._notify)
 
     # -- control -------------------------------------------------------------------------
     def start(self) -> "SyncScheduler":

@@ -193,6 +193,7 @@ class VersionedStore:
                     info.version, old or f"shipped {self.baseline_version}")
         step("switched")
         self.prune()
+        self._clean_incoming()
         step("pruned")
         return info
 

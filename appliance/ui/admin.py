@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from appliance.errors import ApplianceError
-from appliance.ui.app import audit, get_db, get_services, get_studies, get_users
+from appliance.ui.app import audit, get_db, get_services, get_users
 from appliance.ui.audit import AuditLog
 from appliance.ui.security import roles_required
 from appliance.ui.users import Role
@@ -32,8 +32,6 @@ def sync() -> Any:
         flash(message, "ok")
         return redirect(url_for("admin.sync"))
     status = dict(services.sync_status())
-    if status.get("pending") is None:
-        status["pending"] = get_studies().pending_count()
     return render_template("sync.html", status=status)
 
 

@@ -77,14 +77,8 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
         GLANCESEG_DB=db_path,
     )
 
-    def persist(image_id: int, lesion: dict[str, Any]) -> None:
-        conn = uidb.connect(db_path)
-        try:
-            services.study_store(conn, data_dir).save_lesion(image_id, lesion)
-        finally:
-            conn.close()
-
-    app.extensions["glanceseg_hub"] = LiveHub(config, services.live_factory, persist)
+    app.extensions["glanceseg_hub"] = LiveHub(lambda photo: services.live_factory(photo, services),
+                                              _resolver(services), config.glance.display_threshold)
 
     from appliance.ui import admin, auth, reader, results, worklist
 
@@ -159,8 +153,44 @@ def get_users() -> UserStore:
 
 
 def get_studies() -> Any:
-    """Return the study store over this request's connection (stand-in; see studies.py)."""
-    return get_services().study_store(get_db(), get_config().data_dir)
+    """Return the UI's view of the local store (:class:`appliance.ui.studies.StoreStudies`)."""
+    return get_services().studies()
+
+
+def stored_photograph(image_id: int) -> Any:
+    """The stored photograph of ``image_id`` as an ``appliance.imaging.io.Photograph``.
+
+    The pixels are the store's checksum-verified PNG; ``fov_deg`` is the one the automatic scan
+    used, so the reader's lesions get the same ids as the stored result's.
+    """
+    from appliance.imaging.io import Photograph
+
+    store = get_services().store
+    image = store.get_image(image_id)
+    return Photograph(rgb=store.load_image_rgb(image_id), source=image.source_name or f"image {image_id}",
+                      sha256=image.source_sha256 or image.sha256, fov_deg=image.fov_deg, dicom=dict(image.camera))
+
+
+def _resolver(services: Services) -> Any:
+    """``(image_id, lesion) -> store lesion id``: the live lesion's id in the stored automatic result.
+
+    The ids match by construction (cell grid + content); one that does not is recorded as an
+    added lesion with its mask, and the mismatch is logged.
+    """
+    from appliance.ui.studies import StoreStudies
+
+    def resolve(image_id: int, lesion: Any) -> Optional[int]:
+        studies = StoreStudies(services.store)
+        image = studies.image(image_id)
+        if image is None:
+            return None
+        if int(lesion.id) in studies.lesion_ids(image.result_id):
+            return int(lesion.id)
+        logger.warning("live lesion %d is not in the stored result %d; recorded as an added lesion",
+                       lesion.id, image.result_id)
+        return int(studies.add(image.result_id, lesion, "glance-live")["id"])
+
+    return resolve
 
 
 def get_hub() -> LiveHub:

@@ -1,7 +1,7 @@
 """``--demo``: a throwaway data folder with the sample photographs and a demo clinician.
 
-The lead puts the sample photographs (two IDRiD photographs with attribution) in
-``appliance/demo/``; until then the scikit-image fundus crop (CC0) stands in when installed.
+The sample photographs are the two IDRiD photographs (with attribution) in ``appliance/demo/``;
+the scikit-image fundus crop (CC0) is used when that folder is empty.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ def sample_photographs() -> list[Path]:
     return found
 
 
-def prepare_demo(config: Config, services: Optional[Any] = None) -> str:
+def prepare_demo(config: Config, services: Any) -> str:
     """Create the admin and demo clinician and import the samples; return the clinician's PIN.
+
+    The samples go through the same path as any import: validated, then analysed (scan mode)
+    by the services' background worker and stored; the worklist shows them being analysed.
 
     The admin PIN is the clinician's reversed (printed by ``serve``), so one number is enough to
     explore every screen.
@@ -43,10 +46,8 @@ def prepare_demo(config: Config, services: Optional[Any] = None) -> str:
     from appliance.ui import db as uidb
     from appliance.ui.audit import AuditLog
     from appliance.ui.importing import import_bytes
-    from appliance.ui.services import Services
     from appliance.ui.users import UserStore
 
-    services = services or Services(config=config)
     data_dir = config.data_dir
     db_path = uidb.database_path(data_dir)
     uidb.ensure_schema(db_path)
@@ -57,13 +58,12 @@ def prepare_demo(config: Config, services: Optional[Any] = None) -> str:
         users.create("admin", "admin", pin[::-1], created_by="demo")
         users.create("demo", "clinician", pin, created_by="demo")
         users.create("tech", "technician", pin, created_by="demo")
-        studies = services.study_store(conn, data_dir)
         usb = data_dir / "usb" / "demo-stick"
         usb.mkdir(parents=True, exist_ok=True)
         for i, path in enumerate(sample_photographs()):
             shutil.copy2(path, usb / path.name)
             import_bytes(path.read_bytes(), path.name, f"DEMO-{i + 1:03d}", "R" if i % 2 == 0 else "L",
-                         config, services, studies)
+                         config, services)
         AuditLog(conn).append("system", "demo_prepared", "", {"photographs": len(sample_photographs())})
     finally:
         conn.close()

@@ -8,7 +8,6 @@ the configured import roots.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -31,12 +30,10 @@ class ImportRefused(ValueError):
 
 @dataclass
 class Imported:
-    """One stored photograph."""
+    """One photograph accepted and queued for analysis (stored as a study when analysed)."""
 
-    image_id: int
-    study_id: int
+    job_id: int
     name: str
-    gradable: bool
 
 
 def check_name(name: str) -> str:
@@ -60,8 +57,8 @@ def check_patient(patient_id: str, eye: str) -> tuple[str, str]:
     return patient_id, eye
 
 
-def import_bytes(raw: bytes, name: str, patient_id: str, eye: str, config: Config, services: Any, studies: Any) -> Imported:
-    """Validate and store one photograph.
+def import_bytes(raw: bytes, name: str, patient_id: str, eye: str, config: Config, services: Any) -> Imported:
+    """Validate one photograph and queue it for analysis (then storage) in the background.
 
     Raises
     ------
@@ -79,11 +76,9 @@ def import_bytes(raw: bytes, name: str, patient_id: str, eye: str, config: Confi
         photo = services.load_photograph(raw, config.imaging, name=name)
     except ApplianceError as exc:
         raise ImportRefused(f"This file cannot be used: {exc}") from exc
-    gradable = bool(services.is_gradable(photo.rgb))
-    sha = getattr(photo, "sha256", None) or hashlib.sha256(raw).hexdigest()
-    row = studies.add_photograph(patient_id, eye, name, raw, sha, photo.width, photo.height, gradable)
-    logger.info("photograph imported (%dx%d, gradable=%s)", photo.width, photo.height, gradable)
-    return Imported(row.id, row.study_id, name, gradable)
+    job = services.analysis.submit(photo, patient_id, eye, name)
+    logger.info("photograph accepted (%dx%d), analysis job %d", photo.width, photo.height, job.id)
+    return Imported(job.id, name)
 
 
 def import_roots(config: Config) -> list[Path]:

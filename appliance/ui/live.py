@@ -15,7 +15,6 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from appliance.config import Config
 from appliance.gaze.base import GazeSample
 from appliance.glance.lesions import Lesion
 from appliance.ui.services import LesionEvent, LiveGlance
@@ -23,6 +22,9 @@ from appliance.ui.services import LesionEvent, LiveGlance
 logger = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE = 1000
+#: How often a quiet gaze stream is checked, s: a fixation ends this long (plus the detector's
+#: gap) after the gaze left, without waiting for the next sample.
+TICK_S = 0.025
 
 
 def lesion_payload(lesion: Lesion) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def lesion_payload(lesion: Lesion) -> dict[str, Any]:
         contours, _ = cv2.findContours(lesion.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         if contours:
             c = max(contours, key=cv2.contourArea).reshape(-1, 2)
-            out["contour"] = [[int(x) + lesion.bbox[0], int(y) + lesion.bbox[1]] for x, y in c]
+            out["contour"] = [[int(x + lesion.bbox[0]), int(y + lesion.bbox[1])] for x, y in c]
     return out
 
 
@@ -47,19 +49,36 @@ class LiveSession:
         The photograph's id.
     glance
         The pipeline session.
-    persist
-        Called with ``(image_id, lesion_json)`` for every new or updated lesion (stores it).
+    resolve
+        ``(image_id, lesion) -> lesion id or None``: the id the store knows the lesion by. The
+        live pipeline's ids equal the stored automatic scan's (cell grid + content); an id the
+        store lacks is recorded as an added lesion and its new id returned.
+    threshold
+        Only lesions scoring at least this are shown (``[glance] display_threshold``).
     """
 
-    def __init__(self, image_id: int, glance: LiveGlance, persist: Callable[[int, dict[str, Any]], None]) -> None:
+    def __init__(self, image_id: int, glance: LiveGlance, resolve: Callable[[int, Lesion], Optional[int]],
+                 threshold: float) -> None:
         self.image_id = image_id
         self.glance = glance
-        self.persist = persist
+        self.resolve = resolve
+        self.threshold = threshold
         self.lock = threading.Lock()
         self.subscribers: list[queue.Queue] = []
         self.replay_thread: Optional[threading.Thread] = None
         self.replay_stop = threading.Event()
         self.source = "pointer"
+        #: lesion payloads shown so far (a page opened later draws them at once), by store id
+        self.shown: dict[int, dict[str, Any]] = {}
+        self._ids: dict[int, Optional[int]] = {}
+        self._pub_lock = threading.Lock()
+        self._last_ns: Optional[int] = None  # stream time of the latest sample
+        self._last_at = 0.0  # time.monotonic() when it arrived
+        self._closed = threading.Event()
+        self._ticker: Optional[threading.Thread] = None
+        set_sink = getattr(glance, "set_sink", None)
+        if set_sink is not None:  # events as they happen, not when the whole fixation is done
+            set_sink(self._publish_events)
 
     def subscribe(self) -> queue.Queue:
         """Return a queue that receives every event from now on."""
@@ -85,28 +104,69 @@ class LiveSession:
                 logger.warning("a reader connection is not keeping up; event dropped")
 
     def push(self, sample: GazeSample) -> int:
-        """Run one sample through the pipeline; return how many lesion events it produced."""
+        """Run one sample through the pipeline; return how many lesion events it returned
+        (events delivered through the glance's sink as they happen are not counted)."""
         with self.lock:
             events: list[LesionEvent] = self.glance.push(sample)
+            self._last_ns, self._last_at = sample.timestamp_ns, time.monotonic()
+            if self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick_loop, name=f"gaze-tick-{self.image_id}", daemon=True)
+                self._ticker.start()
         if sample.has_gaze:
             self.publish({"type": "gaze", "x": round(sample.x, 1), "y": round(sample.y, 1)})
-        for ev in events:
-            payload = lesion_payload(ev.lesion)
-            self.persist(self.image_id, payload)
-            self.publish({"type": "lesion", "kind": ev.kind, "lesion": payload,
-                          "fixation_wall_ms": ev.fixation_wall_ns / 1e6, "sent_wall_ms": time.time_ns() / 1e6,
-                          "fixation": {"x": round(ev.lesion.x, 1), "y": round(ev.lesion.y, 1)}})
+        self._publish_events(events)
         return len(events)
 
-    def prompt(self, x: float, y: float) -> Optional[dict[str, Any]]:
-        """Prompt the model at an image point; return the lesion JSON, or None."""
+    def _tick_loop(self) -> None:
+        """A quiet stream (the gaze left the photograph, a blink, a lost tracker) still ends its
+        fixation: advance the pipeline's clock by the time waited, as LiveReader does."""
+        tick = getattr(self.glance, "tick", None)
+        if tick is None:
+            return
+        while not self._closed.wait(TICK_S):
+            with self.lock:
+                if self._last_ns is None or time.monotonic() - self._last_at < TICK_S:
+                    continue
+                events = tick(self._last_ns + int((time.monotonic() - self._last_at) * 1e9))
+            self._publish_events(events)
+
+    def _publish_events(self, events: list[Any]) -> None:
+        with self._pub_lock:
+            self._publish_locked(events)
+
+    def _publish_locked(self, events: list[Any]) -> None:
+        for ev in events:
+            lesion = ev.lesion
+            if lesion.id not in self._ids:
+                if lesion.score < self.threshold:
+                    continue  # not shown: nothing to resolve
+                self._ids[lesion.id] = self.resolve(self.image_id, lesion)
+            store_id = self._ids[lesion.id]
+            if store_id is None:
+                continue
+            if lesion.score < self.threshold and store_id not in self.shown:
+                continue  # never shown; an update below the threshold of a shown lesion hides it
+            payload = lesion_payload(lesion)
+            payload["id"] = store_id
+            self.shown[store_id] = payload
+            fixation_wall_ns = getattr(ev, "fixation_wall_ns", None) or time.time_ns()
+            self.publish({"type": "lesion", "kind": ev.kind, "lesion": payload,
+                          "fixation_wall_ms": fixation_wall_ns / 1e6, "sent_wall_ms": time.time_ns() / 1e6})
+
+    def flush(self) -> int:
+        """End of a stream: let the pipeline close its last fixation (when it can)."""
+        flush = getattr(self.glance, "flush", None)
+        if flush is None:
+            return 0
         with self.lock:
-            lesion = self.glance.prompt(x, y)
-        if lesion is None:
-            return None
-        payload = lesion_payload(lesion)
-        self.persist(self.image_id, payload)
-        return payload
+            events = flush()
+        self._publish_events(events)
+        return len(events)
+
+    def prompt(self, x: float, y: float) -> Optional[Lesion]:
+        """Prompt the model at an image point; return its lesion, or None (no model, empty mask)."""
+        with self.lock:
+            return self.glance.prompt(x, y)
 
     def start_replay(self, samples: list[GazeSample], speed: float = 1.0) -> None:
         """Feed a recording in its own timing (``speed`` × real time) on a named thread."""
@@ -126,6 +186,7 @@ class LiveSession:
                 if stop.is_set():
                     return
                 self.push(s)
+            self.flush()
             self.publish({"type": "replay_done"})
             logger.info("gaze replay finished (%d samples)", len(samples))
 
@@ -140,28 +201,41 @@ class LiveSession:
             self.replay_thread = None
 
     def close(self) -> None:
-        """Stop the replay and release the pipeline session."""
+        """Stop the replay and the ticker, and release the pipeline session."""
         self.stop_replay()
+        self._closed.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
         self.glance.close()
 
 
 class LiveHub:
-    """All live sessions of the server, created on first use per photograph."""
+    """All live sessions of the server, created on first use per photograph.
 
-    def __init__(self, config: Config, live_factory: Callable[[np.ndarray, Config], LiveGlance],
-                 persist: Callable[[int, dict[str, Any]], None]) -> None:
-        self.config = config
+    Parameters
+    ----------
+    live_factory
+        ``photo -> LiveGlance``.
+    resolve
+        See :class:`LiveSession`.
+    threshold
+        See :class:`LiveSession`.
+    """
+
+    def __init__(self, live_factory: Callable[[Any], LiveGlance],
+                 resolve: Callable[[int, Lesion], Optional[int]], threshold: float) -> None:
         self.live_factory = live_factory
-        self.persist = persist
+        self.resolve = resolve
+        self.threshold = threshold
         self.sessions: dict[int, LiveSession] = {}
         self.lock = threading.Lock()
 
-    def get(self, image_id: int, rgb_loader: Callable[[], np.ndarray]) -> LiveSession:
-        """Return the session of ``image_id``, opening it (decoding the photograph) if needed."""
+    def get(self, image_id: int, photo_loader: Callable[[], Any]) -> LiveSession:
+        """Return the session of ``image_id``, opening it (loading the photograph) if needed."""
         with self.lock:
             session = self.sessions.get(image_id)
             if session is None:
-                session = LiveSession(image_id, self.live_factory(rgb_loader(), self.config), self.persist)
+                session = LiveSession(image_id, self.live_factory(photo_loader()), self.resolve, self.threshold)
                 self.sessions[image_id] = session
             return session
 

@@ -6,14 +6,14 @@ import json
 import logging
 import math
 import queue
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from flask import Blueprint, Response, abort, g, jsonify, render_template, request, stream_with_context
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, StoreError
 from appliance.gaze.base import GazeSample
-from appliance.ui.app import audit, get_config, get_hub, get_services, get_studies
+from appliance.glance.lesions import Lesion
+from appliance.ui.app import audit, get_config, get_hub, get_services, get_studies, stored_photograph
 from appliance.ui.live import LiveSession
 from appliance.ui.security import roles_required
 from appliance.ui.services import display_px_per_deg
@@ -24,33 +24,49 @@ bp = Blueprint("reader", __name__)
 
 KEEPALIVE_S = 5.0
 MAX_GAZE_BATCH = 400
-DECISIONS = {"accepted", "rejected", "added", "withdrawn", None}
+DECISIONS = {"accepted": "accept", "rejected": "reject"}
 
 
-def _session(image_id: int) -> LiveSession:
-    config, services = get_config(), get_services()
+def _image_or_404(image_id: int) -> Any:
     image = get_studies().image(image_id)
     if image is None:
         abort(404)
-    return get_hub().get(image_id, lambda: services.load_photograph(Path(image.path), config.imaging, name=image.name).rgb)
+    return image
+
+
+def _session(image_id: int) -> LiveSession:
+    _image_or_404(image_id)
+    return get_hub().get(image_id, lambda: stored_photograph(image_id))
+
+
+def _lesion_state(image_id: int, lesion_id: int) -> Optional[dict[str, Any]]:
+    return next((l for l in get_studies().lesions(image_id) if l["id"] == lesion_id), None)
 
 
 @bp.route("/reader/<int:image_id>")
 @roles_required("clinician")
 def view(image_id: int) -> Any:
-    """The reading screen."""
+    """The reading screen: lesions decided before and those the live pipeline showed so far."""
     studies, services, config = get_studies(), get_services(), get_config()
-    image = studies.image(image_id)
-    if image is None:
-        abort(404)
+    image = _image_or_404(image_id)
     study = studies.study(image.study_id)
-    studies.mark_read(image.study_id)
     audit("view", f"study:{image.study_id}", {"image": image_id})
     status = services.tracker_status()
     session = _session(image_id)
+    stored = {l["id"]: l for l in studies.lesions(image_id)}
+    lesions = {i: l for i, l in stored.items() if l["decision"]}
+    for lid, payload in list(session.shown.items()):
+        lesions[lid] = {**payload, "decision": stored.get(lid, {}).get("decision")}
+    d, t = config.display, config.tracker
+    markers = []
+    if status.kind not in ("pointer", "replay") and status.connected:
+        from appliance.gaze.screen_mapping import screen_markers
+
+        markers = [{"id": m.marker_id, "x": m.x_px, "y": m.y_px, "size": t.marker_size_px}
+                   for m in screen_markers(d.width_px, d.height_px, t.marker_size_px, t.marker_margin_px)]
     return render_template(
-        "reader.html", image=image, study=study, lesions=studies.lesions(image_id),
-        tracker=status, show_markers=status.kind not in ("pointer", "replay") and status.connected,
+        "reader.html", image=image, study=study, lesions=list(lesions.values()),
+        tracker=status, show_markers=bool(markers), markers=markers,
         gaze_source=session.source if session.source == "replay" else status.kind,
         screen_px_per_deg=display_px_per_deg(config), threshold=config.glance.display_threshold,
     )
@@ -91,7 +107,7 @@ def events(image_id: int) -> Any:
 @bp.route("/api/reader/<int:image_id>/gaze", methods=["POST"])
 @roles_required("clinician")
 def gaze(image_id: int) -> Any:
-    """Pointer / finger positions as gaze: ``{"samples": [{x, y, xs, ys, t_ms, ppd}]}``.
+    """Pointer / finger positions as gaze: ``{"samples": [{x, y, xs, ys, t_ms, ppd} | {gone, t_ms}]}``.
 
     ``x, y`` are image px (the page inverts its zoom and pan), ``xs, ys`` screen px for the
     pointer gaze source, ``t_ms`` the browser's epoch milliseconds, ``ppd`` image px per degree.
@@ -107,9 +123,12 @@ def gaze(image_id: int) -> Any:
     for s in samples:
         try:
             t_ns = int(float(s["t_ms"]) * 1e6)
+            if s.get("gone"):  # the pointer left the photograph: no gaze
+                found += session.push(GazeSample(t_ns, math.nan, math.nan, True, math.nan))
+                continue
             x, y = float(s["x"]), float(s["y"])
             ppd = float(s.get("ppd", math.nan))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             abort(400, description="Malformed gaze sample.")
         if push is not None and "xs" in s:
             push(float(s["xs"]), float(s["ys"]), t_ns)
@@ -139,32 +158,52 @@ def replay(image_id: int) -> Any:
 @bp.route("/api/reader/<int:image_id>/decision", methods=["POST"])
 @roles_required("clinician")
 def decision(image_id: int) -> Any:
-    """Accept, reject, or undo (``decision: null``) a lesion."""
+    """Accept or reject a lesion (a rejected added lesion is withdrawn)."""
     body = request.get_json(silent=True) or {}
     value = body.get("decision")
     if value not in DECISIONS or not isinstance(body.get("lesion_id"), int):
         abort(400, description="Unknown decision.")
-    get_studies().decide(image_id, body["lesion_id"], value, g.user.name)
-    audit({"accepted": "accept", "rejected": "reject", "withdrawn": "undo_add", None: "undo"}[value],
-          f"image:{image_id}", {"lesion": body["lesion_id"]})
+    image = _image_or_404(image_id)
+    try:
+        get_studies().decide(image.result_id, body["lesion_id"], DECISIONS[value], g.user.name)
+    except StoreError as exc:
+        abort(400, description=str(exc))
+    audit(DECISIONS[value], f"image:{image_id}", {"lesion": body["lesion_id"]})
     return jsonify({"ok": True})
+
+
+@bp.route("/api/reader/<int:image_id>/undo", methods=["POST"])
+@roles_required("clinician")
+def undo(image_id: int) -> Any:
+    """Undo the latest decision on this photograph; answer the lesion's state after it."""
+    image = _image_or_404(image_id)
+    lesion_id = get_studies().undo(image.result_id, g.user.name)
+    if lesion_id is None:
+        return jsonify({"ok": True, "lesion_id": None})
+    audit("undo", f"image:{image_id}", {"lesion": lesion_id})
+    state = _lesion_state(image_id, lesion_id)
+    return jsonify({"ok": True, "lesion_id": lesion_id, "present": state is not None,
+                    "decision": state["decision"] if state else None})
 
 
 @bp.route("/api/reader/<int:image_id>/prompt", methods=["POST"])
 @roles_required("clinician")
 def prompt(image_id: int) -> Any:
-    """Prompt the model at a tapped image point; the result is an added lesion."""
+    """Prompt the model at a tapped image point; the result is an added lesion.
+
+    Without a model (saliency-only engine) the clinician's own mark stands, as a small disc.
+    """
     body = request.get_json(silent=True) or {}
     try:
         x, y = float(body["x"]), float(body["y"])
     except (KeyError, TypeError, ValueError):
         abort(400, description="Tap position missing.")
-    image = get_studies().image(image_id)
-    if image is None or not (0 <= x < image.width and 0 <= y < image.height):
+    image = _image_or_404(image_id)
+    if not (0 <= x < image.width and 0 <= y < image.height):
         abort(400, description="The tap is outside the photograph.")
     lesion = _session(image_id).prompt(x, y)
     if lesion is None:
-        return jsonify({"ok": False, "error": "Nothing found there."}), 200
-    get_studies().decide(image_id, lesion["id"], "added", g.user.name)
-    audit("add", f"image:{image_id}", {"lesion": lesion["id"]})
-    return jsonify({"ok": True, "lesion": lesion})
+        lesion = Lesion(0, x, y, 0, (int(x), int(y), int(x) + 1, int(y) + 1), 1.0, "clinician", None)
+    payload = get_studies().add(image.result_id, lesion, g.user.name)
+    audit("add", f"image:{image_id}", {"lesion": payload["id"], "source": payload["source"]})
+    return jsonify({"ok": True, "lesion": payload})

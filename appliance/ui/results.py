@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 import cv2
@@ -37,6 +36,13 @@ STATEMENT = (
 COLOURS_BGR = {"accepted": (60, 200, 60), "added": (0, 150, 255), "rejected": (160, 160, 160), None: (0, 230, 255)}
 
 
+def grade_words(grade: str, maculopathy: str, ungradable: bool) -> str:
+    """The clinician's grade as stored and sent (the store keeps the UI's wording)."""
+    if ungradable:
+        return "Ungradable"
+    return f"{GRADES[grade]}; maculopathy: {maculopathy}"
+
+
 @dataclass
 class ImageSummary:
     """Counts and lesions of one photograph as the results page shows them."""
@@ -59,7 +65,7 @@ def summarise(studies: Any, image: Any, threshold: float) -> ImageSummary:
     s = ImageSummary(image)
     for les in studies.lesions(image.id):
         d = les["decision"]
-        if d == "withdrawn" or (d is None and les["score"] < threshold):
+        if d is None and les["score"] < threshold:
             continue
         s.lesions.append(les)
         if d == "accepted":
@@ -75,9 +81,7 @@ def summarise(studies: Any, image: Any, threshold: float) -> ImageSummary:
 
 def overlay_jpeg(image: Any, lesions: list[dict[str, Any]], max_side: int = 1600) -> tuple[bytes, int, int]:
     """The photograph with lesion circles coloured by decision, as a JPEG (at most max_side px)."""
-    config, services = get_config(), get_services()
-    rgb = services.load_photograph(Path(image.path), config.imaging, name=image.name).rgb
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    bgr = cv2.cvtColor(get_studies().load_rgb(image.id), cv2.COLOR_RGB2BGR)
     scale = min(1.0, max_side / max(bgr.shape[:2]))
     if scale < 1.0:
         bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -130,10 +134,7 @@ def results(study_id: int) -> Any:
                    "accepted": sum(s.accepted for s in ctx["summaries"]),
                    "rejected": sum(s.rejected for s in ctx["summaries"]),
                    "added": sum(s.added for s in ctx["summaries"])}
-        model = ctx["model"]
-        get_studies().sign_off(study_id, g.user.name, "ungradable" if ungradable else grade,
-                               None if ungradable else macul == "yes", ungradable, referral,
-                               model.get("name", ""), model.get("sha256", ""), summary)
+        get_studies().sign_off(study_id, g.user.name, grade_words(grade, macul, ungradable), REFERRALS[referral])
         audit("sign_off", f"study:{study_id}", {**summary, "grade": grade, "referral": referral})
         flash("Signed off. The reviewed result is queued for sync.", "ok")
         return redirect(url_for("results.results", study_id=study_id))
@@ -181,10 +182,8 @@ def report_pdf(study_id: int) -> Any:
                      f"score {les['score']:.2f}  {les['decision'] or 'not reviewed'}")
         pdf.gap()
     if signoff:
-        pdf.line(f"Clinician's grade: {GRADES.get(signoff['grade'], signoff['grade'])}", bold=True)
-        mac = signoff["maculopathy"]
-        pdf.line(f"Maculopathy: {'not assessable' if mac is None else ('yes' if mac else 'no')}    "
-                 f"Referral: {REFERRALS.get(signoff['referral'], signoff['referral'])}")
+        pdf.line(f"Clinician's grade: {signoff['grade']}", bold=True)
+        pdf.line(f"Referral: {signoff['referral']}")
         pdf.line(f"Signed off by {signoff['signed_by']} at {signoff['signed_at']} UTC")
     else:
         pdf.line("Not signed off yet: this is a draft.", bold=True)

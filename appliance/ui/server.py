@@ -159,13 +159,12 @@ def serve(config: Config, demo: bool = False, services: Optional[Any] = None,
 
         tmp = tempfile.mkdtemp(prefix="glanceseg-demo-")
         config = config.replace(data={"dir": tmp}, ui={"import_roots": str(Path(tmp) / "usb")})
-        if services is None and services_factory is not None:
-            services = services_factory(config)
-        pin = prepare_demo(config, services)
-        print(f"Demo mode: data in {tmp} (deleted on exit).")
-        print(f"Log in as 'demo' (clinician) with PIN {pin}; admin PIN {pin[::-1]}.")
     if services is None:
         services = (services_factory or build_services)(config)
+    if demo:
+        pin = prepare_demo(config, services)
+        print(f"Demo mode: data in {tmp} (deleted on exit); the sample photographs are being analysed.")
+        print(f"Log in as 'demo' (clinician) with PIN {pin}; admin PIN {pin[::-1]}.")
     app = create_app(config, services)
     server, url, listener = build_server(app, config)
     print(f"GlanceSeg UI on {url}")
@@ -178,6 +177,7 @@ def serve(config: Config, demo: bool = False, services: Optional[Any] = None,
         pass
     finally:
         app.extensions["glanceseg_hub"].close()
+        services.close()
         server.close()
         if listener is not None:
             listener.close()

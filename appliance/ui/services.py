@@ -2,19 +2,19 @@
 
 ``create_app(config, services)`` takes a :class:`Services`; ``glanceseg serve`` builds real ones
 with :func:`build_services`. Each field is a small callable or factory, so a test (or the lead,
-when wiring) can replace one part without touching the others. Parts whose owning package is not
-importable yet fall back to clearly named stand-ins in ``appliance/ui/`` (marked SWAP).
+when wiring) can replace one part without touching the others. The real parts: the local store
+(:mod:`appliance.store`), the glance engine and live pipeline (:mod:`appliance.glance`), the gaze
+sources and screen markers (:mod:`appliance.gaze`).
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import math
 import shutil
+import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
@@ -60,74 +60,46 @@ def display_px_per_deg(config: Config) -> float:
 
 
 def read_gaze_csv(raw: bytes) -> list[GazeSample]:
-    """Parse a gaze CSV in image coordinates (``timestamp_ns,x,y[,worn,px_per_deg]``).
+    """Parse an uploaded gaze CSV in image px with :func:`appliance.gaze.csv_replay.read_gaze_csv`.
 
     Raises
     ------
-    ValueError
+    GazeError
         If the header lacks the required columns or a row is malformed.
     """
-    try:
-        from appliance.gaze.csv_replay import read_gaze_csv as real  # type: ignore[attr-defined]
-    except ImportError:
-        real = None
-    if real is not None:
-        return list(real(io.StringIO(raw.decode("utf-8"))))
-    reader = csv.DictReader(io.StringIO(raw.decode("utf-8", errors="strict")))
-    if not reader.fieldnames or not {"timestamp_ns", "x", "y"} <= set(reader.fieldnames):
-        raise ValueError("A gaze recording needs the columns timestamp_ns, x and y.")
-    out = []
-    for n, row in enumerate(reader, start=2):
-        try:
-            x = float(row["x"]) if row["x"] not in ("", None) else math.nan
-            y = float(row["y"]) if row["y"] not in ("", None) else math.nan
-            ppd = float(row["px_per_deg"]) if row.get("px_per_deg") not in ("", None) else math.nan
-            out.append(GazeSample(int(row["timestamp_ns"]), x, y, row.get("worn", "1") not in ("0",), ppd))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"Line {n} of the gaze recording is not valid.") from exc
-    return out
+    from appliance.gaze.csv_replay import read_gaze_csv as read
+
+    return list(read(io.StringIO(raw.decode("utf-8"))))
 
 
-def standin_quality(rgb: np.ndarray) -> bool:
-    """SWAP for ``appliance.imaging.quality``: too dark, too bright or too blurred -> ungradable."""
-    import cv2
+def marker_png_default(config: Config) -> Callable[[int], bytes]:
+    """``marker_id -> PNG`` of the corner markers exactly as :func:`screen_markers` lays them out."""
+    from appliance.gaze.screen_mapping import screen_markers
 
-    green = rgb[:, :, 1]
-    fov = green > 10
-    if fov.mean() < 0.05:
-        return False
-    mean = float(green[fov].mean())
-    sharp = float(cv2.Laplacian(green, cv2.CV_32F).var())
-    return 20.0 <= mean <= 235.0 and sharp >= 2.0
+    d, t = config.display, config.tracker
+    placements = {m.marker_id: m for m in screen_markers(d.width_px, d.height_px, t.marker_size_px, t.marker_margin_px)}
+    return lambda marker_id: placements[marker_id].png()
 
 
-def _quality_default() -> Callable[[np.ndarray], bool]:
-    try:
-        from appliance.imaging.quality import is_gradable  # type: ignore[attr-defined]
-    except ImportError:
-        return standin_quality
-    return is_gradable
+_ENGINES: dict[int, Any] = {}
+_ENGINES_LOCK = threading.Lock()
 
 
-def apriltag_png(marker_id: int, size_px: int = 240) -> bytes:
-    """Render AprilTag 36h11 marker ``marker_id`` as PNG (with its white quiet zone).
+def shared_engine(config: Config) -> Any:
+    """The process's :class:`GlanceEngine` for ``config`` (saliency only when the model is missing)."""
+    from appliance.errors import ModelError
+    from appliance.glance.engine import GlanceEngine
 
-    SWAP for the Neon helper's ``screen_mapping`` marker images when present.
-    """
-    import cv2
-
-    try:
-        from appliance.gaze.screen_mapping import marker_png  # type: ignore[attr-defined]
-    except ImportError:
-        marker_png = None
-    if marker_png is not None:
-        return marker_png(marker_id)
-    dictionary = cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_APRILTAG_36h11)
-    tag = cv2.aruco.generateImageMarker(dictionary, marker_id, size_px * 8 // 10)
-    pad = size_px // 10
-    tag = cv2.copyMakeBorder(tag, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=255)
-    ok, buf = cv2.imencode(".png", tag)
-    return buf.tobytes()
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(id(config))
+        if engine is None:
+            try:
+                engine = GlanceEngine.from_config(config)
+            except ModelError as exc:
+                logger.warning("model unavailable, lesions from saliency only: %s", exc)
+                engine = GlanceEngine.from_config(config, use_model=False)
+            _ENGINES[id(config)] = engine
+        return engine
 
 
 def model_info_default(config: Config) -> dict[str, str]:
@@ -159,12 +131,15 @@ class Services:
 
     Attributes
     ----------
+    store
+        The :class:`appliance.store.Store` (built on ``config`` when None).
+    engine
+        The :class:`appliance.glance.engine.GlanceEngine` for imports and the reader
+        (:func:`shared_engine` on first use when None; tests pass a saliency-only one).
     load_photograph
-        ``(bytes, ImagingConfig, name) -> Photograph``; validates and decodes.
-    is_gradable
-        ``rgb -> bool``; False flags a photograph for a retake.
+        ``(bytes | Path, ImagingConfig, name) -> Photograph``; validates and decodes.
     live_factory
-        ``(rgb, config) -> LiveGlance`` for the reader.
+        ``(photo, services) -> LiveGlance`` for the reader.
     read_gaze_csv
         ``bytes -> list[GazeSample]`` for "Replay gaze".
     pointer_push
@@ -177,43 +152,64 @@ class Services:
         ``() -> dict`` with pending / last_success / errors; ``() -> str`` starts a pass.
     model_info
         ``() -> dict`` with name, version, sha256.
-    study_store
-        ``(conn, data_dir) -> StudyStore``-like object (SWAP for ``appliance.store``).
     """
 
     config: Config
+    store: Any = None
+    engine: Any = None
     load_photograph: Callable[..., Any] = None  # type: ignore[assignment]
-    is_gradable: Callable[[np.ndarray], bool] = field(default_factory=_quality_default)
-    live_factory: Callable[[np.ndarray, Config], LiveGlance] = None  # type: ignore[assignment]
+    live_factory: Callable[[Any, "Services"], LiveGlance] = None  # type: ignore[assignment]
     read_gaze_csv: Callable[[bytes], list[GazeSample]] = read_gaze_csv
     pointer_push: Optional[Callable[[float, float, int], None]] = None
     tracker_status: Callable[[], SourceStatus] = None  # type: ignore[assignment]
-    marker_png: Callable[[int], bytes] = apriltag_png
+    marker_png: Callable[[int], bytes] = None  # type: ignore[assignment]
     sync_status: Callable[[], dict[str, Any]] = None  # type: ignore[assignment]
     sync_now: Callable[[], str] = None  # type: ignore[assignment]
     model_info: Callable[[], dict[str, str]] = None  # type: ignore[assignment]
-    study_store: Callable[..., Any] = None  # type: ignore[assignment]
+    analysis: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         cfg = self.config
+        if self.store is None:
+            from appliance.store import Store
+
+            self.store = Store(cfg)
         if self.load_photograph is None:
             from appliance.imaging.io import load_photograph
 
             self.load_photograph = load_photograph
         if self.live_factory is None:
-            self.live_factory = _live_factory_default
+            from appliance.ui.engine_live import EngineLiveGlance
+
+            self.live_factory = EngineLiveGlance.for_services
         if self.tracker_status is None:
             self.tracker_status = lambda: SourceStatus(kind=cfg.gaze.source, connected=cfg.gaze.source == "pointer")
+        if self.marker_png is None:
+            self.marker_png = marker_png_default(cfg)
         if self.sync_status is None:
-            self.sync_status = lambda: {"available": False, "pending": None, "last_success": None, "errors": []}
+            from appliance.ui.sync_panel import store_sync_status
+
+            self.sync_status = store_sync_status(self.store, None)
         if self.sync_now is None:
             self.sync_now = lambda: "The sync service is not running on this appliance."
         if self.model_info is None:
             self.model_info = lambda: model_info_default(cfg)
-        if self.study_store is None:
-            from appliance.ui.studies import StudyStore
+        if self.analysis is None:
+            from appliance.ui.analysis import AnalysisQueue
 
-            self.study_store = StudyStore
+            self.analysis = AnalysisQueue(self.store, self.get_engine)
+
+    def get_engine(self) -> Any:
+        """The glance engine (built on first use: loading the model takes seconds)."""
+        if self.engine is None:
+            self.engine = shared_engine(self.config)
+        return self.engine
+
+    def studies(self) -> Any:
+        """The UI's view of the store (:class:`appliance.ui.studies.StoreStudies`)."""
+        from appliance.ui.studies import StoreStudies
+
+        return StoreStudies(self.store)
 
     def disk_free_mb(self) -> float:
         """float: free space in the data folder, MiB."""
@@ -222,36 +218,9 @@ class Services:
             path = path.parent
         return shutil.disk_usage(path).free / 2 ** 20
 
-
-def _live_factory_default(rgb: np.ndarray, config: Config) -> LiveGlance:
-    """The real live pipeline when importable, else the UI's stand-in (SWAP)."""
-    try:
-        from appliance.glance.live import open_live_session  # type: ignore[attr-defined]
-    except ImportError:
-        open_live_session = None
-    if open_live_session is not None:
-        return open_live_session(rgb, config)
-    # The photograph fitted to the screen: image px per degree = screen px per degree / fit scale.
-    fit = min(config.display.width_px / rgb.shape[1], config.display.height_px / rgb.shape[0])
-    image_ppd = display_px_per_deg(config) / fit
-    try:
-        from appliance.ui.engine_live import EngineLiveGlance
-
-        import appliance.glance.engine  # noqa: F401  (the engine may still be incomplete)
-    except ImportError as exc:
-        logger.warning("glance engine not importable (%s); the reader uses the UI's stand-in", exc)
-    else:
-        return EngineLiveGlance(rgb, config, image_ppd)
-    return standin_live_factory(rgb, config)
-
-
-def standin_live_factory(rgb: np.ndarray, config: Config) -> LiveGlance:
-    """The UI's stand-in live glance (SWAP): tests of the UI itself pin it for determinism."""
-    from appliance.ui.standin_glance import StandInGlance
-
-    fit = min(config.display.width_px / rgb.shape[1], config.display.height_px / rgb.shape[0])
-    return StandInGlance(rgb, display_px_per_deg(config) / fit, config.gaze.fixation_min_ms,
-                         config.gaze.fixation_dispersion_deg)
+    def close(self) -> None:
+        """Stop the analysis worker (the store is closed by whoever opened it)."""
+        self.analysis.close()
 
 
 def build_services(config: Config, store: Optional[Any] = None, scheduler: Optional[Any] = None,
@@ -263,7 +232,7 @@ def build_services(config: Config, store: Optional[Any] = None, scheduler: Optio
     config
         The configuration.
     store
-        An ``appliance.store.store.Store``: the Sync page then shows its outbox.
+        An ``appliance.store.Store`` (one is opened on ``config`` when None).
     scheduler
         An ``appliance.sync.scheduler.SyncScheduler``: "Sync now" triggers it.
     overrides
@@ -275,4 +244,4 @@ def build_services(config: Config, store: Optional[Any] = None, scheduler: Optio
         overrides.setdefault("sync_status", store_sync_status(store, scheduler))
     if scheduler is not None:
         overrides.setdefault("sync_now", scheduler_sync_now(scheduler))
-    return Services(config=config, **overrides)
+    return Services(config=config, store=store, **overrides)

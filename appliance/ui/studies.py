@@ -1,205 +1,180 @@
-"""A stand-in study store for the UI until it is wired to ``appliance.store``.
+"""The UI's view of the local store: worklist rows, lesions with decisions, sign-off.
 
-SWAP: the store helper's package owns studies, images, results, decisions, the outbox and
-sign-off. This module keeps the same facts in ``uistub_*`` tables of the same database so the
-UI can be built and tested now; :class:`StudyStore` is the seam (``Services.studies``) the lead
-replaces with an adapter over the store's public API.
+A thin adapter over :class:`appliance.store.Store`'s public API (the store owns every table
+and file; nothing here writes SQL). It shapes store records into what the templates show and
+maps the UI's words onto the store's calls:
+
+* one store study is one photograph of one eye, so a worklist row holds one photograph;
+* ``decision`` of a lesion is ``accepted`` / ``rejected`` / ``added`` (from
+  ``Store.lesion_states`` of the automatic result) or None;
+* the status of a row is ``new`` (no decision yet), ``read`` (decisions recorded),
+  ``pending_sync`` (signed off, instances waiting) or ``synced`` (signed off, all delivered).
+
+Stored results are immutable, so their lesions are cached per result id.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import sqlite3
-import tempfile
+import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Optional
+
+from appliance.errors import StoreError
+from appliance.glance.lesions import Lesion, SegmentationResult
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS uistub_studies (
-    id INTEGER PRIMARY KEY, patient_id TEXT NOT NULL, eye TEXT NOT NULL CHECK (eye IN ('L','R')),
-    status TEXT NOT NULL DEFAULT 'new', created_at TEXT NOT NULL, UNIQUE (patient_id, eye));
-CREATE TABLE IF NOT EXISTS uistub_images (
-    id INTEGER PRIMARY KEY, study_id INTEGER NOT NULL REFERENCES uistub_studies(id),
-    name TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, width INTEGER, height INTEGER,
-    gradable INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS uistub_lesions (
-    image_id INTEGER NOT NULL, lesion_id INTEGER NOT NULL, x REAL, y REAL, area_px INTEGER,
-    bbox TEXT, score REAL, source TEXT, decision TEXT, decided_by TEXT, decided_at TEXT,
-    PRIMARY KEY (image_id, lesion_id));
-CREATE TABLE IF NOT EXISTS uistub_signoffs (
-    id INTEGER PRIMARY KEY, study_id INTEGER NOT NULL, signed_by TEXT NOT NULL, signed_at TEXT NOT NULL,
-    grade TEXT NOT NULL, maculopathy INTEGER, ungradable INTEGER NOT NULL, referral TEXT NOT NULL,
-    model_name TEXT, model_sha256 TEXT, summary TEXT NOT NULL);
-"""
-
 STATUSES = ("new", "read", "pending_sync", "synced")
-
-
-@dataclass
-class StudyRow:
-    """A study as the worklist shows it."""
-
-    id: int
-    patient_id: str
-    eye: str
-    status: str
-    created_at: str
-    images: list["ImageRow"] = field(default_factory=list)
+DECISION_WORDS = {"accept": "accepted", "reject": "rejected"}
+_CACHE_MAX = 64
 
 
 @dataclass
 class ImageRow:
-    """A photograph of a study."""
+    """The photograph of a study, as the pages show it."""
 
     id: int
     study_id: int
+    result_id: int
     name: str
-    path: str
     sha256: str
     width: int
     height: int
     gradable: bool
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+@dataclass
+class StudyRow:
+    """A worklist row: one study (one photograph of one eye)."""
+
+    id: int
+    patient_id: str
+    eye: str
+    status: str
+    created_at: str
+    result_id: int
+    images: list[ImageRow] = field(default_factory=list)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via temp file + fsync + rename + fsync(dir), so a power cut leaves old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+def lesion_dict(lesion: Lesion, decision: Optional[str]) -> dict[str, Any]:
+    """A lesion as the pages use it: the ``lesions.json`` fields plus the decision."""
+    out = lesion.to_json()
+    out["decision"] = decision
+    return out
 
 
-class StudyStore:
-    """Studies, photographs, lesion decisions and sign-offs (stand-in; see module docstring).
+class StoreStudies:
+    """Studies, lesions, decisions and sign-off over one :class:`appliance.store.Store`.
 
     Parameters
     ----------
-    conn
-        Open connection (autocommit); photographs go under ``data_dir/photographs``.
+    store
+        The process's store (thread-safe).
     """
 
-    def __init__(self, conn: sqlite3.Connection, data_dir: Path) -> None:
-        self.conn = conn
-        self.data_dir = Path(data_dir)
-        conn.executescript(SCHEMA)
+    _results: dict[int, SegmentationResult] = {}
+    _results_lock = threading.Lock()
 
-    def add_photograph(self, patient_id: str, eye: str, name: str, raw: bytes, sha256: str,
-                       width: int, height: int, gradable: bool) -> ImageRow:
-        """Store a validated photograph under its study (created when new); file first, then row."""
-        cur = self.conn.execute("SELECT id FROM uistub_studies WHERE patient_id=? AND eye=?", (patient_id, eye)).fetchone()
-        study_id = cur["id"] if cur else self.conn.execute(
-            "INSERT INTO uistub_studies(patient_id, eye, created_at) VALUES (?,?,?)", (patient_id, eye, _now())
-        ).lastrowid
-        suffix = Path(name).suffix.lower() or ".img"
-        path = self.data_dir / "photographs" / f"{sha256}{suffix}"
-        if not path.exists():
-            _atomic_write(path, raw)
-        image_id = self.conn.execute(
-            "INSERT INTO uistub_images(study_id, name, path, sha256, width, height, gradable, created_at)"
-            " VALUES (?,?,?,?,?,?,?,?)",
-            (study_id, name, str(path), sha256, width, height, int(gradable), _now()),
-        ).lastrowid
-        return self.image(int(image_id))  # type: ignore[return-value]
+    def __init__(self, store: Any) -> None:
+        self.store = store
 
-    def studies(self) -> list[StudyRow]:
-        """Return every study with its photographs, newest first."""
-        out = []
-        for r in self.conn.execute("SELECT * FROM uistub_studies ORDER BY id DESC").fetchall():
-            out.append(self.study(r["id"]))
-        return [s for s in out if s is not None]
+    # -- results -------------------------------------------------------------------------------
+    def auto_result(self, result_id: int) -> SegmentationResult:
+        """Return the automatic result (cached: stored results never change)."""
+        key = (id(self.store), result_id)
+        with self._results_lock:
+            cached = self._results.get(key)  # type: ignore[call-overload]
+        if cached is None:
+            cached = self.store.load_result(result_id).result
+            with self._results_lock:
+                if len(self._results) >= _CACHE_MAX:
+                    self._results.clear()
+                self._results[key] = cached  # type: ignore[index]
+        return cached
+
+    # -- worklist ------------------------------------------------------------------------------
+    def _row(self, rec: Any) -> StudyRow:
+        image = self.store.get_image(rec.image_id)
+        result = self.auto_result(rec.auto_result_id)
+        if rec.reviewed:
+            status = "pending_sync" if rec.delivery == "pending" else "synced"
+        else:
+            status = "read" if self.store.decisions(rec.auto_result_id) else "new"
+        img = ImageRow(image.id, rec.id, rec.auto_result_id, image.source_name or f"image {image.id}",
+                       image.sha256, image.width, image.height, bool(result.gradable))
+        return StudyRow(rec.id, rec.patient_id, rec.eye, status, rec.created_at, rec.auto_result_id, [img])
+
+    def studies(self, limit: int = 200) -> list[StudyRow]:
+        """Return the worklist, newest first."""
+        return [self._row(r) for r in self.store.worklist(limit=limit)]
 
     def study(self, study_id: int) -> Optional[StudyRow]:
         """Return one study, or None."""
-        r = self.conn.execute("SELECT * FROM uistub_studies WHERE id=?", (study_id,)).fetchone()
-        if r is None:
+        try:
+            return self._row(self.store.get_study(study_id))
+        except StoreError:
             return None
-        imgs = [self._image_row(i) for i in self.conn.execute(
-            "SELECT * FROM uistub_images WHERE study_id=? ORDER BY id", (study_id,)).fetchall()]
-        return StudyRow(r["id"], r["patient_id"], r["eye"], r["status"], r["created_at"], imgs)
 
     def image(self, image_id: int) -> Optional[ImageRow]:
         """Return one photograph, or None."""
-        r = self.conn.execute("SELECT * FROM uistub_images WHERE id=?", (image_id,)).fetchone()
-        return None if r is None else self._image_row(r)
+        try:
+            study_id = self.store.get_image(image_id).study_id
+        except StoreError:
+            return None
+        study = self.study(study_id)
+        return study.images[0] if study else None
 
-    @staticmethod
-    def _image_row(r: sqlite3.Row) -> ImageRow:
-        return ImageRow(r["id"], r["study_id"], r["name"], r["path"], r["sha256"], r["width"], r["height"], bool(r["gradable"]))
+    def load_rgb(self, image_id: int) -> Any:
+        """The stored photograph, H×W×3 uint8 RGB (checksum verified by the store)."""
+        return self.store.load_image_rgb(image_id)
 
-    def set_status(self, study_id: int, status: str) -> None:
-        """Move a study to ``status`` (one of :data:`STATUSES`)."""
-        if status not in STATUSES:
-            raise ValueError(f"Unknown study status {status!r}.")
-        self.conn.execute("UPDATE uistub_studies SET status=? WHERE id=?", (status, study_id))
-
-    def mark_read(self, study_id: int) -> None:
-        """A clinician opened the study: new -> read (later states are kept)."""
-        self.conn.execute("UPDATE uistub_studies SET status='read' WHERE id=? AND status='new'", (study_id,))
-
-    def save_lesion(self, image_id: int, lesion: dict[str, Any]) -> None:
-        """Insert or update a lesion the pipeline emitted, keeping any decision already made."""
-        self.conn.execute(
-            "INSERT INTO uistub_lesions(image_id, lesion_id, x, y, area_px, bbox, score, source) VALUES (?,?,?,?,?,?,?,?)"
-            " ON CONFLICT(image_id, lesion_id) DO UPDATE SET x=excluded.x, y=excluded.y, area_px=excluded.area_px,"
-            " bbox=excluded.bbox, score=excluded.score, source=excluded.source",
-            (image_id, lesion["id"], lesion["x"], lesion["y"], lesion["area_px"], json.dumps(lesion["bbox"]),
-             lesion["score"], lesion["source"]),
-        )
-
-    def decide(self, image_id: int, lesion_id: int, decision: Optional[str], user: str) -> None:
-        """Record accepted / rejected / added / withdrawn (an undone add), or None to undo."""
-        if decision not in (None, "accepted", "rejected", "added", "withdrawn"):
-            raise ValueError(f"Unknown decision {decision!r}.")
-        self.conn.execute(
-            "UPDATE uistub_lesions SET decision=?, decided_by=?, decided_at=? WHERE image_id=? AND lesion_id=?",
-            (decision, user, _now(), image_id, lesion_id),
-        )
+    # -- lesions and decisions -------------------------------------------------------------------
+    def lesion_ids(self, result_id: int) -> set[int]:
+        """Ids of the automatic result's lesions (all scores)."""
+        return {int(l.id) for l in self.auto_result(result_id).lesions}
 
     def lesions(self, image_id: int) -> list[dict[str, Any]]:
-        """Return the image's lesions with their decisions."""
-        rows = self.conn.execute("SELECT * FROM uistub_lesions WHERE image_id=? ORDER BY lesion_id", (image_id,)).fetchall()
-        return [{"id": r["lesion_id"], "x": r["x"], "y": r["y"], "area_px": r["area_px"], "bbox": json.loads(r["bbox"]),
-                 "score": r["score"], "source": r["source"], "decision": r["decision"]} for r in rows]
+        """Every lesion of the automatic result plus the added ones, each with its decision."""
+        image = self.image(image_id)
+        if image is None:
+            return []
+        states, added = self.store.lesion_states(image.result_id)
+        out = [lesion_dict(l, DECISION_WORDS.get(states.get(int(l.id), ""))) for l in self.auto_result(image.result_id).lesions]
+        out += [lesion_dict(l, "added") for l in added]
+        return out
 
-    def sign_off(self, study_id: int, user: str, grade: str, maculopathy: Optional[bool], ungradable: bool,
-                 referral: str, model_name: str, model_sha256: str, summary: dict[str, Any]) -> int:
-        """Record the clinician's grade and queue the reviewed result (status pending_sync)."""
-        sid = self.conn.execute(
-            "INSERT INTO uistub_signoffs(study_id, signed_by, signed_at, grade, maculopathy, ungradable, referral,"
-            " model_name, model_sha256, summary) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (study_id, user, _now(), grade, None if maculopathy is None else int(maculopathy), int(ungradable),
-             referral, model_name, model_sha256, json.dumps(summary)),
-        ).lastrowid
-        self.set_status(study_id, "pending_sync")
-        return int(sid)
+    def decide(self, result_id: int, lesion_id: int, action: str, user: str) -> None:
+        """Record ``accept`` or ``reject`` (a rejected added lesion is withdrawn)."""
+        self.store.decide(result_id, lesion_id, action, user)
+
+    def undo(self, result_id: int, user: str) -> Optional[int]:
+        """Undo the latest decision; return the lesion id it concerned, or None."""
+        record = self.store.undo(result_id, user)
+        return None if record is None else int(record.lesion_id)
+
+    def add(self, result_id: int, lesion: Lesion, user: str) -> dict[str, Any]:
+        """Record a lesion the clinician added (its mask when it has one, else a disc)."""
+        record = self.store.add_lesion(result_id, lesion.x, lesion.y, user, radius_px=6.0,
+                                       mask=lesion.mask, bbox=lesion.bbox if lesion.mask is not None else None)
+        _, added = self.store.lesion_states(result_id)
+        stored = next(a for a in added if a.id == record.lesion_id)
+        out = lesion_dict(stored, "added")
+        out["source"] = lesion.source if lesion.mask is not None else "clinician"
+        return out
+
+    # -- sign-off --------------------------------------------------------------------------------
+    def sign_off(self, study_id: int, user: str, grade: str, referral: str) -> int:
+        """Sign the study's review off (queues the reviewed result); return the new result id."""
+        study = self.study(study_id)
+        if study is None:
+            raise StoreError(f"There is no study {study_id}.")
+        return int(self.store.sign_off(study.result_id, grade, referral, user).id)
 
     def last_signoff(self, study_id: int) -> Optional[dict[str, Any]]:
-        """Return the latest sign-off of a study, or None."""
-        r = self.conn.execute("SELECT * FROM uistub_signoffs WHERE study_id=? ORDER BY id DESC LIMIT 1", (study_id,)).fetchone()
-        return None if r is None else dict(r)
-
-    def pending_count(self) -> int:
-        """int: studies signed off and not yet synced."""
-        return int(self.conn.execute("SELECT COUNT(*) FROM uistub_studies WHERE status='pending_sync'").fetchone()[0])
+        """The latest sign-off: ``grade`` and ``referral`` as worded at sign-off, who, when."""
+        reviewed = [r for r in self.store.results_for_study(study_id) if r.kind == "reviewed"]
+        if not reviewed:
+            return None
+        r = reviewed[-1]
+        return {"grade": r.grade, "referral": r.referral, "signed_by": r.signed_by, "signed_at": r.created_at}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,14 @@ bp = Blueprint("worklist", __name__)
 @bp.route("/")
 def index() -> Any:
     """The worklist: every study, its photographs and status."""
-    return render_template("worklist.html", studies=get_studies().studies())
+    return render_template("worklist.html", studies=get_studies().studies(), jobs=get_services().analysis.jobs())
 
 
 @bp.route("/import", methods=["GET", "POST"])
 @roles_required("technician", "clinician")
 def import_photos() -> Any:
     """Upload photographs from the browser, or import from a USB / import folder."""
-    config, services, studies = get_config(), get_services(), get_studies()
+    config, services = get_config(), get_services()
     results: list[tuple[str, bool, str]] = []
     status = 200
     if request.method == "POST":
@@ -51,14 +52,13 @@ def import_photos() -> Any:
         for name, item in items:
             try:
                 raw = read_limited(item, config) if isinstance(item, Path) else item.read()
-                got = import_bytes(raw, name, patient_id, eye, config, services, studies)
+                got = import_bytes(raw, name, patient_id, eye, config, services)
             except ImportRefused as exc:
                 results.append((name, False, str(exc)))
                 status = 400
                 continue
-            msg = "Imported." if got.gradable else "Imported, but flagged as ungradable: please retake."
-            results.append((name, True, msg))
-            audit("import", f"study:{got.study_id}", {"image": got.image_id, "gradable": got.gradable})
+            results.append((name, True, "Imported; being analysed."))
+            audit("import", f"job:{got.job_id}", {"patient_eye": eye})
         if status == 200 and results:
             for name, _, msg in results:
                 flash(f"{name}: {msg}", "ok")
@@ -67,21 +67,20 @@ def import_photos() -> Any:
 
 
 def _cached_jpeg(image_id: int, kind: str, max_side: int = 0) -> Path:
-    """Return the cached JPEG of a photograph (``display`` full size, ``thumb`` small), made once."""
-    config, services = get_config(), get_services()
-    image = get_studies().image(image_id)
+    """Return the cached JPEG of a stored photograph (``display`` full size, ``thumb`` small), made once."""
+    config, studies = get_config(), get_studies()
+    image = studies.image(image_id)
     if image is None:
         abort(404)
     cache = config.data_dir / kind / f"{image.sha256}.jpg"
     if not cache.exists():
-        photo = services.load_photograph(Path(image.path), config.imaging, name=image.name)
-        bgr = cv2.cvtColor(photo.rgb, cv2.COLOR_RGB2BGR)
+        bgr = cv2.cvtColor(studies.load_rgb(image_id), cv2.COLOR_RGB2BGR)
         if max_side and max(bgr.shape[:2]) > max_side:
             f = max_side / max(bgr.shape[:2])
             bgr = cv2.resize(bgr, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
         cache.parent.mkdir(parents=True, exist_ok=True)
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        tmp = cache.with_suffix(".tmp")
+        tmp = cache.with_suffix(f".{threading.get_ident()}.tmp")
         tmp.write_bytes(buf.tobytes())
         tmp.replace(cache)
     return cache

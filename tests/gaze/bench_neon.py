@@ -6,7 +6,9 @@
 - reconnect time after a stall: from the last sample received before the stream froze to the
   first sample of the new session, with ``[tracker] stall_timeout_s`` as configured.
 
-Run: ``.venv/bin/python tests/gaze/bench_neon.py [--seconds 5] [--stall-timeout 2.0]``; prints JSON.
+Run: ``.venv/bin/python tests/gaze/bench_neon.py [--seconds 5] [--stall-timeout 2.0] [--scene]``;
+prints JSON. ``--scene`` adds the 30 Hz 1600x1200 H.264 scene stream: decoded by the client in
+the same event loop and searched for markers in a worker thread, as on the appliance.
 Not a test (no timing assertions); the numbers depend on the machine's load.
 """
 
@@ -30,20 +32,27 @@ from fake_neon import NEON_SCENE_D, NEON_SCENE_K  # noqa: E402
 from appliance.config import DisplayConfig, TrackerConfig  # noqa: E402
 from appliance.gaze.geometry import ViewTransform  # noqa: E402
 from appliance.gaze.neon import NeonGazeSource  # noqa: E402
-from appliance.gaze.screen_mapping import CameraModel, GazeToImageMapper, ScreenMapper  # noqa: E402
+from appliance.gaze.screen_mapping import (  # noqa: E402
+    CameraModel,
+    GazeToImageMapper,
+    ScreenMapper,
+    screen_markers,
+)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--stall-timeout", type=float, default=TrackerConfig().stall_timeout_s)
+    ap.add_argument("--scene", action="store_true", help="stream scene video and detect markers live")
     args = ap.parse_args()
-    fake = subprocess.Popen([sys.executable, str(HERE / "fake_neon.py"), "serve"], stdin=subprocess.PIPE,
+    cmd = [sys.executable, str(HERE / "fake_neon.py"), "serve"] + (["scene"] if args.scene else [])
+    fake = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert fake.stdin is not None and fake.stdout is not None
     ports = json.loads(fake.stdout.readline())
     camera = CameraModel(NEON_SCENE_K, NEON_SCENE_D, (1600, 1200))
-    screen = ScreenMapper(camera, [])
+    screen = ScreenMapper(camera, screen_markers(1920, 1080))
     h = np.array([[2.4, 0.05, -900.0], [-0.03, 2.4, -700.0], [1e-5, 2e-5, 1.0]])
     stop = threading.Event()
 
@@ -52,16 +61,21 @@ def main() -> None:
             screen.add_homography(time.time_ns(), h)
             time.sleep(1 / 30)
 
-    threading.Thread(target=frames, name="bench-frames", daemon=True).start()
+    if not args.scene:
+        threading.Thread(target=frames, name="bench-frames", daemon=True).start()
     view = ViewTransform.fitted(4288, 2848, DisplayConfig())
     to_image = GazeToImageMapper(screen, view=view, screen_px_per_deg=45.0)
     cfg = TrackerConfig(ip="127.0.0.1", port=ports["http_port"], stall_timeout_s=args.stall_timeout)
+    mapped = 0
     received: list[int] = []
-    with NeonGazeSource(cfg, to_image=to_image) as source:
+    sink = screen.add_frame if args.scene else None
+    with NeonGazeSource(cfg, to_image=to_image, frame_sink=sink) as source:
         t_end = time.monotonic() + args.seconds + 1.0
         while time.monotonic() < t_end:
-            if source.receive(0.5) is not None:
+            sample = source.receive(0.5)
+            if sample is not None:
                 received.append(time.time_ns())
+                mapped += sample.x == sample.x
         n_before = len(received)
         fake.stdin.write("stall\n")
         fake.stdin.flush()
@@ -95,6 +109,9 @@ def main() -> None:
         "stall_timeout_s": args.stall_timeout,
         "reconnect_gap_ms": None if gap_ms is None else round(gap_ms, 1),
         "reconnect_after_detection_ms": None if gap_ms is None else round(gap_ms - 1e3 * args.stall_timeout, 1),
+        "scene": args.scene, "scene_frames": status["scene_frames"],
+        "scene_frames_skipped": status["scene_frames_skipped"], "screen_located_frames": screen.located,
+        "samples_mapped_before_stall": mapped,
         "stalls": status["stalls"], "reconnects": status["reconnects"], "dropped": status["dropped"],
     }, indent=1))
 

@@ -125,6 +125,7 @@ class FakeNeon:
         self.rate_hz, self.clock_offset_ns = rate_hz, int(round(clock_offset_s * 1e9))
         self.gaze_fn, self.fixation_every, self.hardware_version = gaze_fn, fixation_every, hardware_version
         self.sent: list[SentSample] = []
+        self.dual_monocular = False
         self.camera = camera or (NEON_SCENE_K, NEON_SCENE_D)
         self.scene_state = "visible"  # which of ``scene_frames`` the scene camera sees now
         self.scene_fps = scene_fps
@@ -467,7 +468,10 @@ class FakeNeon:
             device_ns = start_dev + index * period_ns
             x, y, worn = self.gaze_fn(index)
             x32, y32 = float(np.float32(x)), float(np.float32(y))
-            payload = struct.pack("!ffB", x32, y32, 255 if worn else 0)
+            if self.dual_monocular:  # 17 bytes: left eye, worn, right eye (Companion option)
+                payload = struct.pack("!ffBff", x32 - 4.0, y32, 255 if worn else 0, x32 + 4.0, y32)
+            else:
+                payload = struct.pack("!ffB", x32, y32, 255 if worn else 0)
             with self._lock:
                 live = [s for s in self.sessions if s.playing and not s.stalled]
             sent_any = False
@@ -508,7 +512,18 @@ def _serve() -> None:  # pragma: no cover - a tool, exercised by bench_neon.py
     """
     import sys
 
-    fake = FakeNeon(clock_offset_s=float(sys.argv[2]) if len(sys.argv) > 2 else 3.25).start()
+    frames = None
+    if "scene" in sys.argv[2:]:  # 30 Hz Neon-resolution scene video of the marked screen
+        import cv2
+        from neon_helpers import SceneRenderer, pose, screen_image
+
+        from appliance.gaze.screen_mapping import CameraModel, screen_markers
+
+        renderer = SceneRenderer(CameraModel(NEON_SCENE_K, NEON_SCENE_D, (1600, 1200)))
+        h = pose([[530, 448], [1070, 440], [1075, 752], [530, 758]])
+        grey = renderer.render(screen_image(screen_markers(1920, 1080)), h)
+        frames = {"visible": cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)}
+    fake = FakeNeon(clock_offset_s=3.25, scene_frames=frames, scene_fps=30.0).start()
     print(json.dumps({"http_port": fake.http_port, "rtsp_port": fake.rtsp_port}), flush=True)
     for line in sys.stdin:
         cmd = line.strip()

@@ -68,6 +68,17 @@ def test_stalled_stream_is_detected_and_reconnected(fake_neon):
     assert np.allclose(np.diff(ts[-40:]), 5_000_000, atol=100_000)
 
 
+def test_dropped_connections_are_rebuilt(fake_neon):
+    with NeonGazeSource(tracker_config(fake_neon), to_image=identity) as source:
+        assert len(collect(source, 20)) == 20
+        fake_neon.drop_connections()
+        assert wait_for(lambda: source.status().detail["reconnects"] >= 1)
+        got = collect(source, 40)
+    assert len(got) == 40
+    ts = [g.timestamp_ns for g in got]
+    assert ts == sorted(ts)
+
+
 def test_device_going_offline_and_coming_back(fake_neon):
     with NeonGazeSource(tracker_config(fake_neon), to_image=identity) as source:
         assert len(collect(source, 20)) == 20
@@ -220,3 +231,26 @@ def test_repeated_samples_are_dropped_and_clock_steps_passed_on():
     assert [g.timestamp_ns for g in got] == [base, base + 5_000_000, base - 3_000_000_000]
     assert source.status().detail["out_of_order"] == 2
     source.close()
+
+
+def test_dual_monocular_payloads_and_invisible_camera():
+    """Invisible (hardware 1) gets the published default intrinsics; a Companion streaming
+    dual-monocular gaze (17-byte payloads) gives the mean of both eyes."""
+    from fake_neon import NEON_SCENE_D, NEON_SCENE_K, FakeNeon
+
+    from appliance.gaze.screen_mapping import INVISIBLE_SCENE_CAMERA, CameraModel
+
+    fake = FakeNeon(hardware_version="1", fixation_every=0)
+    fake.dual_monocular = True
+    fake.start()
+    try:
+        screen = ScreenMapper(CameraModel(NEON_SCENE_K, NEON_SCENE_D, (1600, 1200)), [], max_frame_gap_ns=10**12)
+        screen.add_homography(time.time_ns(), np.eye(3))
+        with NeonGazeSource(tracker_config(fake), to_image=identity) as source:
+            got = collect(source, 10)
+        with NeonGazeSource(tracker_config(fake), to_image=GazeToImageMapper(screen)) as source:
+            collect(source, 1)
+    finally:
+        fake.stop()
+    assert [(g.x, g.y) for g in got] == [(s.x, s.y) for s in fake.sent[:10]]
+    assert screen.camera is INVISIBLE_SCENE_CAMERA

@@ -142,3 +142,20 @@ def test_marker_png_matches_the_layout(corner_markers):
         assert np.array_equal(back, m.image)
     with pytest.raises(ValueError):
         marker_png(4)
+
+
+def test_marker_search_follows_a_moving_head(neon_camera, scene_renderer, corner_markers):
+    """Frame-to-frame search windows find the markers again as the head turns, and lose
+    nothing in accuracy against a whole-frame search."""
+    mapper = ScreenMapper(neon_camera, corner_markers)
+    base = np.array(POSES["reading_distance"], dtype=float)
+    for k, shift in enumerate((0.0, 12.0, 30.0, 55.0)):
+        h = pose((base + (shift, -shift / 2)).tolist())
+        frame = scene_renderer.render(screen_image(corner_markers), h)
+        assert mapper.add_frame(k + 1, frame) is not None
+        fresh = ScreenMapper(neon_camera, corner_markers).detect(frame)
+        tracked = mapper.detect(frame)
+        assert all(np.allclose(fresh[i], tracked[i], atol=1e-6) for i in fresh)
+        screen, gaze = _truth(neon_camera, h, n=50, seed=k)
+        mapped = np.array([mapper.map(k + 1, x, y) for x, y in gaze])
+        assert np.hypot(*(mapped - screen).T).max() < 2.0

@@ -1,4 +1,4 @@
-"""A loopback HTTP proxy in front of Orthanc that misbehaves on purpose.
+"""A loopback HTTP proxy in front of Orthanc that misbehaves on purpose (or terminates TLS).
 
 For each request it picks a fault at random (seeded): forward it; answer 500; hang (never answer);
 drop the connection mid-upload (after reading part of the body); or forward it to Orthanc and then
@@ -9,6 +9,7 @@ client does not know: the hard case for exactly-once delivery).
 from __future__ import annotations
 
 import random
+import ssl
 import socket
 import threading
 import time
@@ -18,8 +19,10 @@ FAULTS = ("forward", "error500", "hang", "drop_upload", "drop_answer")
 
 
 class FaultyProxy:
-    def __init__(self, upstream_port: int, seed: int, weights: Optional[dict[str, float]] = None) -> None:
+    def __init__(self, upstream_port: int, seed: int, weights: Optional[dict[str, float]] = None,
+                 ssl_context: Optional["ssl.SSLContext"] = None) -> None:
         self.upstream_port = upstream_port
+        self.ssl_context = ssl_context
         self.rng = random.Random(seed)
         self.weights = weights or {"forward": 0.5, "error500": 0.125, "hang": 0.125, "drop_upload": 0.125,
                                    "drop_answer": 0.125}
@@ -42,7 +45,8 @@ class FaultyProxy:
         with self._lock:
             if method != "POST":  # only uploads are broken on the way in; queries may still fail or hang
                 choices = ["forward", "error500", "hang"]
-                weights = [self.weights["forward"] * 2, self.weights["error500"], self.weights["hang"]]
+                weights = [self.weights.get("forward", 0) * 2, self.weights.get("error500", 0),
+                           self.weights.get("hang", 0)]
             else:
                 choices = list(self.weights)
                 weights = list(self.weights.values())
@@ -61,6 +65,12 @@ class FaultyProxy:
     def _handle(self, client: socket.socket) -> None:
         try:
             client.settimeout(30)
+            if self.ssl_context is not None:  # terminate TLS here, forward plain HTTP on loopback
+                try:
+                    client = self.ssl_context.wrap_socket(client, server_side=True)
+                except (ssl.SSLError, OSError):
+                    self.counts["tls_refused"] = self.counts.get("tls_refused", 0) + 1
+                    return
             data = b""
             while b"\r\n\r\n" not in data:
                 chunk = client.recv(65536)
@@ -111,7 +121,9 @@ class FaultyProxy:
             if fault == "drop_answer":
                 client.shutdown(socket.SHUT_RDWR)
                 return
-            client.sendall(answer)
+            head, sep, rest = answer.partition(b"\r\n\r\n")
+            lines = [l for l in head.split(b"\r\n") if not l.lower().startswith(b"connection:")]
+            client.sendall(b"\r\n".join([*lines, b"Connection: close"]) + sep + rest)  # one request per connection
         except OSError:
             return
         finally:

@@ -58,6 +58,7 @@ class OrthancServer:
         self.workdir = Path(workdir)
         self.port = free_port()
         self.proc: Optional[subprocess.Popen] = None
+        self.start_check = lambda: requests.get(self.rest + "/system", auth=(USER, PASSWORD), timeout=1)
         (self.workdir / "storage").mkdir(parents=True, exist_ok=True)
         (self.workdir / "index").mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "orthanc.json"
@@ -94,7 +95,7 @@ class OrthancServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"Orthanc exited ({self.proc.returncode}); see {self.workdir / 'orthanc.log'}")
             try:
-                if requests.get(self.rest + "/system", auth=(USER, PASSWORD), timeout=1).status_code == 200:
+                if self.start_check().status_code == 200:
                     return
             except requests.RequestException:
                 pass

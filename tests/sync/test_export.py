@@ -128,3 +128,32 @@ def test_client_transport_rules():
                                            key="k.pem", ca="ca.pem"))
     assert client.base == "https://pacs.example/dw" and client.session.auth == ("u", "p")
     assert client.session.cert == ("c.pem", "k.pem") and client.session.verify == "ca.pem"
+
+
+def test_cli_export_usb_and_status(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sync.test_sync_orthanc import GLANCESEG
+
+    with Store(make_config(tmp_path / "data")) as store:
+        add_study(store, 9)
+    env = {**os.environ, "GLANCESEG_DATA_DIR": str(tmp_path / "data"), "GLANCESEG_DATA_MIN_FREE_MB": "1"}
+    env.pop("GLANCESEG_CONFIG", None)
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    repo = Path(__file__).resolve().parents[2]
+    run = lambda *a: subprocess.run([sys.executable, "-c", GLANCESEG, *a], capture_output=True, text=True,  # noqa: E731
+                                    env=env, cwd=repo, timeout=300)
+    out = run("export-usb", str(usb))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["files"] == 3
+    status = run("sync", "--status")
+    assert status.returncode == 0 and json.loads(status.stdout)["pending"] == 3
+    listed = run("study", "list")
+    assert listed.returncode == 0 and json.loads(listed.stdout.splitlines()[0])["delivery"] == "pending"
+    missing = run("export-usb", str(tmp_path / "not-mounted"))
+    assert missing.returncode == 2 and "not a folder" in missing.stderr

@@ -25,7 +25,7 @@ from appliance.errors import UpdateError
 from appliance.sync import cli_models
 from appliance.sync.bundles import (BundleKind, generate_keypair, load_private_key, load_public_key,
                                     make_bundle, verify_folder)
-from appliance.sync.model_updates import ModelUpdates, install_from_server, model_store
+from appliance.sync.model_updates import ModelUpdates, active_model_version, install_from_server, model_store
 from appliance.sync.software_updates import SoftwareUpdates
 from appliance.sync.versions import CURRENT, PREVIOUS
 
@@ -345,8 +345,10 @@ def test_cli_keygen_sign_install_list_rollback(tmp_path: Path, capsys) -> None:
     assert listing["active"] == "3" and all(v["valid"] for v in listing["versions"])
     with pytest.raises(UpdateError, match="not newer"):
         cli("models", "install", str(usb / "m2.glsb"))
+    assert active_model_version(config) == "3"
     assert cli("models", "rollback") == 0  # 3 was the first installed: back to the shipped model
     assert store.current_version() is None and store.previous_version() == "3"
+    assert active_model_version(config) == "shipped-0"
     assert cli("models", "install", str(usb / "m3.glsb")) == 0  # reuses the kept folder
     assert_running(store, "3")
 
@@ -355,3 +357,15 @@ def test_public_key_is_required(tmp_path: Path) -> None:
     config = load_config(environ={"GLANCESEG_UPDATES_PUBLIC_KEY": str(tmp_path / "missing.pub")})
     with pytest.raises(UpdateError, match="public key"):
         model_store(config)
+
+
+def test_model_manifest_must_match_the_payload(installed: ModelUpdates, tmp_path: Path, keys) -> None:
+    src = model_folder(tmp_path / "mf", "5")
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest["files"] = [{"role": "decoder", "variant": "fp32", "file": "decoder.onnx", "sha256": "0" * 64}]
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "mf.glsb"
+    make_bundle([src], out, "model", FAMILY, "5", load_private_key(keys[0]))
+    with pytest.raises(UpdateError, match="does not carry"):
+        installed.install(out)
+    assert_running(installed, "2")

@@ -176,3 +176,37 @@ def test_cli_sync_once_exit_status(tmp_path, clean_orthanc):
     again = _glanceseg(["sync", "--once"], {**env, "GLANCESEG_DICOMWEB_URL": clean_orthanc.dicomweb})
     assert again.returncode == 0 and '"delivered": 0' in again.stdout
     assert len(clean_orthanc.sop_uids()) == 3
+
+
+def test_background_sync_with_status_panel_and_button(tmp_path, clean_orthanc):
+    """``start_background_sync`` with ``[hw]`` on gpiozero's MockFactory: the button syncs, LEDs follow."""
+    import time
+
+    from appliance.sync.scheduler import start_background_sync
+
+    hw = {"enabled": True, "pin_factory": "mock", "sync_button_pin": 17, "led_ready_pin": 5, "led_syncing_pin": 6,
+          "led_pending_pin": 13, "led_error_pin": 19, "button_bounce_s": 0.0, "blink_s": 0.01}
+    config = _config(tmp_path, clean_orthanc, sync={"interval_s": 3600}, hw=hw)
+    with Store(config) as store:
+        assert start_background_sync(store, make_config(tmp_path / "other")) is None  # no server configured
+        scheduler = start_background_sync(store, config)
+        try:
+            panel = scheduler.panel
+            deadline = time.monotonic() + 30
+            while scheduler.passes < 1 and time.monotonic() < deadline:  # the first, automatic pass
+                time.sleep(0.02)
+            add_study(store, 8, "P8", "R")  # the pending LED lights as the study is queued
+            pending_led = panel.leds["pending"].pin
+            assert pending_led.state
+            button = panel.button.pin
+            button.drive_low()
+            button.drive_high()
+            while store.sync_status().pending and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert store.sync_status().pending == 0
+            while not panel.leds["ready"].pin.state and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert panel.leds["ready"].pin.state and not pending_led.state and not panel.leds["error"].pin.state
+        finally:
+            scheduler.stop()
+        assert check_server(store, clean_orthanc).lost == 0

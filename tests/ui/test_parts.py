@@ -1,10 +1,13 @@
-"""The UI's parts through the Flask test client: pointer gaze, decisions, sign-off, PDF, demo, sync."""
+"""The UI's parts through the Flask test client, over the real store and the real glance engine
+(saliency only): import and analysis, pointer gaze, decisions, undo, sign-off, PDF, demo, sync."""
 
 from __future__ import annotations
 
 import io
 import re
+import time
 
+import numpy as np
 import pytest
 
 from appliance.errors import ConfigError
@@ -15,44 +18,72 @@ from appliance.ui.server import is_loopback, serve
 from appliance.ui.sync_panel import plain_error
 from appliance.ui.users import hash_pin, verify_pin
 
-from .helpers import DOTS, PIN, login
+from .helpers import PIN, fundus_crop, import_photo, login
 
 
-def _import(client, token, path, patient="P-9", eye="L"):
-    resp = client.post("/import", data={"csrf_token": token, "patient_id": patient, "eye": eye, "source": "upload",
-                                        "files": (io.BytesIO(path.read_bytes()), path.name)},
-                       content_type="multipart/form-data")
-    assert resp.status_code == 302, resp.get_data(as_text=True)
+def _shown(services, study):
+    """The stored automatic result's lesions the reader shows (score >= display threshold)."""
+    result = services.store.load_result(study.auto_result_id).result
+    return [l.to_json() for l in result.shown]
 
 
-def test_pointer_gaze_decisions_signoff_and_pdf(app, fundus_png):
+def test_pointer_gaze_decisions_undo_signoff_and_pdf(app, services, fundus_png):
     client = app.test_client()
     _, token = login(client)
-    _import(client, token, fundus_png)
-    assert client.get("/reader/1").status_code == 200
-    x, y, _ = DOTS[2]
+    study = import_photo(client, token, fundus_png, services)
+    shown = _shown(services, study)
+    assert shown, "the real scan found no lesion on a crop with 15 annotated microaneurysms"
+    image = study.image_id
+    assert client.get(f"/reader/{image}").status_code == 200
+    target = shown[0]
+    x, y = target["x"], target["y"]
     samples = [{"x": x + (i % 2), "y": y, "xs": 600 + (i % 2), "ys": 400, "t_ms": 1.7e12 + 10 * i, "ppd": 30}
                for i in range(30)]
-    resp = client.post("/api/reader/1/gaze", json={"samples": samples}, headers={"X-CSRF-Token": token})
-    assert resp.status_code == 200 and resp.get_json()["events"] >= 1
-    page = client.get("/reader/1").get_data(as_text=True)
-    lesions = [int(v) for v in re.findall(r'"id": (\d+)', page)]
-    assert lesions, "the fixated dot produced no lesion"
+    samples.append({"gone": True, "t_ms": 1.7e12 + 310})  # the gaze leaves: the fixation ends
     post = lambda url, body: client.post(url, json=body, headers={"X-CSRF-Token": token})  # noqa: E731
-    assert post("/api/reader/1/decision", {"lesion_id": lesions[0], "decision": "accepted"}).status_code == 200
-    assert post("/api/reader/1/decision", {"lesion_id": lesions[0], "decision": "bogus"}).status_code == 400
-    added = post("/api/reader/1/prompt", {"x": 450, "y": 330}).get_json()
-    assert added["ok"] and added["lesion"]["id"] not in lesions
-    assert post("/api/reader/1/prompt", {"x": 5000, "y": 5}).status_code == 400
-    results = client.get("/study/1/results").get_data(as_text=True)
+    resp = post(f"/api/reader/{image}/gaze", {"samples": samples})
+    assert resp.status_code == 200
+    session = app.extensions["glanceseg_hub"].sessions[image]
+    for _ in range(400):  # the gaze went quiet: the session's ticker ends the fixation
+        if target["id"] in session.shown:
+            break
+        time.sleep(0.025)
+    page = client.get(f"/reader/{image}").get_data(as_text=True)
+    live_ids = {int(v) for v in re.findall(r'"id": (\d+)', page)}
+    # The live pipeline's ids are the stored scan's: the fixated lesion is there under its stored id.
+    assert target["id"] in live_ids, (target, live_ids)
+    assert live_ids <= {l["id"] for l in shown}
+    assert post(f"/api/reader/{image}/decision", {"lesion_id": target["id"], "decision": "accepted"}).status_code == 200
+    assert post(f"/api/reader/{image}/decision", {"lesion_id": target["id"], "decision": "bogus"}).status_code == 400
+    assert post(f"/api/reader/{image}/decision", {"lesion_id": 987654321, "decision": "rejected"}).status_code == 400
+    states, _ = services.store.lesion_states(study.auto_result_id)
+    assert states == {target["id"]: "accept"}
+    # Tap where nothing is marked: no model loaded, so the clinician's disc is stored.
+    far = max(((fx, fy) for fx in (40, 380, 720) for fy in (40, 380, 720)),
+              key=lambda p: min(np.hypot(p[0] - l["x"], p[1] - l["y"]) for l in shown))
+    added = post(f"/api/reader/{image}/prompt", {"x": far[0], "y": far[1]}).get_json()
+    assert added["ok"] and added["lesion"]["source"] == "clinician" and added["lesion"]["decision"] == "added"
+    assert post(f"/api/reader/{image}/prompt", {"x": 5000, "y": 5}).status_code == 400
+    _, stored_added = services.store.lesion_states(study.auto_result_id)
+    assert [a.id for a in stored_added] == [added["lesion"]["id"]]
+    undone = post(f"/api/reader/{image}/undo", {}).get_json()
+    assert undone == {"ok": True, "lesion_id": added["lesion"]["id"], "present": False, "decision": None}
+    assert services.store.lesion_states(study.auto_result_id)[1] == []
+    added = post(f"/api/reader/{image}/prompt", {"x": far[0], "y": far[1]}).get_json()
+    results = client.get(f"/study/{study.id}/results").get_data(as_text=True)
     assert re.search(r'class="ma-count">2<', results)
-    bad = client.post("/study/1/results", data={"csrf_token": token, "referral": "none"})
+    bad = client.post(f"/study/{study.id}/results", data={"csrf_token": token, "referral": "none"})
     assert bad.status_code == 400 and b"Choose a grade" in bad.data
-    ok = client.post("/study/1/results", data={"csrf_token": token, "grade": "1", "maculopathy": "no",
-                                               "referral": "routine"})
+    ok = client.post(f"/study/{study.id}/results", data={"csrf_token": token, "grade": "1", "maculopathy": "no",
+                                                          "referral": "routine"})
     assert ok.status_code == 302
+    reviewed = [r for r in services.store.results_for_study(study.id) if r.kind == "reviewed"]
+    # The store keeps shown lesions the clinician left alone (the model's call) and the added one.
+    assert len(reviewed) == 1 and reviewed[0].lesion_count == len(shown) + 1 and reviewed[0].signed_by == "clara"
+    assert reviewed[0].grade.startswith("1 - Mild non-proliferative DR")
+    assert {i.kind for i in services.store.outbox(study_id=study.id) if i.result_id == reviewed[0].id} == {"seg", "sr"}
     assert "Results pending sync" in client.get("/").get_data(as_text=True)
-    pdf = client.get("/study/1/report.pdf").data
+    pdf = client.get(f"/study/{study.id}/report.pdf").data
     assert pdf.startswith(b"%PDF-1.4") and pdf.rstrip().endswith(b"%%EOF")
     xref = int(pdf[pdf.rindex(b"startxref") + 9:].split()[0])
     assert pdf[xref:xref + 4] == b"xref"
@@ -62,34 +93,64 @@ def test_pointer_gaze_decisions_signoff_and_pdf(app, fundus_png):
     assert b"Mild non-proliferative DR" in pdf and b"/DCTDecode" in pdf
 
 
-def test_overlay_and_display_images(app, fundus_png):
+def test_unknown_live_lesion_is_recorded_as_added(app, services, fundus_png):
+    """A live lesion whose id the stored result lacks (it should not happen) is stored as added."""
+    from appliance.glance.lesions import Lesion
+
     client = app.test_client()
     _, token = login(client)
-    _import(client, token, fundus_png)
-    assert client.get("/image/1/display.jpg").data[:3] == b"\xff\xd8\xff"
-    assert client.get("/image/1/overlay.jpg").data[:3] == b"\xff\xd8\xff"
-    assert client.get("/reader/marker/0.png").data[:4] == b"\x89PNG"
+    study = import_photo(client, token, fundus_png, services)
+    hub = app.extensions["glanceseg_hub"]
+    mask = np.ones((5, 5), bool)
+    new_id = hub.resolve(study.image_id, Lesion(999_999_999, 100.0, 100.0, 25, (98, 98, 103, 103), 0.9, "saliency", mask))
+    _, added = services.store.lesion_states(study.auto_result_id)
+    assert [a.id for a in added] == [new_id] and added[0].area_px == 25
+
+
+def test_overlay_display_and_marker_images(app, services, fundus_png):
+    from appliance.gaze.screen_mapping import screen_markers
+
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services)
+    assert client.get(f"/image/{study.image_id}/display.jpg").data[:3] == b"\xff\xd8\xff"
+    assert client.get(f"/image/{study.image_id}/overlay.jpg").data[:3] == b"\xff\xd8\xff"
+    png = client.get("/reader/marker/0.png").data
+    assert png[:4] == b"\x89PNG"
+    d, t = app.config["GLANCESEG"].display, app.config["GLANCESEG"].tracker
+    assert png == screen_markers(d.width_px, d.height_px, t.marker_size_px, t.marker_margin_px)[0].png()
     assert client.get("/reader/marker/9.png").status_code == 404
 
 
-def test_replay_rejects_bad_csv(app, fundus_png):
+def test_replay_rejects_bad_csv(app, services, fundus_png):
     client = app.test_client()
     _, token = login(client)
-    _import(client, token, fundus_png)
-    resp = client.post("/api/reader/1/replay", data={"gaze": (io.BytesIO(b"a,b\n1,2\n"), "g.csv")},
+    study = import_photo(client, token, fundus_png, services)
+    resp = client.post(f"/api/reader/{study.image_id}/replay", data={"gaze": (io.BytesIO(b"a,b\n1,2\n"), "g.csv")},
                        headers={"X-CSRF-Token": token}, content_type="multipart/form-data")
     assert resp.status_code == 400 and "cannot be read" in resp.get_json()["error"]
 
 
-def test_demo_prepares_users_and_samples(ui_config):
-    pin = prepare_demo(ui_config)
-    assert re.fullmatch(r"\d{6}", pin)
-    app = create_app(ui_config)
-    client = app.test_client()
-    login(client, "demo", pin)
-    page = client.get("/").get_data(as_text=True)
-    assert "DEMO-001" in page
-    app.extensions["glanceseg_hub"].close()
+def test_demo_imports_samples_through_the_worker(ui_config, engine, monkeypatch, tmp_path):
+    from appliance.ui import demo
+    from appliance.ui.services import Services
+
+    monkeypatch.setattr(demo, "sample_photographs", lambda: [fundus_crop(tmp_path / "IDRiD_03_crop.png", 384)])
+    services = Services(config=ui_config, engine=engine)
+    try:
+        pin = prepare_demo(ui_config, services)
+        assert re.fullmatch(r"\d{6}", pin)
+        app = create_app(ui_config, services)
+        client = app.test_client()
+        login(client, "demo", pin)
+        assert services.analysis.wait_idle(300)
+        page = client.get("/").get_data(as_text=True)
+        assert "DEMO-001" in page and "IDRiD_03_crop.png" in page
+        assert [s.patient_id for s in services.store.worklist()] == ["DEMO-001"]
+        app.extensions["glanceseg_hub"].close()
+    finally:
+        services.close()
+        services.store.close()
 
 
 def test_lan_requires_tls(ui_config):

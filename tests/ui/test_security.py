@@ -96,13 +96,17 @@ def _upload(client, token, name, data):
                                         "files": (io.BytesIO(data), name)}, content_type="multipart/form-data")
 
 
-def test_upload_accepts_photograph(app, fundus_png):
+def test_upload_accepts_photograph(app, services, fundus_png):
     client = app.test_client()
     _, token = login(client)
     resp = _upload(client, token, "fundus_a.png", fundus_png.read_bytes())
     assert resp.status_code == 302
+    assert services.analysis.wait_idle(300)
     page = client.get("/").get_data(as_text=True)
     assert "P-001" in page and "fundus_a.png" in page and "New" in page
+    (study,) = services.store.worklist()
+    assert study.patient_id == "P-001" and study.eye == "R" and not study.reviewed
+    assert services.store.get_result(study.auto_result_id).mode == "scan"
 
 
 def test_upload_rejects_non_image(app):
@@ -118,23 +122,23 @@ def test_upload_rejects_non_image(app):
 def test_upload_rejects_oversize(app):
     client = app.test_client()
     _, token = login(client)
-    resp = _upload(client, token, "big.png", b"\x89PNG" + b"\0" * (2 * 2 ** 20))
+    resp = _upload(client, token, "big.png", b"\x89PNG" + b"\0" * (3 * 2 ** 20))
     assert resp.status_code == 413
-    assert "too large" in resp.get_data(as_text=True) and "1 MB" in resp.get_data(as_text=True)
+    assert "too large" in resp.get_data(as_text=True) and "2 MB" in resp.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd.png", "..\\evil.png", "/abs/x.png", ".hidden.png"])
-def test_upload_rejects_traversal_name(app, fundus_png, name):
+def test_upload_rejects_traversal_name(app, services, fundus_png, name):
     client = app.test_client()
     _, token = login(client)
     resp = _upload(client, token, name, fundus_png.read_bytes())
     text = resp.get_data(as_text=True)
     assert resp.status_code == 400
     assert "not allowed" in text and "without folders" in text
-    assert not list((app.config["GLANCESEG"].data_dir / "photographs").glob("*")) if (app.config["GLANCESEG"].data_dir / "photographs").exists() else True
+    assert not services.analysis.jobs() and not services.store.worklist()
 
 
-def test_folder_import_stays_in_roots(app, ui_config, fundus_png, tmp_path):
+def test_folder_import_stays_in_roots(app, services, ui_config, fundus_png, tmp_path):
     client = app.test_client()
     _, token = login(client)
     outside = tmp_path / "outside"
@@ -149,8 +153,10 @@ def test_folder_import_stays_in_roots(app, ui_config, fundus_png, tmp_path):
     resp = client.post("/import", data={"csrf_token": token, "patient_id": "P-2", "eye": "L", "source": "folder",
                                         "folder": str(usb / "stick" / ".." / "stick")})
     assert resp.status_code == 302
+    assert services.analysis.wait_idle(300)
     page = client.get("/").get_data(as_text=True)
     assert page.count("a.png") >= 1 and "link.png" not in page
+    assert [s.patient_id for s in services.store.worklist()] == ["P-2"]
 
 
 def test_audit_log_hash_chain(app):

@@ -10,10 +10,15 @@
   var NS = "http://www.w3.org/2000/svg";
   var view = {s: 1, tx: 0, ty: 0, fit: 1};
   var lesions = {};          /* id -> lesion json (+decision) */
-  var undoStack = [];
   var current = null;        /* lesion id the menu is open for */
-  window.glanceLatencies = [];  /* ms from fixation to lesion drawn (read by the tests) */
+  window.glanceLatencies = [];  /* ms from fixation end to each lesion drawn (read by the tests) */
+  window.glanceFirstDrawn = {};  /* fixation end (wall ms) -> ms to its first lesion drawn */
   window.glanceEvents = 0;
+
+  /* Corner markers: unscaled, at the screen position screen_markers() gave (data-x, data-y). */
+  Array.prototype.forEach.call(document.querySelectorAll("img.marker"), function (m) {
+    m.style.left = m.getAttribute("data-x") + "px"; m.style.top = m.getAttribute("data-y") + "px";
+  });
 
   stage.style.width = D.width + "px";
   stage.style.height = D.height + "px";
@@ -45,7 +50,7 @@
   function radius(l) { return Math.max(Math.sqrt(l.area_px / Math.PI) + 4, 6); }
   function draw(l) {
     var el = document.getElementById("lesion-" + l.id);
-    if (!visible(l) || l.decision === "withdrawn") { if (el) { el.remove(); } return el; }
+    if (!visible(l)) { if (el) { el.remove(); } return el; }
     if (!el) {
       el = document.createElementNS(NS, "circle");
       el.setAttribute("id", "lesion-" + l.id);
@@ -59,7 +64,7 @@
   }
   function recount() {
     var n = 0, k;
-    for (k in lesions) { if (visible(lesions[k]) && lesions[k].decision !== "withdrawn" && lesions[k].decision !== "rejected") { n++; } }
+    for (k in lesions) { if (visible(lesions[k]) && lesions[k].decision !== "rejected") { n++; } }
     countEl.textContent = n + " marked";
   }
   function say(t) { statusEl.textContent = t; }
@@ -109,7 +114,11 @@
     window.glanceEvents++;
     if (el && visible(l) && !old) {
       requestAnimationFrame(function () {
-        setTimeout(function () { window.glanceLatencies.push(Date.now() - ev.fixation_wall_ms); }, 0);
+        setTimeout(function () {
+          var ms = Date.now() - ev.fixation_wall_ms, key = String(ev.fixation_wall_ms);
+          window.glanceLatencies.push(ms);
+          if (!(key in window.glanceFirstDrawn)) { window.glanceFirstDrawn[key] = ms; }
+        }, 0);
       });
     }
   });
@@ -117,12 +126,20 @@
   window.addEventListener("pagehide", function () { es.close(); });
   es.addEventListener("replay_done", function () { say(D.text.replay_done); document.body.setAttribute("data-replay-done", "1"); });
 
-  /* --- decisions --- */
-  function decide(id, decision, push) {
-    var l = lesions[id], prev = l.decision;
+  /* --- decisions: each is recorded in the store at once; Undo undoes the latest one there.
+     Requests go one after another, so the store records them in the order the clinician made
+     them (a slow request never lets a later one overtake it). --- */
+  var undoable = 0, queue = Promise.resolve();
+  function send(url, body) {
+    var p = queue.then(function () { return window.glancePost(url, body); });
+    queue = p.catch(function () { return null; });
+    return p;
+  }
+  function decide(id, decision) {
+    var l = lesions[id];
     l.decision = decision; draw(l); recount();
-    if (push) { undoStack.push({id: id, prev: prev}); undoBtn.disabled = false; }
-    return window.glancePost(D.decision_url, {lesion_id: id, decision: decision});
+    undoable++; undoBtn.disabled = false;
+    return send(D.decision_url, {lesion_id: id, decision: decision});
   }
   function openMenu(id, cx, cy) {
     current = id;
@@ -133,22 +150,27 @@
     menu.classList.remove("hidden");
   }
   function closeMenu() { menu.classList.add("hidden"); current = null; }
-  document.getElementById("accept").addEventListener("click", function () { if (current !== null) { decide(current, "accepted", true); } closeMenu(); });
-  document.getElementById("reject").addEventListener("click", function () { if (current !== null) { decide(current, "rejected", true); } closeMenu(); });
+  document.getElementById("accept").addEventListener("click", function () { if (current !== null) { decide(current, "accepted"); } closeMenu(); });
+  document.getElementById("reject").addEventListener("click", function () { if (current !== null) { decide(current, "rejected"); } closeMenu(); });
   document.getElementById("menu-close").addEventListener("click", closeMenu);
   undoBtn.addEventListener("click", function () {
-    var u = undoStack.pop();
-    if (!u) { return; }
-    var back = u.prev === undefined ? null : u.prev;
-    if (u.added) { back = "withdrawn"; }
-    decide(u.id, back, false).then(function () { say(D.text.undone); });
-    undoBtn.disabled = undoStack.length === 0;
+    send(D.undo_url, {}).then(function (r) {
+      if (!r.ok) { say(r.error || ""); return; }
+      undoable = Math.max(0, undoable - 1); undoBtn.disabled = undoable === 0;
+      if (r.lesion_id === null) { say(D.text.nothing_to_undo); return; }
+      var l = lesions[r.lesion_id];
+      if (l) {
+        if (r.present) { l.decision = r.decision; draw(l); }
+        else { delete lesions[r.lesion_id]; var el = document.getElementById("lesion-" + r.lesion_id); if (el) { el.remove(); } }
+      }
+      recount(); say(D.text.undone);
+    });
   });
   function hit(p) {
     var best = null, bestD = Infinity, tol = 14 / view.s, k;
     for (k in lesions) {
       var l = lesions[k];
-      if (!visible(l) || l.decision === "withdrawn") { continue; }
+      if (!visible(l)) { continue; }
       var d = Math.hypot(l.x - p.x, l.y - p.y);
       if (d <= radius(l) + tol && d < bestD) { best = l; bestD = d; }
     }
@@ -159,10 +181,10 @@
     if (l) { openMenu(l.id, cx, cy); return; }
     closeMenu();
     if (p.x < 0 || p.y < 0 || p.x >= D.width || p.y >= D.height) { return; }
-    window.glancePost(D.prompt_url, {x: p.x, y: p.y}).then(function (r) {
+    send(D.prompt_url, {x: p.x, y: p.y}).then(function (r) {
       if (!r.ok) { say(r.error || D.text.nothing); return; }
       r.lesion.decision = "added"; lesions[r.lesion.id] = r.lesion; draw(r.lesion); recount();
-      undoStack.push({id: r.lesion.id, prev: null, added: true}); undoBtn.disabled = false;
+      undoable++; undoBtn.disabled = false;
       say(D.text.added);
     });
   }
@@ -173,14 +195,36 @@
   document.getElementById("toggle-pointer").addEventListener("click", function () {
     pointerGaze = !pointerGaze; this.setAttribute("aria-pressed", pointerGaze ? "true" : "false");
     if (pointerGaze) { sourceBefore = sourceLabel.textContent; sourceLabel.textContent = "pointer"; }
-    else { sourceLabel.textContent = sourceBefore; }
+    else {
+      sourceLabel.textContent = sourceBefore;
+      if (lastPointer) { gazeBuf.push({gone: true, t_ms: performance.timeOrigin + performance.now()}); }
+      lastPointer = null;
+    }
   });
+  /* A resting pointer is a steady gaze: repeat its last position every 40 ms (a tracker streams
+     continuously; fixation detection needs samples, not only moves). Leaving the photograph is
+     a gap (no gaze), which ends the fixation. */
+  var lastPointer = null, lastSampleMs = 0;
+  function pushGaze(x, y, xs, ys, tMs) {
+    gazeBuf.push({x: x, y: y, xs: xs, ys: ys, t_ms: tMs, ppd: D.screen_px_per_deg / view.s});
+    lastSampleMs = tMs;
+  }
   function gazeSample(e) {
     if (!pointerGaze) { return; }
     var p = toImage(e.clientX, e.clientY);
-    gazeBuf.push({x: p.x, y: p.y, xs: e.screenX, ys: e.screenY, t_ms: performance.timeOrigin + e.timeStamp,
-                  ppd: D.screen_px_per_deg / view.s});
+    lastPointer = {x: p.x, y: p.y, xs: e.screenX, ys: e.screenY};
+    pushGaze(p.x, p.y, e.screenX, e.screenY, performance.timeOrigin + e.timeStamp);
   }
+  setInterval(function () {
+    var now = performance.timeOrigin + performance.now();
+    if (pointerGaze && lastPointer && now - lastSampleMs >= 35) {
+      pushGaze(lastPointer.x, lastPointer.y, lastPointer.xs, lastPointer.ys, now);
+    }
+  }, 40);
+  vp.addEventListener("pointerleave", function () {
+    if (pointerGaze && lastPointer) { gazeBuf.push({gone: true, t_ms: performance.timeOrigin + performance.now()}); }
+    lastPointer = null;
+  });
   setInterval(function () {
     if (!gazeBuf.length) { return; }
     var batch = gazeBuf.splice(0, 400);

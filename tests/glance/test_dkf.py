@@ -1,0 +1,96 @@
+"""Domain-knowledge filter: rules, scores, duplicates, the learned ranker's file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from appliance.glance.candidates import Candidate, detect
+from appliance.glance.dkf import DkfParams, apply_rules, hand_score, mask_measures, score_candidates
+from appliance.glance.ranker import DEFAULT_RANKER_PATH, Ranker, load_ranker
+
+SYN_UM = 8.0  # µm per px of conftest.synthetic_fundus
+
+GOOD = {"diameter_um": 60.0, "elongation": 1.2, "contrast_tex": 6.0, "vessel_ratio": 0.5,
+        "ray_min": 0.2, "texture": 0.02, "ray_consistency": 0.8}
+
+
+def _cand(x=50.0, y=50.0, **over):
+    return Candidate(x, y, 4.0, 0.1, {**GOOD, **over})
+
+
+def test_good_dot_passes_every_rule():
+    fov = np.ones((100, 100), bool)
+    assert apply_rules(_cand(), {}, fov) == []
+
+
+@pytest.mark.parametrize("over, word", [
+    ({"diameter_um": 5.0}, "small"), ({"diameter_um": 400.0}, "large"),
+    ({"elongation": 5.0}, "elongated"), ({"contrast_tex": 0.2}, "contrast"),
+    ({"vessel_ratio": 9.0}, "vessel"),
+])
+def test_each_rule_gives_a_reason(over, word):
+    reasons = apply_rules(_cand(**over), {}, None)
+    assert len(reasons) == 1 and word in reasons[0]
+
+
+def test_outside_fov_and_mask_measures_override_features():
+    fov = np.zeros((100, 100), bool)
+    assert any("field of view" in r for r in apply_rules(_cand(), {}, fov))
+    big = np.ones((100, 100), bool)  # a mask filling a 100 px box: 400 µm at 4 µm/px
+    m = mask_measures(big, 4.0)
+    assert m["diameter_um"] > 300
+    assert any("large" in r for r in apply_rules(_cand(), m, None))
+
+
+def test_hand_score_prefers_contrast_and_round_profiles():
+    assert hand_score(GOOD) > hand_score({**GOOD, "ray_min": 0.02})
+    assert hand_score(GOOD) > hand_score({**GOOD, "ray_consistency": 0.1})
+    assert 0.0 <= hand_score({}) <= 1.0
+
+
+def test_scores_rank_rule_breakers_and_duplicates_down_but_keep_them():
+    fov = np.ones((200, 200), bool)
+    cands = [_cand(50, 50), _cand(52, 50), _cand(150, 150, elongation=6.0)]
+    out = score_candidates(cands, fov, 4.0, use_ranker=False)
+    assert len(out) == 3
+    assert out[0].candidate is cands[0] and out[0].keep and out[0].reasons == []
+    dup = next(s for s in out if s.candidate is cands[1])
+    assert "duplicate" in dup.reasons[-1] and not dup.keep
+    el = next(s for s in out if s.candidate is cands[2])
+    assert el.score == pytest.approx(el.base_score * DkfParams().penalty)
+    assert [s.score for s in out] == sorted((s.score for s in out), reverse=True)
+    assert all(0.0 <= s.score <= 1.0 for s in out)
+
+
+def test_masks_must_match_candidates():
+    with pytest.raises(ValueError):
+        score_candidates([_cand()], None, 4.0, masks=[], use_ranker=False)
+
+
+def test_synthetic_dot_outranks_vessel_candidates(syn):
+    rgb, fov, dot, _ = syn
+    scored = score_candidates(detect(rgb, fov, SYN_UM), fov.mask, SYN_UM)
+    top = scored[0].candidate
+    assert np.hypot(top.x - dot[0], top.y - dot[1]) < 2.0
+
+
+def test_real_crop_microaneurysms_rank_first(real_crop):
+    rgb, fov, mas = real_crop
+    scored = score_candidates(detect(rgb, fov, 10.0), fov.mask, 10.0, use_ranker=False)
+    top2 = [(s.candidate.x, s.candidate.y) for s in scored[:2]]
+    for xy in mas:
+        assert min(np.hypot(x - xy[0], y - xy[1]) for x, y in top2) < 3.0
+
+
+def test_committed_ranker_loads_and_round_trips():
+    ranker = load_ranker()
+    if ranker is None:
+        pytest.skip(f"no ranker at {DEFAULT_RANKER_PATH}")
+    again = Ranker.from_json(ranker.to_json())
+    rows = [GOOD, {**GOOD, "contrast_tex": 1.0}]
+    patches = np.zeros((2, 15, 15), np.float32) if ranker.use_patch else None
+    p1 = ranker.probability(rows, patches)
+    p2 = again.probability(rows, patches)
+    assert np.all((p1 >= 0) & (p1 <= 1))
+    np.testing.assert_allclose(p1, p2, rtol=1e-3)

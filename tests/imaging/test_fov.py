@@ -1,0 +1,54 @@
+"""Field of view on synthetic discs, including a circle cropped like IDRiD's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from appliance.imaging.fov import find_fov
+
+
+def _disc(h, w, cx, cy, r, level=120):
+    yy, xx = np.mgrid[:h, :w]
+    img = np.zeros((h, w, 3), np.uint8)
+    inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= r ** 2
+    img[inside] = (level + 40, level, level // 3)
+    return img, inside
+
+
+def test_full_disc_centre_radius_and_mask():
+    img, inside = _disc(400, 500, 250, 200, 180)
+    fov = find_fov(img)
+    assert fov.center_xy == pytest.approx((250, 200), abs=2)
+    assert fov.radius_px == pytest.approx(180, abs=2)
+    assert fov.diameter_px == pytest.approx(2 * fov.radius_px)
+    assert fov.mask.shape == (400, 500)
+    assert (fov.mask ^ inside).mean() < 0.01
+
+
+def test_cropped_circle_keeps_the_true_diameter():
+    # Like IDRiD: the circle is cut by the top and bottom edges of the image.
+    img, _ = _disc(300, 420, 210, 150, 200)
+    fov = find_fov(img)
+    assert fov.radius_px == pytest.approx(200, rel=0.02)
+    assert fov.coverage < 0.95
+
+
+def test_dark_lesions_inside_do_not_make_holes():
+    img, inside = _disc(300, 300, 150, 150, 120)
+    img[140:160, 140:160] = 0
+    fov = find_fov(img)
+    assert fov.mask[150, 150]
+
+
+def test_crop_pads_outside_the_image():
+    img, _ = _disc(100, 100, 50, 50, 40)
+    fov = find_fov(img)
+    crop = fov.crop(-10, -10, 20, 20)
+    assert crop.shape == (30, 30)
+    assert not crop[:10].any()
+
+
+def test_rejects_wrong_shape():
+    with pytest.raises(ValueError):
+        find_fov(np.zeros((4, 4, 2), np.uint8))

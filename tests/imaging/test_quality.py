@@ -1,0 +1,81 @@
+"""Image-quality check flags blurred and dark photographs."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from appliance.imaging.fov import find_fov
+from appliance.imaging.normalise import green_channel, normalised_green
+from appliance.imaging.quality import check_quality
+
+
+def _fundus(seed=0, size=600):
+    """A synthetic sharp fundus: orange disc, dark vessels, speckle texture, dark dots."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size, 3), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    inside = (xx - size / 2) ** 2 + (yy - size / 2) ** 2 <= (0.45 * size) ** 2
+    base = np.full((size, size), 110.0) + rng.normal(0, 6, (size, size))
+    base = cv2.GaussianBlur(base.astype(np.float32), (0, 0), 0.8)
+    for k in range(8):
+        a = rng.uniform(0, np.pi)
+        p0 = (int(size / 2 + 250 * np.cos(a)), int(size / 2 + 250 * np.sin(a)))
+        p1 = (int(size / 2 - 250 * np.cos(a)), int(size / 2 - 250 * np.sin(a)))
+        cv2.line(base, p0, p1, 70.0, 2 + k % 3)
+    for _ in range(20):
+        cv2.circle(base, (int(rng.uniform(100, 500)), int(rng.uniform(100, 500))), 2, 75.0, -1)
+    g = np.clip(base, 0, 255)
+    img[..., 0] = np.clip(g * 1.6, 0, 255).astype(np.uint8)
+    img[..., 1] = g.astype(np.uint8)
+    img[..., 2] = (g * 0.3).astype(np.uint8)
+    img[~inside] = 0
+    return img
+
+
+UM = 10.0  # µm per px of the synthetic image
+
+
+def test_sharp_photograph_is_gradable():
+    img = _fundus()
+    report = check_quality(img, find_fov(img), UM)
+    assert report.gradable, report.reasons
+    assert set(report.measures) >= {"focus", "median_luma", "dark_fraction", "circle_coverage"}
+
+
+def test_blurred_photograph_is_ungradable():
+    img = _fundus()
+    fov = find_fov(img)
+    blurred = cv2.GaussianBlur(img, (0, 0), 6)
+    report = check_quality(blurred, fov, UM)
+    assert not report.gradable
+    assert any("focus" in r for r in report.reasons)
+
+
+def test_dark_photograph_is_ungradable():
+    img = _fundus()
+    fov = find_fov(img)
+    dark = (img * 0.12).astype(np.uint8)
+    report = check_quality(dark, fov, UM)
+    assert not report.gradable
+    assert any("dark" in r for r in report.reasons)
+
+
+def test_tiny_field_of_view_is_ungradable():
+    img = _fundus()
+    img[:, :] = 0
+    img[280:320, 280:320] = (160, 110, 30)
+    report = check_quality(img, find_fov(img), UM)
+    assert not report.gradable
+
+
+def test_normalised_green_is_weber_contrast():
+    img = _fundus()
+    fov = find_fov(img)
+    norm, inside, factor = normalised_green(img, fov.mask, UM, work_um_per_px=20.0)
+    assert factor == 2
+    assert np.median(norm[inside]) == pytest.approx(1.0, abs=0.05)
+    assert norm[~inside].max() == 0.0
+    with pytest.raises(ValueError):
+        green_channel(np.zeros((3, 3), np.uint8))
