@@ -11,7 +11,7 @@ PORT ?= 8080
 .PHONY: run test test-fast venv build-venv models eval bench lint clean
 
 run: $(STAMP)
-	$(BIN)/glanceseg models verify
+	$(BIN)/glanceseg models check
 	$(BIN)/glanceseg serve --demo --host $(HOST) --port $(PORT)
 
 # The whole suite. pytest exits 5 when it collects no test; make treats that as failure too.

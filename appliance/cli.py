@@ -27,7 +27,7 @@ COMMAND_MODULES = (
     "appliance.gaze.cli_tracker",     # tracker check
     "appliance.store.cli_store",      # study add
     "appliance.sync.cli_sync",        # sync
-    "appliance.sync.cli_models",      # models sign|install|rollback|list|verify
+    "appliance.sync.cli_models",      # models check|sign|install|rollback|list|verify, software
     "appliance.store.cli_annotations",  # annotations export
     "appliance.finetune.cli_finetune",  # finetune
     "appliance.ui.cli_ui",            # serve, status
@@ -36,7 +36,8 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every area's sub-commands."""
-    parser = argparse.ArgumentParser(prog="glanceseg", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="glanceseg", description="GlanceSeg: gaze-guided microaneurysm segmentation for DR screening.")
     parser.add_argument("--config", type=Path, default=None, help="TOML configuration file (default: $GLANCESEG_CONFIG)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -90,9 +90,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class GlanceConfig:
-    """Detection settings shared by scan and gaze mode."""
+    """Detection settings shared by scan and gaze mode.
+
+    ``display_threshold``: lesions scoring at least this are shown (and in ``mask.png``);
+    ``prompt_min_score``: candidates scoring at least this at the saliency stage are
+    segmented by the model; ``use_model``: load the SAM model at all.
+    """
 
     display_threshold: float = 0.5
+    prompt_min_score: float = 0.3
     use_model: bool = True
 
 

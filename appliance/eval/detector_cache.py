@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path("/tmp/glanceseg-cache")
 #: Candidates measured per photograph before ranking (the ranker keeps the best few hundred).
 SCAN_CANDIDATES = 4000
-_VERSION = 4
+_VERSION = 5
 
 
 @dataclass

@@ -209,15 +209,16 @@ class ImageSession:
                 for lesion in lesions:
                     emit("new", lesion, cell.key)
                 pending.append((cell, candidates, result))
-        if use_model and self.engine.predictor is not None:
-            for cell, candidates, result in pending:
+        if use_model and self.engine.predictor is not None and pending:
+            t0 = time.perf_counter()
+            prompts = self._prompt_all(pending)
+            model_ms = (time.perf_counter() - t0) * 1e3 / len(pending)
+            for (cell, candidates, result), cell_prompts in zip(pending, prompts):
                 if not candidates:
                     continue
-                t0 = time.perf_counter()
-                refined = self._refine(cell, candidates)
-                result.timings_ms["model"] = (time.perf_counter() - t0) * 1e3
-                result.lesions = refined
-                for lesion in refined:
+                result.lesions = self._score(cell, candidates, cell_prompts)
+                result.timings_ms["model"] = model_ms
+                for lesion in result.lesions:
                     emit("updated", lesion, cell.key)
         return events
 
@@ -266,15 +267,30 @@ class ImageSession:
         xy = np.array([[c.x, c.y] for c in candidates]).reshape(-1, 2)
         return np.column_stack([xy - half[:, None], xy + half[:, None]])
 
-    def _refine(self, cell: Tile, candidates: list[Candidate]) -> list[Lesion]:
-        prompted = [i for i, c in enumerate(candidates) if dkf.worth_prompting(c)]
-        masks: list[Optional[PromptResult]] = [None] * len(candidates)
-        if prompted:
-            boxes = self._prompt_boxes([candidates[i] for i in prompted])
+    def _prompt_all(self, pending: list[tuple[Tile, list[Candidate], CellResult]]) -> list[list[Optional[PromptResult]]]:
+        """Prompt the model for the candidates worth it, in one batched predictor call.
+
+        Worth it: the saliency-stage score reaches ``[glance] prompt_min_score``. The
+        encoder costs ~0.5 s a tile, and zero-shot the model refines the shape of a lesion
+        rather than deciding whether it is one (DESIGN.md), so its time goes to the lesions
+        a clinician may be shown. The rule looks at one candidate alone, so it does not
+        depend on which cells were processed together. The predictor groups the boxes by
+        model tile: each tile is encoded once and decoded in one batch.
+        """
+        floor = self.config.glance.prompt_min_score
+        per_cell = [c for _, c, _ in pending]
+        out: list[list[Optional[PromptResult]]] = [[None] * len(c) for c in per_cell]
+        where = []
+        for i, (cell, cands, result) in enumerate(pending):
+            scores = {l.id: l.score for l in result.lesions}
+            base = self.cell_index(cell.key) * ID_STRIDE
+            where += [(i, j) for j, c in enumerate(cands) if scores.get(base + j, -1.0) >= floor]
+        if where:
+            boxes = self._prompt_boxes([per_cell[i][j] for i, j in where])
             results = self.engine.predictor.segment_boxes(self.photo.sha256, self.photo.rgb, boxes)
-            for i, r in zip(prompted, results):
-                masks[i] = r
-        return self._score(cell, candidates, masks)
+            for (i, j), r in zip(where, results):
+                out[i][j] = r
+        return out
 
     def _score(self, cell: Tile, candidates: list[Candidate], masks: list[Optional[PromptResult]]) -> list[Lesion]:
         base = self.cell_index(cell.key) * ID_STRIDE

@@ -33,6 +33,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from appliance.imaging.normalise import background as normalise_background
+from appliance.imaging.normalise import fill_outside
+
 logger = logging.getLogger(__name__)
 
 N_ORIENTATIONS = 12
@@ -155,13 +158,14 @@ def margin_px(um_per_px: float, params: SaliencyParams = SaliencyParams()) -> in
     """Context in image px a window needs so its inside equals the whole-image result.
 
     It adds the radii of the chained filters (fill → closing/median → smoothing/noise) plus
-    room for the candidate features (:mod:`appliance.glance.candidates` looks up to ~3 line
-    lengths around a peak).
+    room for the candidate features (:mod:`appliance.glance.candidates` looks up to one line
+    length around a peak).
     """
     f = work_factor(um_per_px, params)
     s = _sizes(f * um_per_px, params)
-    chain = s["fill"] // 2 + max(s["line"], s["background"] // 2, s["vessel"]) \
-        + 4 * max(s["smooth"], s["noise"]) + 3 * s["line"] + 4
+    blur = max(_odd(8 * s["smooth"] + 1), _odd(6 * s["noise"] + 1)) // 2
+    chain = s["fill"] // 2 + max(s["line"], s["background"] // 2, s["vessel"]) + blur \
+        + s["line"] + 4
     return int(math.ceil(chain * f + f))
 
 
@@ -259,18 +263,10 @@ def _compute(crop: np.ndarray, fov: np.ndarray, f: int, work_um: float,
     green = _block_mean(crop[:, :, 1], f)
     red = _block_mean(crop[:, :, 0], f)
     inside = _block_mean(fov.astype(np.float32), f) > 0.5
-    m = inside.astype(np.float32)
     # Fill the margin with the local FOV average so the aperture edge is not a dark structure.
-    k = (s["fill"], s["fill"])
-    num = cv2.boxFilter(green * m, -1, k, normalize=False, borderType=cv2.BORDER_REFLECT)
-    den = cv2.boxFilter(m, -1, k, normalize=False, borderType=cv2.BORDER_REFLECT)
-    fill = np.where(den > 0.5, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
-    g = np.where(inside, green, fill).astype(np.float32)
-    g8 = np.clip(np.rint(g), 0, 255).astype(np.uint8)
-
+    g = fill_outside(green, inside, s["fill"])
     # Background level: median over a window much larger than any MA or vessel width.
-    background = cv2.medianBlur(g8, min(s["background"], 255)).astype(np.float32)
-    background = np.maximum(background, 1.0)
+    background = normalise_background(g, s["background"])
     # Linear top-hat: min over orientations of line closings removes MAs but keeps vessels.
     closed = None
     for kern in _lines(s["line"]):
@@ -283,7 +279,7 @@ def _compute(crop: np.ndarray, fov: np.ndarray, f: int, work_um: float,
     ks = _odd(8 * s["smooth"] + 1)
     saliency = cv2.GaussianBlur(tophat, (ks, ks), s["smooth"], borderType=cv2.BORDER_REFLECT)
     vessel = cv2.GaussianBlur(vessel, (ks, ks), s["smooth"], borderType=cv2.BORDER_REFLECT)
-    kn = _odd(8 * s["noise"] + 1)
+    kn = _odd(6 * s["noise"] + 1)  # 3-sigma support keeps the gaze-window margin small
     noise = cv2.GaussianBlur(tophat, (kn, kn), s["noise"], borderType=cv2.BORDER_REFLECT)
     noise = np.maximum(noise, 1e-4)
     # Texture: local RMS of the fine detail (Weber units), the background a dot must beat.

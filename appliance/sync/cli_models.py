@@ -56,6 +56,9 @@ def register(subparsers: Any) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=run_list, kind=kind.value)
 
+    p = msub.add_parser("check", help="check the active model files against their manifest (sha256)")
+    p.set_defaults(handler=run_check)
+
     p = msub.add_parser("verify", help="check a bundle's signature and hashes without installing")
     p.add_argument("source", type=Path, help="bundle file or folder")
     p.set_defaults(handler=run_verify)
@@ -142,6 +145,22 @@ def run_list(args: argparse.Namespace, config: Config) -> int:
         mark = "*" if v.active else "-" if v.previous else " "
         state = f"signed {v.info.created_utc}" if v.info else "INVALID"
         print(f"{mark} {v.version:<10} {state}")
+    return 0
+
+
+def run_check(args: argparse.Namespace, config: Config) -> int:
+    """Verify every file of the active model folder; what ``make run`` does before serving.
+
+    Raises
+    ------
+    ModelError
+        If the manifest or a file it names is missing or altered.
+    """
+    from appliance.glance.modelfiles import load_for_config, verify_all
+
+    files = load_for_config(config)
+    checked = verify_all(files)
+    print(f"models ok: {files.name} in {files.dir} ({len(checked)} files, manifest sha256 {files.manifest_sha256[:16]})")
     return 0
 
 

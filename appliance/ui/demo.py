@@ -10,7 +10,7 @@ import logging
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from appliance.config import Config
 

@@ -63,7 +63,8 @@ class LiveSession:
         self.glance = glance
         self.resolve = resolve
         self.threshold = threshold
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the pipeline: one step at a time
+        self._subs_lock = threading.Lock()  # lock order: lock -> _pub_lock -> _subs_lock
         self.subscribers: list[queue.Queue] = []
         self.replay_thread: Optional[threading.Thread] = None
         self.replay_stop = threading.Event()
@@ -83,19 +84,19 @@ class LiveSession:
     def subscribe(self) -> queue.Queue:
         """Return a queue that receives every event from now on."""
         q: queue.Queue = queue.Queue(maxsize=SUBSCRIBER_QUEUE)
-        with self.lock:
+        with self._subs_lock:
             self.subscribers.append(q)
         return q
 
     def unsubscribe(self, q: queue.Queue) -> None:
         """Stop delivering to ``q``."""
-        with self.lock:
+        with self._subs_lock:
             if q in self.subscribers:
                 self.subscribers.remove(q)
 
     def publish(self, event: dict[str, Any]) -> None:
         """Send one event to every subscriber; a full queue (a stalled browser) drops it."""
-        with self.lock:
+        with self._subs_lock:
             subs = list(self.subscribers)
         for q in subs:
             try:

@@ -17,8 +17,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
-import numpy as np
-
 from appliance.config import Config
 from appliance.gaze.base import GazeSample, SourceStatus
 from appliance.glance.lesions import Lesion

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -73,7 +74,8 @@ class StoreStudies:
         The process's store (thread-safe).
     """
 
-    _results: dict[int, SegmentationResult] = {}
+    #: automatic results by store, then result id (a store's results never change)
+    _results: "weakref.WeakKeyDictionary[Any, dict[int, SegmentationResult]]" = weakref.WeakKeyDictionary()
     _results_lock = threading.Lock()
 
     def __init__(self, store: Any) -> None:
@@ -82,15 +84,15 @@ class StoreStudies:
     # -- results -------------------------------------------------------------------------------
     def auto_result(self, result_id: int) -> SegmentationResult:
         """Return the automatic result (cached: stored results never change)."""
-        key = (id(self.store), result_id)
         with self._results_lock:
-            cached = self._results.get(key)  # type: ignore[call-overload]
+            cache = self._results.setdefault(self.store, {})
+            cached = cache.get(result_id)
         if cached is None:
             cached = self.store.load_result(result_id).result
             with self._results_lock:
-                if len(self._results) >= _CACHE_MAX:
-                    self._results.clear()
-                self._results[key] = cached  # type: ignore[index]
+                if len(cache) >= _CACHE_MAX:
+                    cache.clear()
+                cache[result_id] = cached
         return cached
 
     # -- worklist ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 
 from appliance.ui.app import audit, get_config, get_services, get_studies
 from appliance.ui.importing import (ImportRefused, candidate_folders, check_patient, folder_files, import_bytes,

@@ -12,7 +12,7 @@ from appliance.glance.ranker import DEFAULT_RANKER_PATH, Ranker, load_ranker
 SYN_UM = 8.0  # µm per px of conftest.synthetic_fundus
 
 GOOD = {"diameter_um": 60.0, "elongation": 1.2, "contrast_tex": 6.0, "vessel_ratio": 0.5,
-        "ray_min": 0.2, "texture": 0.02, "ray_consistency": 0.8}
+        "ray_min": 0.2, "texture": 0.02, "ray_consistency": 0.8, "p_min_20": 4.0, "p_max_80": 0.5}
 
 
 def _cand(x=50.0, y=50.0, **over):
@@ -44,7 +44,9 @@ def test_outside_fov_and_mask_measures_override_features():
 
 
 def test_hand_score_prefers_contrast_and_round_profiles():
-    assert hand_score(GOOD) > hand_score({**GOOD, "ray_min": 0.02})
+    assert hand_score(GOOD) > hand_score({**GOOD, "p_min_20": 1.0})
+    assert hand_score(GOOD) > hand_score({**GOOD, "p_max_80": 3.0})
+    assert hand_score(GOOD) > hand_score({**GOOD, "vessel_ratio": 3.0})
     assert hand_score(GOOD) > hand_score({**GOOD, "ray_consistency": 0.1})
     assert 0.0 <= hand_score({}) <= 1.0
 
@@ -94,3 +96,62 @@ def test_committed_ranker_loads_and_round_trips():
     p2 = again.probability(rows, patches)
     assert np.all((p1 >= 0) & (p1 <= 1))
     np.testing.assert_allclose(p1, p2, rtol=1e-3)
+
+
+def test_to_lesion_uses_the_saliency_mask_without_a_prompt(syn):
+    from appliance.glance.dkf import to_lesion
+
+    rgb, fov, dot, _ = syn
+    cands = detect(rgb, fov, SYN_UM)
+    best = min(cands, key=lambda c: np.hypot(c.x - dot[0], c.y - dot[1]))
+    lesion = to_lesion(best, None, rgb, fov, SYN_UM, lesion_id=7)
+    assert lesion is not None and lesion.id == 7 and lesion.source == "saliency"
+    x0, y0, x1, y1 = lesion.bbox
+    assert lesion.mask.shape == (y1 - y0, x1 - x0)
+    assert lesion.area_px == int(lesion.mask.sum()) > 0
+    assert x0 <= dot[0] < x1 and y0 <= dot[1] < y1
+    assert 0.0 < lesion.score <= 1.0
+
+
+def test_to_lesion_with_a_box_filling_model_mask_is_penalised_only_on_request(syn):
+    from types import SimpleNamespace
+
+    from appliance.glance.dkf import to_lesion
+
+    rgb, fov, dot, _ = syn
+    cands = detect(rgb, fov, SYN_UM)
+    best = min(cands, key=lambda c: np.hypot(c.x - dot[0], c.y - dot[1]))
+    plain = to_lesion(best, None, rgb, fov, SYN_UM, lesion_id=1)
+    prompt = SimpleNamespace(mask=np.ones((60, 60), bool), x0=int(dot[0]) - 30, y0=int(dot[1]) - 30)
+    same = to_lesion(best, prompt, rgb, fov, SYN_UM, lesion_id=1)
+    assert same.source == "model" and same.score == pytest.approx(plain.score)  # rules ignore it
+    boxed = to_lesion(best, prompt, rgb, fov, SYN_UM, lesion_id=1,
+                      params=DkfParams(use_mask_measures=True))
+    assert boxed.source == "model"
+    assert boxed.score < plain.score  # 480 µm across: too large for an MA
+
+
+def test_real_idrid_window_ranks_an_annotated_ma_high(idrid_dir):
+    """IDRiD_03 (tuning split): in a 400 px gaze window around its clearest MAs, an
+    annotated MA is among the three best-scored candidates."""
+    import cv2
+
+    from appliance.eval.froc import ground_truth_from_mask, match_lesions
+    from appliance.imaging.fov import find_fov
+    from appliance.imaging.scale import um_per_px
+
+    rgb = cv2.cvtColor(cv2.imread(str(idrid_dir / "images" / "IDRiD_03.jpg")), cv2.COLOR_BGR2RGB)
+    mask = cv2.imread(str(idrid_dir / "masks" / "IDRiD_03_MA.png"), cv2.IMREAD_GRAYSCALE)
+    truth = ground_truth_from_mask(mask)
+    fov = find_fov(rgb)
+    scale = um_per_px(fov.diameter_px, 50.0)
+    # The window centred on the densest cluster of annotated MAs.
+    c = truth.centers_xy
+    counts = [(np.hypot(*(c - p).T) < 200).sum() for p in c]
+    cx, cy = c[int(np.argmax(counts))]
+    win = (int(cx) - 200, int(cy) - 200, int(cx) + 200, int(cy) + 200)
+    scored = score_candidates(detect(rgb, fov, scale, window=win), fov.mask, scale)
+    assert scored
+    xy = np.array([[s.candidate.x, s.candidate.y] for s in scored[:3]])
+    hits = match_lesions(xy, np.array([s.score for s in scored[:3]]), truth)
+    assert hits.any()

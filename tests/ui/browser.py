@@ -47,8 +47,8 @@ class LiveServer:
         self.server.close()
 
 
-def chrome(tmp_path: Path) -> Any:
-    """A fresh headless Chromium with its own profile directory."""
+def chrome(tmp_path: Path, size: tuple[int, int] = (1280, 900)) -> Any:
+    """A fresh headless Chromium with its own profile directory and a ``size`` (w, h) window."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -56,7 +56,7 @@ def chrome(tmp_path: Path) -> Any:
     opts.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,900", f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+                 "--disable-dev-shm-usage", f"--window-size={size[0]},{size[1]}", f"--user-data-dir={tmp_path / 'chrome-profile'}"):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)

@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-from appliance.config import Config, load_config
 
 PIN = "246810"
 ADMIN_PIN = "135790"

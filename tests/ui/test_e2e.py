@@ -10,6 +10,7 @@ screen is saved under artifacts/screenshots/.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -20,9 +21,10 @@ import pytest
 
 from appliance.gaze.base import SourceStatus
 from appliance.ui import Services, create_app
+from appliance.ui.engine_live import image_px_per_deg
 
 from .browser import SCREENSHOTS, chrome, need_browser, served, shot
-from .helpers import PIN, fundus_crop, gaze_csv, spread
+from .helpers import DEMO_PHOTO, PIN, fundus_crop, gaze_csv, spread
 
 pytestmark = pytest.mark.browser
 
@@ -31,9 +33,14 @@ ARTIFACTS = SCREENSHOTS.parent
 
 def wait_for(driver, script: str, timeout_s: float = 20.0):
     """Poll a JavaScript expression until it is truthy; fail with the expression otherwise."""
+    from selenium.common.exceptions import WebDriverException
+
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
-        value = driver.execute_script("return " + script)
+        try:
+            value = driver.execute_script("return " + script)
+        except WebDriverException:  # the page is navigating (the worklist refreshes itself)
+            value = None
         if value:
             return value
         time.sleep(0.05)
@@ -122,10 +129,16 @@ def login_ui(driver, base: str, name: str, pin: str) -> None:
 
 
 def wait_study(driver, base: str, patient: str, timeout_s: float = 300.0) -> None:
-    """Wait on the worklist (it refreshes itself while photographs are analysed) for ``patient``'s study."""
+    """Wait on the worklist (it refreshes itself while photographs are analysed) for ``patient``'s
+    study, then load it once more with no analysis pending (so it stops refreshing)."""
     driver.get(base + "/")
     wait_for(driver, "Array.from(document.querySelectorAll('#worklist tr.study')).some(r => r.innerText.indexOf(%s) >= 0)"
              % json.dumps(patient), timeout_s)
+    for _ in range(100):
+        driver.get(base + "/")
+        if not driver.execute_script("return document.querySelector('meta[http-equiv=refresh]')"):
+            break
+        time.sleep(0.1)
     wait_for(driver, "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
 
 
@@ -319,7 +332,8 @@ def _replay_and_measure(ui_config, tmp_path, photo: Path, services, n_fixations:
 
     app = create_app(ui_config, services)
     add_users(ui_config)
-    driver = chrome(tmp_path)
+    # With a tracker (shots) the browser fills the configured screen, as the kiosk does.
+    driver = chrome(tmp_path, (ui_config.display.width_px, ui_config.display.height_px)) if shots else chrome(tmp_path)
     try:
         for srv in served(app):
             login_ui(driver, srv.url, "clara", CLINICIAN_PIN)
@@ -332,11 +346,16 @@ def _replay_and_measure(ui_config, tmp_path, photo: Path, services, n_fixations:
             (study,) = services.store.worklist()
             shown = stored_shown(services, study)
             side = photo_side(photo)
-            # A reader scanning the photograph: a grid of fixations, each on fresh ground, then the
-            # stored lesions not yet covered (so every fixation with a lesion is timed).
+            assert shown, "the stored scan shows no lesion on this crop: nothing to time"
+            # A reader looking at the stored lesions (each fixation on fresh ground), then scanning
+            # a grid over the rest of the photograph.
             grid = [(x, y) for y in np.linspace(0.15, 0.85, 4) * side for x in np.linspace(0.15, 0.85, 4) * side]
-            points = (grid + [(l["x"], l["y"]) for l in spread(shown, 12, 80)])[:n_fixations]
-            recording = gaze_csv(tmp_path / "scan.csv", points, dwell_ms=300, px_per_deg=30.0)
+            width = int(cv2.imread(str(photo)).shape[1])
+            grid = [(x * width / side, y) for x, y in grid]
+            points = ([(l["x"], l["y"]) for l in spread(shown, n_fixations, 80)] + grid)[:n_fixations]
+            # Image px per degree of the photograph fitted to the configured screen (a real reading).
+            ppd = image_px_per_deg(ui_config, width, side)
+            recording = gaze_csv(tmp_path / "scan.csv", points, dwell_ms=300, px_per_deg=round(ppd, 2))
             driver.find_element(By.CSS_SELECTOR, "a.thumb").click()
             wait_for(driver, "document.body.getAttribute('data-reader-ready') === '1'")
             wait_for(driver, "document.getElementById('photo').complete", 60)
@@ -395,21 +414,30 @@ def test_fixation_to_lesion_drawn_latency(ui_config, engine, tmp_path):
     a connected tracker are on screen, unscaled where screen mapping expects them. Writes
     artifacts/ui_latency.json."""
     need_browser()
-    photo = fundus_crop(tmp_path / "reading.png")
-    services = Services(config=ui_config, engine=engine,
+    full = os.environ.get("GLANCESEG_UI_LATENCY_FULL") == "1"  # the whole demo photograph (slower)
+    photo = tmp_path / "reading.png"
+    if full:
+        photo.write_bytes(DEMO_PHOTO.read_bytes())
+        photo = photo.rename(tmp_path / "reading.jpg")
+    else:
+        fundus_crop(photo)
+    services = Services(config=ui_config.replace(data={"max_upload_mb": 20}) if full else ui_config, engine=engine,
                         tracker_status=lambda: SourceStatus("neon", True, {"battery_percent": 81}))
     try:
-        first, lat = _replay_and_measure(ui_config, tmp_path, photo, services, 28, True, "18_reader_markers_tracker")
+        first, lat = _replay_and_measure(services.config, tmp_path, photo, services, 60 if full else 28, True,
+                                         "18_reader_markers_tracker")
     finally:
         services.close()
         services.store.close()
-    _report(first, lat, "ui_latency.json", "appliance.glance.live, saliency-only engine, 768x768 IDRiD_03 crop")
+    what = "whole IDRiD_03 (3409x2848)" if full else "768x768 IDRiD_03 crop"
+    _report(first, lat, "ui_latency_full.json" if full else "ui_latency.json",
+            f"appliance.glance.live, saliency-only engine, {what}")
     assert len(first) >= 3
 
 
 def test_reading_with_the_onnx_model(ui_config, tmp_path):
     """The same with the committed ONNX model (scan and live refinement, pre-encoding in the
-    background) on a smaller crop. Writes artifacts/ui_latency_model.json."""
+    background). Writes artifacts/ui_latency_model.json."""
     need_browser()
     from appliance.glance.engine import GlanceEngine
 
@@ -417,13 +445,13 @@ def test_reading_with_the_onnx_model(ui_config, tmp_path):
     if not manifest.exists():
         pytest.skip("no models/manifest.json: the ONNX model is not built")
     engine = GlanceEngine.from_config(ui_config, use_model=True)
-    photo = fundus_crop(tmp_path / "reading_model.png", 384)
+    photo = fundus_crop(tmp_path / "reading_model.png")
     services = Services(config=ui_config, engine=engine)
     try:
-        first, lat = _replay_and_measure(ui_config, tmp_path, photo, services, 8, False, "20_reader_onnx_model")
+        first, lat = _replay_and_measure(ui_config, tmp_path, photo, services, 12, False, "20_reader_onnx_model")
         (study,) = services.store.worklist()
         assert services.store.get_result(study.auto_result_id).model_name == engine.model_name != "saliency"
     finally:
         services.close()
         services.store.close()
-    _report(first, lat, "ui_latency_model.json", f"appliance.glance.live with the {engine.model_name} ONNX model, 384x384 crop")
+    _report(first, lat, "ui_latency_model.json", f"appliance.glance.live with the {engine.model_name} ONNX model, 768x768 IDRiD_03 crop")
