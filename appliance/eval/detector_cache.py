@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path("/tmp/glanceseg-cache")
 #: Candidates measured per photograph before ranking (the ranker keeps the best few hundred).
 SCAN_CANDIDATES = 4000
-_VERSION = 5
+_VERSION = 6
 
 
 @dataclass
@@ -61,7 +61,7 @@ def detect_item(item: DatasetItem, fov_deg: float, params: SaliencyParams = Sali
     rgb = item.load_rgb()
     fov: FieldOfView = find_fov(rgb)
     scale = um_per_px(fov.diameter_px, fov_deg)
-    cands = detect(rgb, fov, scale, params=params, max_candidates=max_candidates)
+    cands = detect(rgb, fov, scale, params=params, max_candidates=max_candidates, rank=False)
     out = DetectedImage(item.id, cands, ground_truth_from_mask(item.load_mask()), fov.mask,
                         fov.center_xy, fov.radius_px, scale)
     if path is not None:

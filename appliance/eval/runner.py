@@ -120,7 +120,9 @@ def write_report(reports: Sequence[VariantReport], out_dir: Path) -> dict[str, P
     doc = {
         "variants": [r.summary() for r in reports],
         "froc": {r.name: {"fp_per_image": r.froc.fp_per_image.round(4).tolist(),
-                          "sensitivity": r.froc.sensitivity.round(4).tolist()} for r in reports},
+                          "sensitivity": r.froc.sensitivity.round(4).tolist(),
+                          "threshold": [None if not np.isfinite(t) else round(float(t), 5)
+                                        for t in r.froc.thresholds]} for r in reports},
         "per_image": {r.name: [row.__dict__ for row in r.rows] for r in reports},
     }
     paths = {"json": out_dir / "report.json", "csv": out_dir / "per_image.csv", "png": out_dir / "froc.png"}

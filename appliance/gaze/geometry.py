@@ -62,10 +62,12 @@ def screen_px_per_deg(display: DisplayConfig) -> float:
 class ViewTransform:
     """How the photograph is shown on the screen at one moment.
 
-    ``screen = (image - center) * scale + screen_center`` with
-    ``scale = fit_scale * zoom``: zoom 1 fits the whole photograph in the screen
+    ``screen = (image - center) * scale + viewport_center + offset`` with
+    ``scale = fit_scale * zoom``: zoom 1 fits the whole photograph in the viewport
     (letterboxed, aspect kept); ``center_x``, ``center_y`` are the image px shown at the
-    centre of the screen (the pan), the image centre by default.
+    centre of the viewport (the pan), the image centre by default. ``offset_x``,
+    ``offset_y`` place the viewport on the screen (a toolbar above it): screen px are then
+    the whole screen's, which is what a screen-mapped eye tracker and a pointer report.
 
     Parameters
     ----------
@@ -77,6 +79,8 @@ class ViewTransform:
         Magnification relative to the fitted view (> 0).
     center_x, center_y
         Image px at the viewport centre; None means the image centre.
+    offset_x, offset_y
+        Screen px of the viewport's top-left corner (0, 0: the viewport is the screen).
     """
 
     image_width: int
@@ -86,12 +90,16 @@ class ViewTransform:
     zoom: float = 1.0
     center_x: Optional[float] = None
     center_y: Optional[float] = None
+    offset_x: float = 0.0
+    offset_y: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.image_width, self.image_height, self.screen_width, self.screen_height) <= 0:
             raise ValueError("Image and screen sizes must be positive.")
         if not (math.isfinite(self.zoom) and self.zoom > 0):
             raise ValueError(f"Zoom must be a positive number, not {self.zoom!r}.")
+        if not (math.isfinite(self.offset_x) and math.isfinite(self.offset_y)):
+            raise ValueError("The viewport offset must be finite.")
         if self.center_x is None:
             object.__setattr__(self, "center_x", self.image_width / 2.0)
         if self.center_y is None:
@@ -121,8 +129,8 @@ class ViewTransform:
         ix, iy = self.screen_to_image(ax, ay)
         new = replace(self, zoom=zoom)
         new_scale = new.scale
-        cx = ix - (ax - self.screen_width / 2.0) / new_scale
-        cy = iy - (ay - self.screen_height / 2.0) / new_scale
+        cx = ix - (ax - self.offset_x - self.screen_width / 2.0) / new_scale
+        cy = iy - (ay - self.offset_y - self.screen_height / 2.0) / new_scale
         return replace(new, center_x=float(cx), center_y=float(cy))
 
     def with_pan(self, center_x: float, center_y: float) -> "ViewTransform":
@@ -130,20 +138,21 @@ class ViewTransform:
         return replace(self, center_x=float(center_x), center_y=float(center_y))
 
     def screen_to_image(self, x: ArrayLike, y: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
-        """Map screen px (viewport origin top-left) to image px; scalars or arrays."""
+        """Map screen px (the viewport's top-left at the offset) to image px; scalars or arrays."""
         s = self.scale
-        return ((x - self.screen_width / 2.0) / s + self.center_x,
-                (y - self.screen_height / 2.0) / s + self.center_y)
+        return ((x - self.offset_x - self.screen_width / 2.0) / s + self.center_x,
+                (y - self.offset_y - self.screen_height / 2.0) / s + self.center_y)
 
     def image_to_screen(self, x: ArrayLike, y: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
         """Map image px to screen px; the inverse of :meth:`screen_to_image`."""
         s = self.scale
-        return ((x - self.center_x) * s + self.screen_width / 2.0,
-                (y - self.center_y) * s + self.screen_height / 2.0)
+        return ((x - self.center_x) * s + self.screen_width / 2.0 + self.offset_x,
+                (y - self.center_y) * s + self.screen_height / 2.0 + self.offset_y)
 
     def on_screen(self, x_screen: float, y_screen: float) -> bool:
         """bool: True when a screen point lies inside the viewport."""
-        return 0.0 <= x_screen < self.screen_width and 0.0 <= y_screen < self.screen_height
+        x, y = x_screen - self.offset_x, y_screen - self.offset_y
+        return 0.0 <= x < self.screen_width and 0.0 <= y < self.screen_height
 
     def image_px_per_deg(self, screen_px_per_degree: float) -> float:
         """Return image px per degree at the current zoom.

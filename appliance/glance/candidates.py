@@ -39,6 +39,11 @@ PATCH_SIZE = 15
 PATCH_STEP_UM = 10.0
 #: Minimum saliency / local noise for a peak to be a candidate at all.
 MIN_PEAK_Z = 1.5
+#: CNN ranker input: ``CNN_PATCH × CNN_PATCH`` samples per channel, one channel per spacing
+#: (µm): a fine 4 µm view of the dot (about the IDRiD pixel) and an 8 µm view of its
+#: surroundings (vessels, haemorrhages), both darkness over local background and texture.
+CNN_PATCH = 32
+CNN_STEPS_UM: tuple[float, ...] = (4.0, 8.0)
 
 
 @dataclass
@@ -61,6 +66,9 @@ class Candidate:
     mask, mask_origin
         Bool crop (image px) of the half-contrast region around the peak and its top-left
         ``(x0, y0)``: the lesion mask when no model mask is available (``source="saliency"``).
+    patch_cnn
+        ``(len(CNN_STEPS_UM), CNN_PATCH, CNN_PATCH)`` float16 input of the CNN ranker
+        (:func:`cnn_patches`), or None.
     """
 
     x: float
@@ -71,6 +79,7 @@ class Candidate:
     patch: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
     mask: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
     mask_origin: tuple[int, int] = (0, 0)
+    patch_cnn: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
 
 def find_peaks(smap: SaliencyMap, min_z: float = MIN_PEAK_Z,
@@ -291,10 +300,54 @@ def measure(smap: SaliencyMap, peaks_uv: np.ndarray,
     return out
 
 
+def cnn_patches(photo_rgb: np.ndarray, smap: SaliencyMap, xy: np.ndarray) -> np.ndarray:
+    """Return the CNN ranker's input for candidates at image px ``xy`` (N, 2).
+
+    Channel 0 samples the full-resolution green channel on a ``CNN_STEPS_UM[0]`` grid (the
+    dot at full detail, which the 8 µm working grid blurs away for the faint ones); channel
+    1 the block-averaged working green on a ``CNN_STEPS_UM[1]`` grid (context). Each is
+    ``(background - green) / background / texture`` with the background and texture of the
+    saliency maps at the centre, so a value reads "darker than the surrounding retina, in
+    units of its texture" on any camera. Depends only on the photograph and the candidate's
+    own centre, so a gaze window gives the same patch as the whole image.
+    """
+    n = len(xy)
+    out = np.zeros((n, len(CNN_STEPS_UM), CNN_PATCH, CNN_PATCH), np.float16)
+    if n == 0:
+        return out
+    xy = np.asarray(xy, np.float64)
+    u, v = smap.to_work(xy[:, 0], xy[:, 1])
+    bg = np.maximum(_sample(smap.maps["background"], u, v), 1.0)
+    tex = np.maximum(_sample(smap.maps["texture"], u, v), 1e-3)
+    grid = np.arange(CNN_PATCH) - (CNN_PATCH - 1) / 2.0
+    for ch, step_um in enumerate(CNN_STEPS_UM):
+        if ch == 0:
+            off = grid * step_um / smap.um_per_px
+            x = xy[:, 0, None, None] + off[None, None, :]
+            y = xy[:, 1, None, None] + off[None, :, None]
+            x = np.broadcast_to(x, (n, CNN_PATCH, CNN_PATCH))
+            y = np.broadcast_to(y, (n, CNN_PATCH, CNN_PATCH))
+            r = int(math.ceil(abs(off).max())) + 2
+            x0 = max(0, int(np.floor(xy[:, 0].min())) - r)
+            y0 = max(0, int(np.floor(xy[:, 1].min())) - r)
+            x1 = min(photo_rgb.shape[1], int(np.ceil(xy[:, 0].max())) + r + 1)
+            y1 = min(photo_rgb.shape[0], int(np.ceil(xy[:, 1].max())) + r + 1)
+            green = photo_rgb[y0:y1, x0:x1, 1].astype(np.float32)
+            vals = _sample(green, x - x0, y - y0)
+        else:
+            off = grid * step_um / smap.work_um_per_px
+            uu = np.broadcast_to(u[:, None, None] + off[None, None, :], (n, CNN_PATCH, CNN_PATCH))
+            vv = np.broadcast_to(v[:, None, None] + off[None, :, None], (n, CNN_PATCH, CNN_PATCH))
+            vals = _sample(smap.maps["green"], uu, vv)
+        norm = (bg[:, None, None] - vals) / bg[:, None, None] / tex[:, None, None]
+        out[:, ch] = np.clip(norm, -30.0, 30.0).astype(np.float16)
+    return out
+
+
 def detect(photo_rgb: np.ndarray, fov, um_per_px: float,
            window: Optional[tuple[int, int, int, int]] = None,
            params: SaliencyParams = SaliencyParams(),
-           max_candidates: int = MAX_CANDIDATES) -> list[Candidate]:
+           max_candidates: int = MAX_CANDIDATES, rank: bool = True) -> list[Candidate]:
     """Find candidate MAs in a photograph (scan mode) or a window of it (gaze mode).
 
     Parameters
@@ -313,6 +366,9 @@ def detect(photo_rgb: np.ndarray, fov, um_per_px: float,
         Saliency sizes.
     max_candidates
         Cap, most salient (over local noise) first.
+    rank
+        Run the CNN ranker (when shipped) over the window's candidates in one batch and
+        store ``features["cnn_prob"]``; off for caches that outlive a model.
 
     Returns
     -------
@@ -325,5 +381,13 @@ def detect(photo_rgb: np.ndarray, fov, um_per_px: float,
     cands = measure(smap, peaks, fov.center_xy, fov.radius_px)
     x0, y0, x1, y1 = smap.window
     cands = [c for c in cands if x0 <= c.x < x1 and y0 <= c.y < y1]
+    if cands:
+        patches = cnn_patches(photo_rgb, smap, np.array([[c.x, c.y] for c in cands]))
+        for c, p in zip(cands, patches):
+            c.patch_cnn = p
+        if rank:
+            from appliance.glance.cnn_ranker import annotate  # dkf imports this module
+
+            annotate(cands)
     logger.debug("%d candidates in window %s", len(cands), smap.window)
     return cands

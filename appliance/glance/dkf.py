@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from appliance.glance.candidates import Candidate
+from appliance.glance.cnn_ranker import CnnRanker, combine, load_cnn_ranker
 from appliance.glance.ranker import Ranker, load_ranker
 
 logger = logging.getLogger(__name__)
@@ -184,7 +185,8 @@ def score_candidates(candidates: Sequence[Candidate], fov_mask: Optional[np.ndar
                      masks: Optional[Sequence[Optional[tuple[np.ndarray, int, int]]]] = None,
                      params: DkfParams = DkfParams(),
                      ranker: Optional[Ranker] = None, ranker_path: Optional[Path] = None,
-                     use_ranker: bool = True) -> list[ScoredCandidate]:
+                     use_ranker: bool = True, base: Optional[np.ndarray] = None,
+                     cnn: Optional[CnnRanker] = None) -> list[ScoredCandidate]:
     """Score candidates with the ranker and the domain rules; return them best first.
 
     Parameters
@@ -202,8 +204,13 @@ def score_candidates(candidates: Sequence[Candidate], fov_mask: Optional[np.ndar
     params
         Rule limits and penalties.
     ranker, ranker_path, use_ranker
-        The learned ranker (default: ``appliance/glance/ranker.json`` when present);
+        The feature ranker (default: ``appliance/glance/ranker.json`` when present);
         ``use_ranker=False`` ranks with :func:`hand_score` alone.
+    base
+        Precomputed base scores, one per candidate (model selection); overrides the rankers.
+    cnn
+        The CNN ranker (default: ``appliance/glance/ranker_cnn.onnx`` when present). Used
+        ahead of the feature ranker when every candidate has a CNN patch or probability.
 
     Returns
     -------
@@ -215,6 +222,36 @@ def score_candidates(candidates: Sequence[Candidate], fov_mask: Optional[np.ndar
         raise ValueError("masks must hold one entry (or None) per candidate.")
     if not candidates:
         return []
+    if base is not None:
+        base = np.asarray(base, np.float64)
+        if base.shape != (len(candidates),):
+            raise ValueError("base must hold one score per candidate.")
+    elif use_ranker and _cnn_ready(candidates, cnn := cnn or load_cnn_ranker()):
+        base = _cnn_base(candidates, cnn)
+    else:
+        base = _feature_base(candidates, ranker, ranker_path, use_ranker)
+    return _rules_and_duplicates(candidates, base, fov_mask, um_per_px, masks, params)
+
+
+def _cnn_ready(candidates: Sequence[Candidate], cnn: Optional[CnnRanker]) -> bool:
+    return cnn is not None and all("cnn_prob" in c.features or c.patch_cnn is not None
+                                   for c in candidates)
+
+
+def _cnn_base(candidates: Sequence[Candidate], cnn: CnnRanker) -> np.ndarray:
+    """CNN base scores, running the network once over the candidates not yet scored."""
+    todo = [c for c in candidates if "cnn_prob" not in c.features]
+    if todo:
+        prob = cnn.probability(np.stack([c.patch_cnn for c in todo]))
+        for c, p in zip(todo, prob):
+            c.features["cnn_prob"] = float(p)
+    p = np.array([c.features["cnn_prob"] for c in candidates])
+    return combine(p, np.array([hand_score(c.features) for c in candidates]), cnn.blend)
+
+
+def _feature_base(candidates: Sequence[Candidate], ranker: Optional[Ranker],
+                  ranker_path: Optional[Path], use_ranker: bool) -> np.ndarray:
+    """Base scores from the feature ranker blended with the hand score (or hand alone)."""
     if use_ranker and ranker is None:
         ranker = load_ranker(ranker_path)
     if use_ranker and ranker is not None and (not ranker.use_patch
@@ -224,6 +261,10 @@ def score_candidates(candidates: Sequence[Candidate], fov_mask: Optional[np.ndar
         base = blend(prob, np.array([hand_score(c.features) for c in candidates]))
     else:
         base = np.array([hand_score(c.features) for c in candidates])
+    return base
+
+
+def _rules_and_duplicates(candidates, base, fov_mask, um_per_px, masks, params) -> list[ScoredCandidate]:
     out = []
     for i, cand in enumerate(candidates):
         measures: dict[str, float] = {}
@@ -271,14 +312,23 @@ def min_box_half_px(um_per_px: float) -> float:
 
 
 def base_score(candidate: Candidate, ranker: Optional[Ranker] = None, use_ranker: bool = True) -> float:
-    """The candidate's score before rule penalties: :func:`blend` of the ranker's probability
-    and :func:`hand_score`, or the hand score alone without a ranker.
+    """The candidate's score before rule penalties.
+
+    With the CNN ranker (``ranker_cnn.onnx``) and a CNN patch: :func:`combine` of its
+    probability (``features["cnn_prob"]``, which :func:`appliance.glance.candidates.detect`
+    fills for a whole window in one batch) and :func:`hand_score`. Otherwise :func:`blend`
+    of the feature ranker's probability and :func:`hand_score`, or the hand score alone.
 
     Cached in ``candidate.features["base_score"]`` (the ranker costs ~0.1 ms a call).
     """
     cached = candidate.features.get("base_score")
     if cached is not None and ranker is None and use_ranker:
         return float(cached)
+    cnn = load_cnn_ranker() if use_ranker and ranker is None else None
+    if cnn is not None and _cnn_ready([candidate], cnn):
+        value = float(_cnn_base([candidate], cnn)[0])
+        candidate.features["base_score"] = value
+        return value
     if use_ranker:
         ranker = ranker or load_ranker()
     if use_ranker and ranker is not None:

@@ -143,18 +143,19 @@ def final_lesions(
 ) -> tuple[list[Lesion], dict[str, str]]:
     """Apply a clinician's decisions to an automatic result.
 
-    A lesion is in the reviewed mask when accepted, or when shown and not rejected (a lesion
-    the clinician left alone keeps the model's call); added lesions are always in. Returns the
-    final lesions and the decision table (lesion id as text → ``accepted`` / ``rejected`` /
-    ``added`` / ``not reviewed``).
+    The reviewed result is the clinician's: a lesion is in it when the clinician accepted or
+    added it. A lesion left alone is not silently promoted to a clinical finding (the reader
+    may never have looked there); it stays in the automatic result, which is delivered as
+    well, and in the decision table as ``not reviewed``. Returns the final lesions and the
+    decision table (lesion id as text → ``accepted`` / ``rejected`` / ``added`` /
+    ``not reviewed``).
     """
-    shown = set(auto.mask_lesion_ids)
     final: list[Lesion] = []
     table: dict[str, str] = {}
     for lesion in auto.result.lesions:
         state = states.get(int(lesion.id))
         table[str(lesion.id)] = {"accept": "accepted", "reject": "rejected"}.get(state or "", "not reviewed")
-        if state == "accept" or (state is None and lesion.id in shown):
+        if state == "accept":
             final.append(lesion)
     for lesion in added:
         table[str(lesion.id)] = "added"

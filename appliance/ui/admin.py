@@ -10,6 +10,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from appliance.errors import ApplianceError
 from appliance.ui.app import audit, get_db, get_services, get_users
 from appliance.ui.audit import AuditLog
+from appliance.ui.reader import tracker_status
 from appliance.ui.security import roles_required
 from appliance.ui.users import Role
 
@@ -39,7 +40,7 @@ def sync() -> Any:
 def device() -> Any:
     """Tracker status, model version and sha, disk free."""
     services = get_services()
-    return render_template("device.html", tracker=services.tracker_status(), model=services.model_info(),
+    return render_template("device.html", tracker=tracker_status(), model=services.model_info(),
                            disk_free_mb=services.disk_free_mb())
 
 

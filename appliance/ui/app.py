@@ -79,6 +79,9 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
 
     app.extensions["glanceseg_hub"] = LiveHub(lambda photo: services.live_factory(photo, services),
                                               _resolver(services), config.glance.display_threshold)
+    from appliance.ui.gaze_link import GazeLinks
+
+    app.extensions["glanceseg_hub"].gaze = GazeLinks(config)
 
     from appliance.ui import admin, auth, reader, results, worklist
 
@@ -87,6 +90,11 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
 
     app.before_request(load_user)
     app.teardown_appcontext(_close_db)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, bool]:
+        """Liveness for the systemd watchdog's probe: no login, no patient data, no database."""
+        return {"ok": True}
 
     @app.context_processor
     def inject() -> dict[str, Any]:

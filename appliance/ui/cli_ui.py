@@ -30,17 +30,47 @@ def appliance_services(config: Config) -> Any:
     from appliance.store.store import Store
     from appliance.ui.services import build_services
 
-    store = Store(config)
-    scheduler = None
-    if config.dicomweb.url:
-        from appliance.sync.scheduler import SyncScheduler
+    from appliance.sync.model_updates import model_store
+    from appliance.sync.scheduler import start_background_sync
 
-        scheduler = SyncScheduler(store, config).start()
+    model_store(config).recover()  # finish or undo a model switch a power cut interrupted
+    store = Store(config)
+    scheduler = start_background_sync(store, config)
+    if config.updates.server_url:
+        _start_update_checks(config)
     return build_services(config, store=store, scheduler=scheduler)
+
+
+def _start_update_checks(config: Config) -> None:
+    """Check the clinic's update server for a newer signed model every ``check_interval_s``.
+
+    A failed check (offline, refused bundle) is logged and retried at the next interval; an
+    installed model is used from the next photograph the engine loads (``models/current``).
+    """
+    import threading
+
+    from appliance.errors import ApplianceError
+    from appliance.sync.model_updates import install_from_server
+
+    def loop() -> None:
+        while True:
+            try:
+                installed = install_from_server(config)
+                if installed is not None:
+                    logger.info("model update %s installed", installed.version)
+            except ApplianceError as exc:
+                logger.warning("model update check failed: %s", exc)
+            stop.wait(config.updates.check_interval_s)
+
+    stop = threading.Event()
+    threading.Thread(target=loop, name="model-updates", daemon=True).start()
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Serve until interrupted."""
+    import os
+
+    from appliance.hw.sdnotify import Notifier
     from appliance.ui.server import serve
 
     ui: dict[str, Any] = {}
@@ -48,25 +78,84 @@ def run(args: argparse.Namespace, config: Config) -> int:
         ui["host"] = args.host
     if args.port is not None:
         ui["port"] = args.port
-    serve(config.replace(ui=ui) if ui else config, demo=args.demo, services_factory=appliance_services)
+    # systemd's notify protocol is handed over in the environment ($NOTIFY_SOCKET, $WATCHDOG_USEC).
+    serve(config.replace(ui=ui) if ui else config, demo=args.demo, services_factory=appliance_services,
+          notifier=Notifier.from_environ(os.environ))
     return 0
+
+
+def _unix(timestamp: Any) -> Any:
+    """ISO-8601 text (the store's wall-clock stamps) → Unix seconds, None when absent."""
+    from datetime import datetime
+
+    if not timestamp:
+        return None
+    return round(datetime.fromisoformat(str(timestamp).replace("Z", "+00:00")).timestamp(), 1)
+
+
+def status_document(config: Config) -> dict[str, Any]:
+    """What ``glanceseg status --json`` prints; ``firmware_scripts/healthcheck`` reads these keys.
+
+    Read-only: the store is opened but nothing is written, and no sync pass is started.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    from appliance.store.store import Store
+    from appliance.ui.services import build_services
+
+    store = Store(config)
+    try:
+        services = build_services(config, store=store)
+        sync = store.sync_status()
+        pending = store.outbox(state="pending") + store.outbox(state="sending")
+        tracker = services.tracker_status()
+        try:
+            import onnxruntime as ort
+
+            from appliance.glance.runtime.onnx import choose_providers
+
+            providers = [name for name, _ in choose_providers(config.model.providers, ort.get_available_providers(),
+                                                               config.model)]
+        except ImportError:
+            providers = []
+        try:
+            app_version = version("glanceseg")
+        except PackageNotFoundError:
+            app_version = "unknown"
+        return {
+            "version": app_version,
+            "model": {**services.model_info(), "providers": providers},
+            "disk_free_mb": round(services.disk_free_mb(), 1),
+            "store": {"min_free_mb": config.data.min_free_mb, "data_dir": str(config.data_dir)},
+            "tracker": {"source": config.gaze.source, "kind": tracker.kind, "connected": tracker.connected},
+            "sync": {
+                "pending": sync.pending + sync.sending,
+                "studies_pending": sync.studies_pending,
+                "delivered": sync.delivered,
+                "failed": sync.failing,
+                "oldest_pending_unix": min((_unix(i.created_at) for i in pending), default=None),
+                "last_success_unix": _unix(sync.last_delivered_at),
+                "last_success": sync.last_delivered_at,
+                "last_error": sync.last_error,
+                "configured": bool(config.dicomweb.url),
+            },
+        }
+    finally:
+        store.close()
 
 
 def run_status(args: argparse.Namespace, config: Config) -> int:
     """Print model, disk, tracker and sync status."""
-    services = appliance_services(config)
-    tracker = services.tracker_status()
-    out = {"model": services.model_info(), "disk_free_mb": round(services.disk_free_mb(), 1),
-           "tracker": {"kind": tracker.kind, "connected": tracker.connected},
-           "sync": services.sync_status()}
+    out = status_document(config)
     if args.json:
         print(json.dumps(out, default=str))
     else:
-        print(f"model      {out['model']['name']} {out['model']['version']} sha256 {out['model']['sha256'][:16]}")
-        print(f"disk free  {out['disk_free_mb']:.0f} MB")
-        print(f"tracker    {tracker.kind} ({'connected' if tracker.connected else 'not connected'})")
-        sync = out["sync"]
-        print(f"sync       {sync['pending']} pending, last success {sync['last_success'] or 'never'}")
-        for e in sync["errors"]:
-            print(f"           {e}")
+        model, sync, tracker = out["model"], out["sync"], out["tracker"]
+        print(f"glanceseg  {out['version']}")
+        print(f"model      {model['name']} {model['version']} sha256 {model['sha256'][:16]} ({', '.join(model['providers'])})")
+        print(f"disk free  {out['disk_free_mb']:.0f} MB (new studies refused under {out['store']['min_free_mb']} MB)")
+        print(f"tracker    {tracker['source']} ({'connected' if tracker['connected'] else 'not connected'})")
+        print(f"sync       {sync['pending']} pending, {sync['failed']} failing, last success {sync['last_success'] or 'never'}")
+        if sync["last_error"]:
+            print(f"           last error: {sync['last_error']}")
     return 0

@@ -2,7 +2,10 @@
 
 One :class:`LiveSession` per open photograph holds the glance session and a list of subscriber
 queues (one per server-sent-events connection). Gaze arrives from the pointer route or from a
-replay thread; whatever thread pushes a sample runs the pipeline step and fans the events out.
+replay thread; whatever thread pushes a sample runs the pipeline step, and each lesion event is
+fanned out the moment the pipeline emits it (saliency lesions before the model refines them). A
+ticker thread ends the fixation of a stream gone quiet. Only lesions at or above the display
+threshold are shown, under the id the stored automatic result gives them (the resolver).
 """
 
 from __future__ import annotations
@@ -230,6 +233,8 @@ class LiveHub:
         self.threshold = threshold
         self.sessions: dict[int, LiveSession] = {}
         self.lock = threading.Lock()
+        #: the photographs' gaze sources (``appliance.ui.gaze_link.GazeLinks``), closed first
+        self.gaze: Any = None
 
     def get(self, image_id: int, photo_loader: Callable[[], Any]) -> LiveSession:
         """Return the session of ``image_id``, opening it (loading the photograph) if needed."""
@@ -241,7 +246,9 @@ class LiveHub:
             return session
 
     def close(self) -> None:
-        """Close every session (server shutdown)."""
+        """Close every gaze source, then every session (server shutdown)."""
+        if self.gaze is not None:
+            self.gaze.close()
         with self.lock:
             for s in self.sessions.values():
                 s.close()

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import queue
 from typing import Any, Iterator, Optional
 
 from flask import Blueprint, Response, abort, g, jsonify, render_template, request, stream_with_context
 
 from appliance.errors import ApplianceError, StoreError
-from appliance.gaze.base import GazeSample
 from appliance.glance.lesions import Lesion
 from appliance.ui.app import audit, get_config, get_hub, get_services, get_studies, stored_photograph
+from appliance.ui.gaze_link import ReaderGaze, view_from_page
 from appliance.ui.live import LiveSession
 from appliance.ui.security import roles_required
 from appliance.ui.services import display_px_per_deg
@@ -39,6 +38,20 @@ def _session(image_id: int) -> LiveSession:
     return get_hub().get(image_id, lambda: stored_photograph(image_id))
 
 
+def _gaze_link(image_id: int) -> ReaderGaze:
+    """The photograph's gaze sources (pointer, and the Neon when configured), opened on first use."""
+    image = _image_or_404(image_id)
+    session = _session(image_id)
+    return get_hub().gaze.open(image_id, image.width, image.height, session.push)
+
+
+def tracker_status() -> Any:
+    """The gaze source the station uses: the open Neon's own status, else the services' view."""
+    gaze = get_hub().gaze
+    neon = gaze.neon_status() if gaze is not None else None
+    return neon if neon is not None else get_services().tracker_status()
+
+
 def _lesion_state(image_id: int, lesion_id: int) -> Optional[dict[str, Any]]:
     return next((l for l in get_studies().lesions(image_id) if l["id"] == lesion_id), None)
 
@@ -51,15 +64,17 @@ def view(image_id: int) -> Any:
     image = _image_or_404(image_id)
     study = studies.study(image.study_id)
     audit("view", f"study:{image.study_id}", {"image": image_id})
-    status = services.tracker_status()
     session = _session(image_id)
+    link = _gaze_link(image_id)
+    status = tracker_status()
     stored = {l["id"]: l for l in studies.lesions(image_id)}
     lesions = {i: l for i, l in stored.items() if l["decision"]}
     for lid, payload in list(session.shown.items()):
         lesions[lid] = {**payload, "decision": stored.get(lid, {}).get("decision")}
     d, t = config.display, config.tracker
     markers = []
-    if status.kind not in ("pointer", "replay") and status.connected:
+    # The Neon needs the markers to connect its screen mapping, so they show before it is up.
+    if status.kind not in ("pointer", "replay") and (status.connected or link.neon is not None):
         from appliance.gaze.screen_mapping import screen_markers
 
         markers = [{"id": m.marker_id, "x": m.x_px, "y": m.y_px, "size": t.marker_size_px}
@@ -104,36 +119,77 @@ def events(image_id: int) -> Any:
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
+@bp.route("/api/reader/<int:image_id>/view", methods=["POST"])
+@roles_required("clinician")
+def view_change(image_id: int) -> Any:
+    """The page zoomed, panned or resized: ``{scale, tx, ty, width, height, left, top}``.
+
+    ``scale`` is screen px per image px, ``tx, ty`` where the image's top-left corner sits in
+    the viewport, ``width, height`` the viewport's size and ``left, top`` its offset on the
+    screen (all screen px). Every gaze source of the photograph maps through it from now on.
+    """
+    image = _image_or_404(image_id)
+    try:
+        new = view_from_page(image.width, image.height, request.get_json(silent=True) or {})
+    except ValueError as exc:
+        abort(400, description=str(exc))
+    _gaze_link(image_id).set_view(new)
+    return jsonify({"ok": True, "zoom": new.zoom})
+
+
 @bp.route("/api/reader/<int:image_id>/gaze", methods=["POST"])
 @roles_required("clinician")
 def gaze(image_id: int) -> Any:
-    """Pointer / finger positions as gaze: ``{"samples": [{x, y, xs, ys, t_ms, ppd} | {gone, t_ms}]}``.
+    """Pointer / finger positions as gaze: ``{"samples": [{xs, ys, t_ms} | {gone, t_ms}]}``.
 
-    ``x, y`` are image px (the page inverts its zoom and pan), ``xs, ys`` screen px for the
-    pointer gaze source, ``t_ms`` the browser's epoch milliseconds, ``ppd`` image px per degree.
+    ``xs, ys`` are screen px (the page's own coordinates; the kiosk page fills the screen),
+    ``t_ms`` the browser's epoch milliseconds. They go into the photograph's pointer gaze
+    source, which maps them through the view last posted (``/view``); its feeder thread runs
+    the pipeline, so lesions arrive over the event stream, not in this reply.
     """
     body = request.get_json(silent=True) or {}
     samples = body.get("samples", [])
     if not isinstance(samples, list) or len(samples) > MAX_GAZE_BATCH:
         abort(400, description="Malformed gaze batch.")
-    session = _session(image_id)
-    session.source = "pointer"
-    push = get_services().pointer_push
-    found = 0
+    parsed: list[tuple[int, Optional[tuple[float, float]]]] = []
     for s in samples:
         try:
             t_ns = int(float(s["t_ms"]) * 1e6)
-            if s.get("gone"):  # the pointer left the photograph: no gaze
-                found += session.push(GazeSample(t_ns, math.nan, math.nan, True, math.nan))
-                continue
-            x, y = float(s["x"]), float(s["y"])
-            ppd = float(s.get("ppd", math.nan))
-        except (KeyError, TypeError, ValueError, AttributeError):
+            point = None if s.get("gone") else (float(s["xs"]), float(s["ys"]))
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             abort(400, description="Malformed gaze sample.")
-        if push is not None and "xs" in s:
-            push(float(s["xs"]), float(s["ys"]), t_ns)
-        found += session.push(GazeSample(t_ns, x, y, True, ppd))
-    return jsonify({"ok": True, "events": found})
+        parsed.append((t_ns, point))
+    link = _gaze_link(image_id)
+    _session(image_id).source = "pointer"
+    push = get_services().pointer_push
+    for t_ns, point in parsed:
+        if point is None:  # the pointer left the photograph: no gaze
+            link.pointer_gone(t_ns)
+            continue
+        if push is not None:
+            push(point[0], point[1], t_ns)
+        link.pointer_at(point[0], point[1], t_ns)
+    return jsonify({"ok": True, "queued": len(parsed)})
+
+
+@bp.route("/api/reader/<int:image_id>/tracker")
+@roles_required("clinician")
+def tracker(image_id: int) -> Any:
+    """The gaze source's state for the reader's badge: kind, connected, battery (percent or null)."""
+    _image_or_404(image_id)
+    status = tracker_status()
+    battery = status.detail.get("battery_percent")
+    return jsonify({"kind": status.kind, "connected": bool(status.connected),
+                    "battery_percent": battery if isinstance(battery, (int, float)) else None})
+
+
+@bp.route("/api/reader/<int:image_id>/close", methods=["POST"])
+@roles_required("clinician")
+def close(image_id: int) -> Any:
+    """The reader page closed: stop its gaze sources (the Neon connection included)."""
+    _image_or_404(image_id)
+    gaze = get_hub().gaze
+    return jsonify({"ok": True, "closed": bool(gaze is not None and gaze.close_one(image_id))})
 
 
 @bp.route("/api/reader/<int:image_id>/replay", methods=["POST"])

@@ -126,7 +126,7 @@ def _raise_exit(signum: int, frame: Any) -> None:
 
 
 def serve(config: Config, demo: bool = False, services: Optional[Any] = None,
-          services_factory: Optional[Callable[[Config], Any]] = None) -> None:
+          services_factory: Optional[Callable[[Config], Any]] = None, notifier: Optional[Any] = None) -> None:
     """Run the UI until interrupted (``glanceseg serve``).
 
     Parameters
@@ -141,6 +141,10 @@ def serve(config: Config, demo: bool = False, services: Optional[Any] = None,
     services_factory
         ``config -> Services``, called after ``--demo`` has chosen its data folder (used when
         ``services`` is None; default :func:`appliance.ui.services.build_services`).
+    notifier
+        A :class:`appliance.hw.sdnotify.Notifier` (systemd ``Type=notify``): READY once the
+        server listens, then watchdog pings while ``/healthz`` answers, so a hung server is
+        restarted by systemd.
 
     Raises
     ------
@@ -168,6 +172,17 @@ def serve(config: Config, demo: bool = False, services: Optional[Any] = None,
     app = create_app(config, services)
     server, url, listener = build_server(app, config)
     print(f"GlanceSeg UI on {url}")
+    watchdog = None
+    if notifier is not None and notifier.enabled:
+        from appliance.hw.sdnotify import WatchdogThread, http_probe
+
+        # waitress itself always listens on loopback (behind the TLS terminator when there is one).
+        host = "127.0.0.1" if listener is not None else config.ui.host
+        host = f"[{host}]" if ":" in host else host
+        heartbeat = http_probe(f"http://{host}:{server.effective_port}/healthz", 5.0)
+        notifier.ready(f"listening on {url}")
+        watchdog = WatchdogThread(notifier, heartbeat)
+        watchdog.start()
     if threading.current_thread() is threading.main_thread():
         # systemd stops with SIGTERM: leave through the finally below (demo folder removed).
         signal.signal(signal.SIGTERM, _raise_exit)
@@ -176,6 +191,10 @@ def serve(config: Config, demo: bool = False, services: Optional[Any] = None,
     except KeyboardInterrupt:
         pass
     finally:
+        if notifier is not None and notifier.enabled:
+            notifier.stopping("stopping")
+        if watchdog is not None:
+            watchdog.stop()
         app.extensions["glanceseg_hub"].close()
         services.close()
         server.close()

@@ -38,7 +38,11 @@ class LesionEvent:
 
 
 class LiveGlance(Protocol):
-    """One photograph's live glance session (the pipeline, or an adapter over it)."""
+    """One photograph's live glance session (:class:`appliance.ui.engine_live.EngineLiveGlance`).
+
+    Optional: ``tick(now_ns)`` and ``flush()`` (end a quiet or finished stream's fixation) and
+    ``set_sink(callback)`` (deliver events as the pipeline emits them; see :mod:`appliance.ui.live`).
+    """
 
     def push(self, sample: GazeSample) -> list[LesionEvent]:
         """Feed one gaze sample in image px; return the lesion events it caused."""

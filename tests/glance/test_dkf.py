@@ -155,3 +155,91 @@ def test_real_idrid_window_ranks_an_annotated_ma_high(idrid_dir):
     xy = np.array([[s.candidate.x, s.candidate.y] for s in scored[:3]])
     hits = match_lesions(xy, np.array([s.score for s in scored[:3]]), truth)
     assert hits.any()
+
+
+def _cnn_or_skip():
+    from appliance.glance.cnn_ranker import DEFAULT_CNN_PATH, load_cnn_ranker
+
+    cnn = load_cnn_ranker()
+    if cnn is None:
+        pytest.skip(f"no CNN ranker at {DEFAULT_CNN_PATH}")
+    return cnn
+
+
+def test_committed_cnn_ranker_matches_its_sha256_and_metadata():
+    import json
+
+    from appliance.glance.candidates import CNN_PATCH, CNN_STEPS_UM
+    from appliance.glance.cnn_ranker import BLENDS, DEFAULT_CNN_PATH, sha256_file
+
+    cnn = _cnn_or_skip()
+    meta = json.loads(DEFAULT_CNN_PATH.with_suffix(".json").read_text())
+    assert sha256_file(DEFAULT_CNN_PATH) == meta["sha256"] == cnn.meta["sha256"]
+    assert DEFAULT_CNN_PATH.stat().st_size < 2 * 1024 * 1024
+    assert meta["input"]["shape"][1:] == [len(CNN_STEPS_UM), CNN_PATCH, CNN_PATCH]
+    assert meta["input"]["steps_um"] == list(CNN_STEPS_UM)
+    assert cnn.blend in BLENDS
+    assert all(i.startswith("IDRiD_") and int(i[6:]) <= 12
+               for i in meta["trained_on"] + meta["early_stopping_on"])
+
+
+def test_an_altered_cnn_ranker_is_refused(tmp_path):
+    import shutil
+
+    from appliance.errors import ModelError
+    from appliance.glance.cnn_ranker import DEFAULT_CNN_PATH, load_cnn_ranker
+
+    _cnn_or_skip()
+    bad = tmp_path / "ranker_cnn.onnx"
+    shutil.copy(DEFAULT_CNN_PATH.with_suffix(".json"), bad.with_suffix(".json"))
+    bad.write_bytes(DEFAULT_CNN_PATH.read_bytes() + b"\0")
+    with pytest.raises(ModelError, match="sha256"):
+        load_cnn_ranker(bad)
+    assert load_cnn_ranker(tmp_path / "absent.onnx") is None
+
+
+def _dot_and_vessel(um: float = 4.25, size: int = 400, seed: int = 0):
+    """A fundus-like patch at IDRiD's scale: a 50 µm dark dot and a 90 µm-wide vessel."""
+    import cv2
+
+    from appliance.imaging.fov import FieldOfView
+
+    rng = np.random.default_rng(seed)
+    g = np.full((size, size), 110.0, np.float32) + rng.normal(0, 1.5, (size, size)).astype(np.float32)
+    g = cv2.GaussianBlur(g, (0, 0), 1.0)
+    yy, xx = np.mgrid[:size, :size]
+    dot = (270.0, 270.0)
+    g -= 25.0 * np.exp(-((xx - dot[0]) ** 2 + (yy - dot[1]) ** 2) / (2 * (25.0 / um / 2) ** 2))
+    cv2.line(g, (0, 110), (size - 1, 150), 70.0, int(round(90.0 / um)))
+    g = cv2.GaussianBlur(g, (0, 0), 1.5)
+    g8 = np.clip(g, 0, 255).astype(np.uint8)
+    rgb = np.dstack([np.clip(g8 * 1.6, 0, 255).astype(np.uint8), g8, (g8 * 0.3).astype(np.uint8)])
+    fov = FieldOfView(np.ones((size, size), bool), (size / 2, size / 2), size, size)
+    vessel = (200.0, 110.0 + 40.0 * 200.0 / (size - 1))
+    return rgb, fov, dot, vessel, um
+
+
+def test_cnn_ranker_scores_a_dark_dot_above_a_vessel_segment():
+    from appliance.glance.candidates import cnn_patches
+    from appliance.glance.saliency import compute_saliency
+
+    cnn = _cnn_or_skip()
+    rgb, fov, dot, vessel, um = _dot_and_vessel()
+    smap = compute_saliency(rgb, fov.mask, um)
+    p = cnn.probability(cnn_patches(rgb, smap, np.array([dot, vessel])))
+    assert p[0] > p[1]
+    assert p[0] > 0.5 > p[1]
+
+
+def test_cnn_scores_in_a_window_equal_the_whole_image():
+    from appliance.glance.dkf import base_score
+
+    _cnn_or_skip()
+    rgb, fov, dot, _, um = _dot_and_vessel()
+    whole = {(round(c.x, 2), round(c.y, 2)): c for c in detect(rgb, fov, um)}
+    part = detect(rgb, fov, um, window=(200, 200, 340, 340))
+    assert part and all("cnn_prob" in c.features for c in part)
+    for c in part:
+        w = whole[(round(c.x, 2), round(c.y, 2))]
+        assert c.features["cnn_prob"] == pytest.approx(w.features["cnn_prob"], abs=1e-5)
+        assert base_score(c) == pytest.approx(base_score(w), abs=1e-6)

@@ -75,9 +75,11 @@ def test_decisions_undo_and_sign_off_queue_new_instances(store):
     review = store.sign_off(rid, "R1", "refer", "dr")
     assert review.kind == "reviewed" and review.based_on == rid and review.grade == "R1"
     final = store.load_result(review.id)
-    expected = (set(shown) - {shown[0]}) | set(hidden[:1]) | {added.lesion_id}
+    # The reviewed result holds what the clinician accepted or added, nothing left alone.
+    expected = set(hidden[:1]) | {added.lesion_id}
     assert set(final.mask_lesion_ids) == expected
     assert final.payload["decisions"][str(shown[0])] == "rejected"
+    assert final.payload["decisions"][str(shown[1])] == "not reviewed"
     assert final.payload["decisions"][str(added.lesion_id)] == "added"
     assert np.array_equal(store.load_result(rid).mask(), auto.mask())  # the automatic result is untouched
     kinds = [(i.kind, i.result_id) for i in store.outbox(study_id=study.id)]

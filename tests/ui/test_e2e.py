@@ -78,14 +78,24 @@ return window.glanceView.s;
 """
 
 
-def check_zoom_and_pan(driver) -> None:
-    """Pinch (two synthetic touch pointers) zooms about 3x; a mouse drag pans; Fit restores."""
+def check_zoom_and_pan(driver, link=None) -> None:
+    """Pinch (two synthetic touch pointers) zooms about 3x; a mouse drag pans; Fit restores.
+
+    ``link`` (the photograph's ``ReaderGaze``): the server's view follows the page's, so a
+    point the page draws maps back to the same image px there.
+    """
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     fit = driver.execute_script("return window.glanceView.s")
     zoomed = driver.execute_script(PINCH_JS)
     assert 2.5 * fit < zoomed < 3.5 * fit, (fit, zoomed)
+    if link is not None:
+        p = driver.execute_script("return window.glanceToScreen(100, 200)")
+        deadline = time.monotonic() + 10
+        while abs(link.view.scale - zoomed) > 1e-6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert np.allclose(link.view.screen_to_image(p["x"], p["y"]), (100, 200), atol=1e-3)
     tx = driver.execute_script("return window.glanceView.tx")
     ActionChains(driver).move_to_element(driver.find_element(By.ID, "viewport")).click_and_hold() \
         .move_by_offset(60, 0).move_by_offset(60, 0).release().perform()
@@ -229,7 +239,8 @@ def test_reading_session_end_to_end(ui_config, engine, tmp_path):
             wait_for(driver, "document.getElementById('photo').complete")
             assert not driver.find_elements(By.CSS_SELECTOR, "img.marker")  # pointer gaze: no tracker markers
             shot(driver, "08_reader_open")
-            check_zoom_and_pan(driver)
+            image_id = int(driver.execute_script("return JSON.parse(document.getElementById('reader-data').textContent).image_id"))
+            check_zoom_and_pan(driver, app.extensions["glanceseg_hub"].gaze.get(image_id))
             look_with_pointer(driver, targets[0]["x"], targets[0]["y"])
             shot(driver, "08c_reader_pointer_gaze")
             driver.find_element(By.ID, "toggle-heat").click()
@@ -289,7 +300,8 @@ def test_reading_session_end_to_end(ui_config, engine, tmp_path):
             wait_text(driver, "queued for sync")
             shot(driver, "13_signed_off")
             reviewed = [r for r in services.store.results_for_study(study.id) if r.kind == "reviewed"]
-            assert len(reviewed) == 1 and reviewed[0].lesion_count == len(shown)  # one rejected, one added
+            # The reviewed result is the clinician's: the accepted lesion and the added one.
+            assert len(reviewed) == 1 and reviewed[0].lesion_count == 2
             driver.find_element(By.ID, "report-link").click()
             wait_text(driver, "Microaneurysms confirmed")
             assert driver.find_element(By.ID, "report-ma-count").text == "2"

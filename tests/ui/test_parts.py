@@ -37,12 +37,20 @@ def test_pointer_gaze_decisions_undo_signoff_and_pdf(app, services, fundus_png):
     assert client.get(f"/reader/{image}").status_code == 200
     target = shown[0]
     x, y = target["x"], target["y"]
-    samples = [{"x": x + (i % 2), "y": y, "xs": 600 + (i % 2), "ys": 400, "t_ms": 1.7e12 + 10 * i, "ppd": 30}
-               for i in range(30)]
-    samples.append({"gone": True, "t_ms": 1.7e12 + 310})  # the gaze leaves: the fixation ends
     post = lambda url, body: client.post(url, json=body, headers={"X-CSRF-Token": token})  # noqa: E731
+    # The page's view: image shown at 1.1 screen px per image px, panned, the viewport below a toolbar.
+    page_view = {"scale": 1.1, "tx": 40.0, "ty": -20.0, "width": 1000, "height": 800, "left": 12, "top": 64}
+    assert post(f"/api/reader/{image}/view", page_view).status_code == 200
+    assert post(f"/api/reader/{image}/view", {**page_view, "scale": -1}).status_code == 400
+    # The pointer in screen px, where the page draws the target.
+    xs, ys = 12 + 40.0 + 1.1 * x, 64 - 20.0 + 1.1 * y
+    samples = [{"xs": xs + (i % 2), "ys": ys, "t_ms": 1.7e12 + 10 * i} for i in range(30)]
+    samples.append({"gone": True, "t_ms": 1.7e12 + 310})  # the gaze leaves: the fixation ends
+    assert post(f"/api/reader/{image}/gaze", {"samples": [{"xs": "a", "t_ms": 1}]}).status_code == 400
     resp = post(f"/api/reader/{image}/gaze", {"samples": samples})
     assert resp.status_code == 200
+    link = app.extensions["glanceseg_hub"].gaze.get(image)
+    assert np.allclose(link.view.screen_to_image(xs, ys), (x, y))
     session = app.extensions["glanceseg_hub"].sessions[image]
     for _ in range(400):  # the gaze went quiet: the session's ticker ends the fixation
         if target["id"] in session.shown:
@@ -78,8 +86,8 @@ def test_pointer_gaze_decisions_undo_signoff_and_pdf(app, services, fundus_png):
                                                           "referral": "routine"})
     assert ok.status_code == 302
     reviewed = [r for r in services.store.results_for_study(study.id) if r.kind == "reviewed"]
-    # The store keeps shown lesions the clinician left alone (the model's call) and the added one.
-    assert len(reviewed) == 1 and reviewed[0].lesion_count == len(shown) + 1 and reviewed[0].signed_by == "clara"
+    # The reviewed result is the clinician's: the accepted lesion and the added one, nothing left alone.
+    assert len(reviewed) == 1 and reviewed[0].lesion_count == 2 and reviewed[0].signed_by == "clara"
     assert reviewed[0].grade.startswith("1 - Mild non-proliferative DR")
     assert {i.kind for i in services.store.outbox(study_id=study.id) if i.result_id == reviewed[0].id} == {"seg", "sr"}
     assert "Results pending sync" in client.get("/").get_data(as_text=True)

@@ -1,5 +1,7 @@
 /* GlanceSeg reader: pinch zoom and pan, live lesions over server-sent events, accept / reject /
-   add / undo, heat map, and pointer positions posted as gaze. Plain JS, no framework. */
+   add / undo, heat map, and pointer positions posted as gaze. The page posts its view (scale,
+   pan, viewport offset) on every change and the pointer in screen px; the server maps every
+   gaze source (pointer, Neon) through that view. Plain JS, no framework. */
 "use strict";
 (function () {
   var D = JSON.parse(document.getElementById("reader-data").textContent);
@@ -23,7 +25,34 @@
   stage.style.width = D.width + "px";
   stage.style.height = D.height + "px";
 
-  function apply() { stage.style.transform = "translate(" + view.tx + "px," + view.ty + "px) scale(" + view.s + ")"; }
+  function apply() {
+    stage.style.transform = "translate(" + view.tx + "px," + view.ty + "px) scale(" + view.s + ")";
+    viewChanged();
+  }
+  /* --- the view and the gaze go to the server on one ordered chain: a batch of pointer
+     positions is always mapped with the view that was on screen when they were taken --- */
+  var gazeChain = Promise.resolve(), gazeBuf = [], viewDirty = false, viewQueued = false;
+  function chain(fn) { gazeChain = gazeChain.then(fn).catch(function () { return null; }); }
+  function flushGaze() {
+    if (!gazeBuf.length) { return; }
+    var batch = gazeBuf.splice(0, 400);
+    chain(function () { return window.glancePost(D.gaze_url, {samples: batch}); });
+  }
+  function viewChanged() {
+    viewDirty = true;
+    if (viewQueued) { return; }
+    viewQueued = true;
+    requestAnimationFrame(function () {  /* at most one view post per frame while pinching */
+      viewQueued = false;
+      if (!viewDirty) { return; }
+      viewDirty = false;
+      flushGaze();  /* positions taken under the old view go first */
+      var r = vp.getBoundingClientRect();
+      var body = {scale: view.s, tx: view.tx, ty: view.ty, width: r.width, height: r.height, left: r.left, top: r.top};
+      chain(function () { return window.glancePost(D.view_url, body); });
+    });
+  }
+  window.glanceFlushGaze = function () { flushGaze(); return gazeChain; };
   function fit() {
     var r = vp.getBoundingClientRect();
     view.fit = view.s = Math.min(r.width / D.width, r.height / D.height);
@@ -123,7 +152,11 @@
     }
   });
   es.addEventListener("gaze", function (m) { var g = JSON.parse(m.data); heatAdd(g.x, g.y); });
-  window.addEventListener("pagehide", function () { es.close(); });
+  window.addEventListener("pagehide", function () {
+    es.close();
+    fetch(D.close_url, {method: "POST", keepalive: true, credentials: "same-origin",
+                        headers: {"X-CSRF-Token": window.glanceCsrf()}});  /* the gaze sources stop */
+  });
   es.addEventListener("replay_done", function () { say(D.text.replay_done); document.body.setAttribute("data-replay-done", "1"); });
 
   /* --- decisions: each is recorded in the store at once; Undo undoes the latest one there.
@@ -190,7 +223,7 @@
   }
 
   /* --- pointer gaze: positions posted to the pointer gaze source --- */
-  var pointerGaze = false, gazeBuf = [], sourceLabel = document.querySelector("#gaze-source b");
+  var pointerGaze = false, sourceLabel = document.querySelector("#gaze-source b");
   var sourceBefore = sourceLabel.textContent;
   document.getElementById("toggle-pointer").addEventListener("click", function () {
     pointerGaze = !pointerGaze; this.setAttribute("aria-pressed", pointerGaze ? "true" : "false");
@@ -203,33 +236,39 @@
   });
   /* A resting pointer is a steady gaze: repeat its last position every 40 ms (a tracker streams
      continuously; fixation detection needs samples, not only moves). Leaving the photograph is
-     a gap (no gaze), which ends the fixation. */
+     a gap (no gaze), which ends the fixation. Positions are screen px: the page's own (client)
+     px, which on the full-screen kiosk are the screen's, as the corner markers assume. */
   var lastPointer = null, lastSampleMs = 0;
-  function pushGaze(x, y, xs, ys, tMs) {
-    gazeBuf.push({x: x, y: y, xs: xs, ys: ys, t_ms: tMs, ppd: D.screen_px_per_deg / view.s});
+  function pushGaze(xs, ys, tMs) {
+    gazeBuf.push({xs: xs, ys: ys, t_ms: tMs});
     lastSampleMs = tMs;
   }
   function gazeSample(e) {
     if (!pointerGaze) { return; }
-    var p = toImage(e.clientX, e.clientY);
-    lastPointer = {x: p.x, y: p.y, xs: e.screenX, ys: e.screenY};
-    pushGaze(p.x, p.y, e.screenX, e.screenY, performance.timeOrigin + e.timeStamp);
+    lastPointer = {xs: e.clientX, ys: e.clientY};
+    pushGaze(e.clientX, e.clientY, performance.timeOrigin + e.timeStamp);
   }
   setInterval(function () {
     var now = performance.timeOrigin + performance.now();
     if (pointerGaze && lastPointer && now - lastSampleMs >= 35) {
-      pushGaze(lastPointer.x, lastPointer.y, lastPointer.xs, lastPointer.ys, now);
+      pushGaze(lastPointer.xs, lastPointer.ys, now);
     }
   }, 40);
   vp.addEventListener("pointerleave", function () {
     if (pointerGaze && lastPointer) { gazeBuf.push({gone: true, t_ms: performance.timeOrigin + performance.now()}); }
     lastPointer = null;
   });
-  setInterval(function () {
-    if (!gazeBuf.length) { return; }
-    var batch = gazeBuf.splice(0, 400);
-    window.glancePost(D.gaze_url, {samples: batch});
-  }, 100);
+  setInterval(flushGaze, 100);
+
+  /* --- the tracker's state on the badge (a Neon connects after the page opened) --- */
+  var trackerState = document.getElementById("tracker-state");
+  function pollTracker() {
+    fetch(D.tracker_url, {credentials: "same-origin"}).then(function (r) { return r.json(); }).then(function (t) {
+      trackerState.textContent = (t.connected ? " \u25CF" : " \u25CB") + (t.battery_percent === null ? "" : " " + t.battery_percent + " %");
+      document.body.setAttribute("data-tracker-connected", t.connected ? "1" : "0");
+    }).catch(function () { return null; });
+  }
+  if (D.tracker_kind === "neon") { pollTracker(); setInterval(pollTracker, 5000); }
 
   /* --- pinch zoom, pan, tap --- */
   var pts = {}, start = null, pinch = null;

@@ -1,0 +1,94 @@
+"""``glanceseg segment``: the output contract of DESIGN.md, in scan and gaze mode, with the real model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from appliance.cli import main
+from appliance.gaze.base import GazeSample
+from appliance.gaze.csv_replay import write_gaze_csv
+
+DEMO = Path(__file__).resolve().parents[2] / "appliance" / "demo" / "IDRiD_03.jpg"
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+@pytest.fixture(scope="module")
+def crop(tmp_path_factory) -> Path:
+    """A 640x640 crop of a real photograph (IDRiD_03, which holds many MAs), as PNG."""
+    image = cv2.imread(str(DEMO))
+    path = tmp_path_factory.mktemp("img") / "crop.png"
+    cv2.imwrite(str(path), image[1000:1640, 1250:1890])
+    return path
+
+
+def _check_contract(out: Path, mode: str, width: int, height: int) -> dict:
+    doc = json.loads((out / "lesions.json").read_text())
+    assert set(doc) >= {"image", "width", "height", "mode", "model", "lesions", "timings_ms"}
+    assert (doc["width"], doc["height"], doc["mode"]) == (width, height, mode)
+    assert set(doc["model"]) == {"name", "sha256"}
+    ids = [l["id"] for l in doc["lesions"]]
+    assert len(ids) == len(set(ids)) and all(isinstance(i, int) for i in ids)
+    for l in doc["lesions"]:
+        assert set(l) == {"id", "x", "y", "area_px", "bbox", "score", "source"}
+        assert 0.0 <= l["score"] <= 1.0 and l["source"] in ("model", "saliency")
+        x0, y0, x1, y1 = l["bbox"]
+        assert x0 <= l["x"] <= x1 and y0 <= l["y"] <= y1
+    mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (height, width) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+    overlay = cv2.imread(str(out / "overlay.png"))
+    assert overlay.shape == (height, width, 3)
+    score = cv2.imread(str(out / "score.png"), cv2.IMREAD_UNCHANGED)
+    assert score.dtype == np.uint16
+    return doc
+
+
+def test_segment_scan_mode_with_the_model(crop: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GLANCESEG_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "out"
+    assert main(["segment", str(crop), "--out", str(out)]) == 0
+    doc = _check_contract(out, "scan", 640, 640)
+    assert doc["model"]["name"] == "litemedsam"
+    assert doc["model"]["sha256"] == hashlib.sha256((MODELS / "manifest.json").read_bytes()).hexdigest()
+    assert len(doc["lesions"]) >= 5
+    threshold = doc["display_threshold"]
+    shown = [l for l in doc["lesions"] if l["score"] >= threshold]
+    # mask.png holds exactly the shown lesions; low-score candidates stay in the list only.
+    mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_UNCHANGED) > 0
+    assert bool(mask.any()) == bool(shown)
+    for l in shown:
+        x0, y0, x1, y1 = l["bbox"]
+        assert mask[y0:y1, x0:x1].any()
+    assert any(l["source"] == "model" for l in shown) or not shown
+
+
+def test_segment_gaze_mode_processes_only_glanced_ground(crop: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GLANCESEG_DATA_DIR", str(tmp_path / "data"))
+    gaze = tmp_path / "gaze.csv"
+    t0 = 1_000_000_000
+    # Half a second on one spot of the upper-left quarter, then track loss.
+    samples = [GazeSample(t0 + i * 5_000_000, 150.0 + (i % 3), 160.0, True, 60.0) for i in range(100)]
+    samples.append(GazeSample(t0 + 101 * 5_000_000, float("nan"), float("nan"), True, 60.0))
+    write_gaze_csv(gaze, samples)
+    out = tmp_path / "out"
+    assert main(["segment", str(crop), "--gaze", str(gaze), "--no-model", "--out", str(out)]) == 0
+    doc = _check_contract(out, "gaze", 640, 640)
+    for l in doc["lesions"]:  # one 1-degree-sigma fixation covers ~2 degrees around the spot
+        assert abs(l["x"] - 150) < 4 * 60 and abs(l["y"] - 160) < 4 * 60
+    scan = tmp_path / "scan"
+    assert main(["segment", str(crop), "--no-model", "--out", str(scan)]) == 0
+    assert len(json.loads((scan / "lesions.json").read_text())["lesions"]) > len(doc["lesions"])
+
+
+@pytest.mark.parametrize("payload, message", [(b"", "empty"), (b"not an image at all", "not an image")])
+def test_segment_refuses_bad_input_with_a_clear_error(tmp_path: Path, capsys, payload: bytes, message: str) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(payload)
+    assert main(["segment", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o" / "lesions.json").exists()
