@@ -17,7 +17,6 @@ MobileSAM: encoder (1024 input) and batched point decoder from a user-supplied
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import shutil
@@ -41,6 +40,7 @@ import export as ex  # noqa: E402
 import quantize as qz  # noqa: E402
 import smooth as sm  # noqa: E402
 from appliance.glance.agreement import TUNE_IDS, idrid_prompt_tiles, mean_mask_iou, normalise_tile  # noqa: E402
+from appliance.store.files import sha256_file  # noqa: E402
 
 logger = logging.getLogger("models.build")
 
@@ -60,14 +60,6 @@ FP32_EMB_REL = 1e-3
 FP32_MASK_IOU = 0.995
 INT8_EMB_REL = 0.05
 INT8_MASK_IOU = 0.97
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _version(dist: str) -> str:

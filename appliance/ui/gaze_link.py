@@ -129,6 +129,8 @@ class ReaderGaze:
         self.neon: Optional[GazeSource] = None
         self.closed = False
         self._pointer_at = -math.inf  # time.monotonic() of the latest pointer position
+        #: True while the Neon's samples must be set aside (a recording is being replayed)
+        self.neon_paused: Callable[[], bool] = lambda: False
         if config.gaze.source == "neon":
             try:
                 self._open_neon(neon_factory)
@@ -153,7 +155,7 @@ class ReaderGaze:
         self._feeders.append(_Feeder(self.neon, self._push_neon, "gaze-neon"))
 
     def _push_neon(self, sample: Any) -> Any:
-        if time.monotonic() - self._pointer_at < POINTER_HOLD_S:
+        if time.monotonic() - self._pointer_at < POINTER_HOLD_S or self.neon_paused():
             return None
         return self._push(sample)
 

@@ -42,7 +42,10 @@ def _gaze_link(image_id: int) -> ReaderGaze:
     """The photograph's gaze sources (pointer, and the Neon when configured), opened on first use."""
     image = _image_or_404(image_id)
     session = _session(image_id)
-    return get_hub().gaze.open(image_id, image.width, image.height, session.push)
+    link = get_hub().gaze.open(image_id, image.width, image.height, session.push)
+    # A replayed recording owns the pipeline while it runs: live Neon gaze would interleave.
+    link.neon_paused = lambda: session.replay_thread is not None and session.replay_thread.is_alive()
+    return link
 
 
 def tracker_status() -> Any:
