@@ -134,21 +134,21 @@ def predict(net: nn.Module, X: np.ndarray, batch: int = 2048) -> np.ndarray:
 
 
 def cpm_of(dets: Sequence[DetectedImage], probs: Sequence[np.ndarray], blend: str,
-           max_lesions: int = 300) -> float:
+           max_lesions: int = 300, mlp: Sequence[np.ndarray] | None = None) -> float:
     """Lesion-level CPM of images scored with the DKF on base = :func:`combine`."""
     per = []
-    for det, p in zip(dets, probs):
+    for i, (det, p) in enumerate(zip(dets, probs)):
         hand = np.array([hand_score(c.features) for c in det.candidates])
         scored = score_candidates(det.candidates, det.fov_mask, det.um_per_px,
-                                  base=combine(p, hand, blend))[:max_lesions]
+                                  base=combine(p, hand, blend, None if mlp is None else mlp[i]))[:max_lesions]
         xy = np.array([[s.candidate.x, s.candidate.y] for s in scored]).reshape(-1, 2)
         per.append((xy, np.array([s.score for s in scored]), det.truth))
     return froc(per).cpm
 
 
 def train(train_dets: Sequence[DetectedImage], val_dets: Sequence[DetectedImage], seed: int,
-          extra: dict[str, np.ndarray], epochs: int = 14, negatives: int = 6000,
-          patience: int = 4, blend: str = "cnn") -> tuple[nn.Module, dict]:
+          extra: dict[str, np.ndarray], epochs: int = 14, negatives: int = 10000,
+          patience: int = 5, blend: str = "cnn") -> tuple[nn.Module, dict]:
     """Train one network; keep the epoch with the best validation average precision.
 
     Early stopping reads the pooled average precision of the validation images' candidates
@@ -163,7 +163,7 @@ def train(train_dets: Sequence[DetectedImage], val_dets: Sequence[DetectedImage]
     yv = np.concatenate([candidate_labels(d) for d in val_dets])
     pos, neg = np.nonzero(y > 0)[0], np.nonzero(y == 0)[0]
     net = Net()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
     n_neg = min(negatives, len(neg))
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float(np.sqrt(n_neg / max(1, len(pos))))))
     best, best_state, best_epoch, history = -1.0, None, -1, []
@@ -182,7 +182,7 @@ def train(train_dets: Sequence[DetectedImage], val_dets: Sequence[DetectedImage]
             opt.step()
         pv = [predict(net, x) for x in Xv]
         val = average_precision(np.concatenate(pv), yv)
-        history.append((round(val, 4), round(cpm_of(val_dets, pv, blend), 4)))
+        history.append((round(val, 4), round(cpm_of(val_dets, pv, "cnn"), 4)))
         logger.info("epoch %d: val AP %.3f CPM %.3f (%.0f s)", epoch, val, history[-1][1],
                     time.time() - t0)
         if val > best:
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_CNN_PATH)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR)
     ap.add_argument("--epochs", type=int, default=14)
-    ap.add_argument("--negatives", type=int, default=6000)
+    ap.add_argument("--negatives", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cv", action="store_true", help="report 3-fold CV CPM on 01-12 first")
     ap.add_argument("--blend", choices=BLENDS, default=None,
@@ -236,17 +236,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     cv: dict = {}
     blend = args.blend or "cnn_hand"
     if args.cv:
-        test_all, probs_all = [], []
+        from appliance.eval.fit_ranker import fit_ranker
+
+        test_all, probs_all, mlp_all = [], [], []
         for f in range(3):
             test = dets[f::3]
             rest = [d for i, d in enumerate(dets) if i % 3 != f]
             inner = rest[::4]  # two validation photographs for early stopping
-            net, info = train([d for d in rest if d not in inner], inner, seed=args.seed + f, **kw)
+            net, info = train([d for d in rest if d.id not in {v.id for v in inner}], inner,
+                              seed=args.seed + f, **kw)
+            mlp = fit_ranker(rest)  # the feature ranker refitted on the same images
             test_all += test
             probs_all += [predict(net, np.stack([c.patch_cnn for c in d.candidates])) for d in test]
+            mlp_all += [mlp.probability([c.features for c in d.candidates],
+                                        np.stack([c.patch for c in d.candidates])) for d in test]
             logger.info("fold %d: %s", f, info)
         for b in BLENDS:
-            cv[b] = round(cpm_of(test_all, probs_all, b), 4)
+            cv[b] = round(cpm_of(test_all, probs_all, b, mlp=mlp_all), 4)
+        hand = [np.array([hand_score(c.features) for c in d.candidates]) for d in test_all]
+        cv["mlp_hand (feature ranker alone)"] = round(cpm_of(
+            test_all, [np.sqrt(m * h) for m, h in zip(mlp_all, hand)], "cnn"), 4)
         hand_only = froc([(np.array([[s.candidate.x, s.candidate.y] for s in sc]).reshape(-1, 2),
                            np.array([s.score for s in sc]), d.truth)
                           for d in test_all for sc in [score_candidates(
@@ -254,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"3-fold CV CPM on IDRiD_01-12: " + "  ".join(f"{b} {v:.3f}" for b, v in cv.items())
               + f"  (hand rules alone {hand_only:.3f})")
         if args.blend is None:
-            blend = max(cv, key=cv.get)
+            blend = max(BLENDS, key=cv.get)
     val = dets[::4]  # IDRiD_01, 05, 09: early stopping only
     net, info = train([d for i, d in enumerate(dets) if i % 4], val, seed=args.seed, blend=blend, **kw)
     meta = {"trained_on": [d.id for i, d in enumerate(dets) if i % 4],

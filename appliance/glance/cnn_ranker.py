@@ -30,20 +30,28 @@ DEFAULT_CNN_PATH = Path(__file__).with_name("ranker_cnn.onnx")
 #: Candidates per onnxruntime call (bounds memory on a whole photograph's ~3500).
 BATCH = 1024
 #: How the CNN's probability combines with the hand score (see :func:`combine`).
-BLENDS = ("cnn", "cnn_hand")
+BLENDS = ("cnn", "cnn_hand", "cnn_mlp_hand")
 
 
-def combine(p_cnn: np.ndarray, hand: np.ndarray, blend: str) -> np.ndarray:
-    """Base score from the CNN probability and the hand score.
+def combine(p_cnn: np.ndarray, hand: np.ndarray, blend: str,
+            p_mlp: Optional[np.ndarray] = None) -> np.ndarray:
+    """Base score from the CNN probability, the hand score and the feature ranker's.
 
-    ``cnn``: the probability alone; ``cnn_hand``: their geometric mean (a candidate must
-    convince both the learned appearance model and the physical profile rule).
+    ``cnn``: the probability alone; ``cnn_hand``: its geometric mean with the hand score (a
+    candidate must convince both the learned appearance model and the physical profile
+    rule); ``cnn_mlp_hand``: the geometric mean of all three (``p_mlp`` from
+    :mod:`appliance.glance.ranker`; they err differently).
     """
     p = np.clip(np.asarray(p_cnn, np.float64), 0.0, 1.0)
+    h = np.clip(np.asarray(hand, np.float64), 0.0, 1.0)
     if blend == "cnn":
         return p
     if blend == "cnn_hand":
-        return np.sqrt(p * np.clip(np.asarray(hand, np.float64), 0.0, 1.0))
+        return np.sqrt(p * h)
+    if blend == "cnn_mlp_hand":
+        if p_mlp is None:
+            raise ValueError("The cnn_mlp_hand blend needs the feature ranker's probability.")
+        return np.cbrt(p * h * np.clip(np.asarray(p_mlp, np.float64), 0.0, 1.0))
     raise ValueError(f"Unknown blend {blend!r}; use one of {BLENDS}.")
 
 

@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from appliance.errors import ModelError
 from appliance.glance.candidates import Candidate
 from appliance.glance.cnn_ranker import CnnRanker, combine, load_cnn_ranker
 from appliance.glance.ranker import Ranker, load_ranker
@@ -246,7 +247,15 @@ def _cnn_base(candidates: Sequence[Candidate], cnn: CnnRanker) -> np.ndarray:
         for c, p in zip(todo, prob):
             c.features["cnn_prob"] = float(p)
     p = np.array([c.features["cnn_prob"] for c in candidates])
-    return combine(p, np.array([hand_score(c.features) for c in candidates]), cnn.blend)
+    p_mlp = None
+    if cnn.blend == "cnn_mlp_hand":
+        ranker = load_ranker()
+        if ranker is None or (ranker.use_patch and any(c.patch is None for c in candidates)):
+            raise ModelError("The CNN ranker blends with the feature ranker, which is missing "
+                             "(appliance/glance/ranker.json) or lacks the candidates' patches.")
+        p_mlp = ranker.probability([c.features for c in candidates],
+                                   np.stack([c.patch for c in candidates]) if ranker.use_patch else None)
+    return combine(p, np.array([hand_score(c.features) for c in candidates]), cnn.blend, p_mlp)
 
 
 def _feature_base(candidates: Sequence[Candidate], ranker: Optional[Ranker],
@@ -393,6 +402,13 @@ def to_lesion(candidate: Candidate, prompt, rgb: np.ndarray, fov, um_per_px: flo
         mask = xx ** 2 + yy ** 2 <= r * r
         x0, y0, source = int(round(candidate.x)) - r, int(round(candidate.y)) - r, "saliency"
     ys, xs = np.nonzero(mask)
+    if source == "model" and not (x0 + xs.min() <= candidate.x <= x0 + xs.max() + 1
+                                  and y0 + ys.min() <= candidate.y <= y0 + ys.max() + 1):
+        # The decoder outlined something beside the dot (e.g. at the image edge): that is
+        # not this lesion's mask, so keep the dot's own half-contrast region.
+        if candidate.mask is not None and candidate.mask.any():
+            mask, (x0, y0), source = candidate.mask, candidate.mask_origin, "saliency"
+            ys, xs = np.nonzero(mask)
     mask = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     x0, y0 = x0 + int(xs.min()), y0 + int(ys.min())
     measures = mask_measures(mask, um_per_px) if source == "model" and params.use_mask_measures else {}

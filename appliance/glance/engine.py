@@ -143,6 +143,7 @@ class ImageSession:
         self.done: dict[tuple[int, int], CellResult] = {}
         self._seq = 0
         self._lock = threading.RLock()
+        self._emit_lock = threading.RLock()
         self.open_ms = (time.perf_counter() - start) * 1e3
         logger.info("opened %s: %.2f µm/px, gradable=%s", photo.source, self.um_per_px, self.quality.gradable)
 
@@ -171,6 +172,8 @@ class ImageSession:
                 use_model: bool = True) -> list[LesionEvent]:
         """Process the cells not yet processed; return (and deliver) their lesion events.
 
+        Both stages in one call: :meth:`detect_cells` then :meth:`refine`.
+
         Parameters
         ----------
         cells
@@ -180,19 +183,38 @@ class ImageSession:
         use_model
             Refine lesions with the model when the engine has one.
         """
-        with self._lock:
-            todo = [c for c in cells if c.key not in self.done]
         events: list[LesionEvent] = []
 
-        def emit(kind: str, lesion: Lesion, key: tuple[int, int]) -> None:
-            with self._lock:
-                self._seq += 1
-                self.lesions[lesion.id] = lesion
-                event = LesionEvent(kind, lesion, self._seq, key)
+        def collect(event: LesionEvent) -> None:
             events.append(event)
             if on_event is not None:
                 on_event(event)
 
+        pending = self.detect_cells(cells, collect)
+        if use_model:
+            self.refine(pending, collect)
+        return events
+
+    def _emit(self, kind: str, lesion: Lesion, key: tuple[int, int],
+              on_event: Optional[Callable[[LesionEvent], None]]) -> None:
+        # One lock over numbering and delivery: events reach subscribers in ``seq`` order even
+        # when the model refines in another thread.
+        with self._emit_lock:
+            with self._lock:
+                self._seq += 1
+                self.lesions[lesion.id] = lesion
+                event = LesionEvent(kind, lesion, self._seq, key)
+            if on_event is not None:
+                on_event(event)
+
+    def detect_cells(self, cells: Iterable[Tile],
+                     on_event: Optional[Callable[[LesionEvent], None]] = None) -> list[tuple[Tile, list[Candidate], CellResult]]:
+        """Stage 1 (milliseconds): candidates and saliency-masked lesions of the new cells.
+
+        Returns what :meth:`refine` needs to let the model segment them.
+        """
+        with self._lock:
+            todo = [c for c in cells if c.key not in self.done]
         pending: list[tuple[Tile, list[Candidate], CellResult]] = []
         for group in self._groups(todo):
             t0 = time.perf_counter()
@@ -207,20 +229,25 @@ class ImageSession:
                 with self._lock:
                     self.done[cell.key] = result
                 for lesion in lesions:
-                    emit("new", lesion, cell.key)
+                    self._emit("new", lesion, cell.key, on_event)
                 pending.append((cell, candidates, result))
-        if use_model and self.engine.predictor is not None and pending:
-            t0 = time.perf_counter()
-            prompts = self._prompt_all(pending)
-            model_ms = (time.perf_counter() - t0) * 1e3 / len(pending)
-            for (cell, candidates, result), cell_prompts in zip(pending, prompts):
-                if not candidates:
-                    continue
-                result.lesions = self._score(cell, candidates, cell_prompts)
-                result.timings_ms["model"] = model_ms
-                for lesion in result.lesions:
-                    emit("updated", lesion, cell.key)
-        return events
+        return pending
+
+    def refine(self, pending: list[tuple[Tile, list[Candidate], CellResult]],
+               on_event: Optional[Callable[[LesionEvent], None]] = None) -> None:
+        """Stage 2 (encoder-bound): the model segments the promising candidates of ``pending``."""
+        if self.engine.predictor is None or not pending:
+            return
+        t0 = time.perf_counter()
+        prompts = self._prompt_all(pending)
+        model_ms = (time.perf_counter() - t0) * 1e3 / len(pending)
+        for (cell, candidates, result), cell_prompts in zip(pending, prompts):
+            if not candidates:
+                continue
+            result.lesions = self._score(cell, candidates, cell_prompts)
+            result.timings_ms["model"] = model_ms
+            for lesion in result.lesions:
+                self._emit("updated", lesion, cell.key, on_event)
 
     def _groups(self, cells: list[Tile]) -> list[list[Tile]]:
         """Split cells into 8-connected groups, each processed through one saliency window."""

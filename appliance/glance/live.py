@@ -14,6 +14,7 @@ the store) in order.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -86,6 +87,8 @@ class GlancePipeline:
         self.use_model = use_model
         self.busy = threading.Event()
         self._last_ns = 0
+        self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue()
+        self._refiner: Optional[threading.Thread] = None
         self.stats = PipelineStats()
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
@@ -123,27 +126,71 @@ class GlancePipeline:
         for ground in grounds:
             start = time.perf_counter()
             self.stats.fixations += 1
-            first: list[float] = []
+            timing = FixationTiming(ground.fixation.index, 0, 0, None, 0.0, ended_ns)
 
-            def on_event(event: LesionEvent) -> None:
-                if not first:
-                    first.append((time.perf_counter() - start) * 1e3)
+            def on_event(event: LesionEvent, timing: FixationTiming = timing, start: float = start) -> None:
+                if timing.first_at is None:
+                    timing.first_at = time.perf_counter()
+                    timing.first_ms = (timing.first_at - start) * 1e3
                 self._deliver(event)
 
             cells = [self.session.cells.tile(r, c) for r, c in ground.cells]
+            timing.cells = len(cells)
             self.busy.set()
             try:
-                new = self.session.process(cells, on_event=on_event, use_model=self.use_model) if cells else []
+                pending = self.session.detect_cells(cells, lambda e: (events.append(e), on_event(e)))
             finally:
                 self.busy.clear()
-            events.extend(new)
+            timing.lesions = sum(len(result.lesions) for _, _, result in pending)
             self.stats.cells += len(cells)
-            done_at = time.perf_counter()
-            self.stats.timings.append(FixationTiming(
-                ground.fixation.index, len(cells), len({e.lesion.id for e in new}),
-                first[0] if first else None, (done_at - start) * 1e3, ended_ns,
-                start + first[0] / 1e3 if first else None, done_at))
+            self.stats.timings.append(timing)
+            if self._refines and any(cands for _, cands, _ in pending):
+                self._start_refiner()
+                self._queue.put((pending, on_event, timing, start))
+            else:
+                timing.done_at = time.perf_counter()
+                timing.done_ms = (timing.done_at - start) * 1e3
         return events
+
+    @property
+    def _refines(self) -> bool:
+        return self.use_model and self.session.engine.predictor is not None
+
+    def _start_refiner(self) -> None:
+        if self._refiner is None:
+            self._refiner = threading.Thread(target=self._refine_loop, name="glance-refine", daemon=True)
+            self._refiner.start()
+
+    def _refine_loop(self) -> None:
+        """Stage 2 off the gaze thread: the encoder never delays the next fixation's lesions."""
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                pending, on_event, timing, start = item
+                self.busy.set()
+                try:
+                    self.session.refine(pending, on_event)
+                except Exception:  # the saliency lesions stand; the error is logged for support
+                    logger.exception("model refinement failed")
+                finally:
+                    self.busy.clear()
+                timing.done_at = time.perf_counter()
+                timing.done_ms = (timing.done_at - start) * 1e3
+            finally:
+                self._queue.task_done()
+
+    def wait_refined(self) -> None:
+        """Block until the model has refined every cell processed so far."""
+        self._queue.join()
+
+    def close(self) -> None:
+        """Stop the refinement thread after the work queued."""
+        if self._refiner is not None:
+            self._queue.put(None)
+            self._refiner.join(timeout=60)
+            self._refiner = None
 
     def feed(self, sample: GazeSample) -> list[LesionEvent]:
         """Take one gaze sample; return the events of the fixations it ended."""
@@ -162,8 +209,10 @@ class GlancePipeline:
         return self._process(self.gaze_map.tick(now_ns), now_ns)
 
     def flush(self) -> list[LesionEvent]:
-        """End of the stream: close the last fixation and process its ground."""
-        return self._process(self.gaze_map.flush(), self._last_ns)
+        """End of the stream: close the last fixation, process its ground and wait for the model."""
+        events = self._process(self.gaze_map.flush(), self._last_ns)
+        self.wait_refined()
+        return events
 
     def result(self) -> SegmentationResult:
         """The lesions so far, as a gaze-mode result."""
@@ -176,9 +225,12 @@ def segment_gaze(session: ImageSession, samples: Iterable[GazeSample], px_per_de
                  use_model: bool = True) -> SegmentationResult:
     """Batch gaze mode: run a whole recording through the pipeline and return the result."""
     pipeline = GlancePipeline.for_session(session, px_per_deg, use_model)
-    pipeline.feed_many(samples)
-    pipeline.flush()
-    return pipeline.result()
+    try:
+        pipeline.feed_many(samples)
+        pipeline.flush()
+        return pipeline.result()
+    finally:
+        pipeline.close()
 
 
 class LiveReader:
@@ -242,3 +294,4 @@ class LiveReader:
         self._stop.set()
         self._thread.join(timeout=5.0)
         self.source.close()
+        self.pipeline.close()

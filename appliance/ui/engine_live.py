@@ -130,8 +130,9 @@ class EngineLiveGlance:
                       (bx, by, bx + crop.shape[1], by + crop.shape[0]), float(r.iou), "model", crop)
 
     def close(self) -> None:
-        """Stop pre-encoding and drop the photograph's cached embeddings."""
+        """Stop pre-encoding and model refinement; drop the photograph's cached embeddings."""
         if self.preencoder is not None:
             self.preencoder.stop()
+        self.pipeline.close()
         if self.engine.predictor is not None:
             self.engine.predictor.forget(self.photo.sha256)

@@ -114,3 +114,34 @@ def test_live_reader_replays_a_file(config, photo, recording) -> None:
     assert not reader.running and reader.error is None
     batch = segment_gaze(engine.open(photo), read_gaze_csv(recording))
     assert _as_tuples({e.lesion.id: e.lesion for e in got}.values()) == _as_tuples(batch.lesions)
+
+
+def test_stream_equals_batch_with_the_model_refining_in_the_background(config, photo) -> None:
+    """With the real model: saliency lesions first ("new"), model masks later ("updated") from
+    the refinement thread, and the end state equal to a batch run."""
+    from appliance.imaging.io import Photograph
+
+    crop = Photograph(np.ascontiguousarray(photo.rgb[1000:1640, 1250:1890]), "crop", "crop-sha")
+    cx, cy = 320.0, 320.0
+    t0 = 1_000_000_000
+    samples = []
+    for k, (x, y) in enumerate([(cx - 120, cy - 100), (cx + 130, cy + 90)]):
+        base = t0 + k * 600_000_000
+        samples += [GazeSample(base + i * 5_000_000, x + (i % 3), y, True, 60.0) for i in range(80)]
+    engine = GlanceEngine.from_config(config)
+    batch = segment_gaze(engine.open(crop), samples)
+
+    session = engine.open(crop)
+    pipeline = GlancePipeline.for_session(session)
+    seen = []
+    pipeline.subscribe(seen.append)
+    for sample in samples:
+        pipeline.feed(sample)
+    pipeline.flush()
+    pipeline.close()
+    kinds = [e.kind for e in seen]
+    assert "new" in kinds
+    assert [e.seq for e in seen] == sorted(e.seq for e in seen)
+    assert _as_tuples(pipeline.result().lesions) == _as_tuples(batch.lesions)
+    if any(l.source == "model" for l in batch.lesions):
+        assert "updated" in kinds and kinds.index("updated") > kinds.index("new")
