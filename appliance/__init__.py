@@ -1,0 +1,1 @@
+"""GlanceSeg: gaze-guided microaneurysm segmentation for diabetic-retinopathy screening stations."""

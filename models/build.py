@@ -40,7 +40,7 @@ import export as ex  # noqa: E402
 import quantize as qz  # noqa: E402
 import smooth as sm  # noqa: E402
 from appliance.glance.agreement import TUNE_IDS, idrid_prompt_tiles, mean_mask_iou, normalise_tile  # noqa: E402
-from appliance.store.files import sha256_file  # noqa: E402
+from appliance.hashing import sha256_file  # noqa: E402
 
 logger = logging.getLogger("models.build")
 

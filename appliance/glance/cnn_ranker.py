@@ -13,7 +13,6 @@ its own patch only, so a gaze window scores a candidate exactly as the whole ima
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from appliance.errors import ModelError
+from appliance.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -89,15 +89,6 @@ class CnnRanker:
 
 
 _CACHE: dict[str, Optional[CnnRanker]] = {}
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_cnn_ranker(path: Optional[Path] = None) -> Optional[CnnRanker]:

@@ -10,7 +10,6 @@ installed it), else ``config.model.dir`` (the models committed with the software
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 from appliance.config import Config
 from appliance.errors import ModelError
+from appliance.hashing import sha256_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +28,6 @@ _REBUILD_HINT = (
     "Restore it from the software release (git checkout models/), or rebuild it with "
     "`.venv-build/bin/python models/build.py --write`."
 )
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Return the hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def resolve_model_dir(config: Config) -> Path:

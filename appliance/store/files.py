@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from appliance.errors import StoreError
+from appliance.hashing import sha256_file  # noqa: F401  (re-exported for callers)
 
 logger = logging.getLogger(__name__)
 
@@ -80,15 +81,6 @@ def atomic_write(path: Path, data: bytes) -> str:
             raise StoreError(f"The disk is full: cannot write {path.name}.") from exc
         raise StoreError(f"Cannot write {path.name}: {exc.strerror or exc}.") from exc
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex sha256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def remove_durable(path: Path) -> None:

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from appliance.errors import UpdateError
+from appliance.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -121,15 +122,6 @@ def check_name(name: str) -> str:
     if not _NAME_RE.match(name) or name in (BUNDLE_MANIFEST, BUNDLE_SIGNATURE):
         raise UpdateError(f"Bundle file name {name!r} is not allowed.")
     return name
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- keys -------------------------------------------------------------------------------------
