@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 #: Endpoints reachable without a login.
-PUBLIC_ENDPOINTS = {"auth.login", "auth.setup", "static", "auth.logout"}
+PUBLIC_ENDPOINTS = {"auth.login", "auth.setup", "static", "auth.logout", "healthz"}
 #: Logging out needs no token: forcing a log-off is harmless, and an expired session has none.
 CSRF_EXEMPT = {"auth.logout"}
 #: Requests that do not count as user activity (background streams and polls).

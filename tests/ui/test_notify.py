@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -38,7 +39,9 @@ def test_serve_notifies_ready_pings_watchdog_and_stops(tmp_path: Path) -> None:
         assert ready, messages
         assert messages.index(ready[0]) < next(i for i, m in enumerate(messages) if "WATCHDOG=1" in m)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
-            assert resp.status == 200  # READY meant the server really answers
+            # READY meant the server really answers; the probe needs no login (no redirect).
+            assert resp.status == 200 and resp.geturl().endswith("/healthz")
+            assert json.loads(resp.read()) == {"ok": True}
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         rest = []
