@@ -32,7 +32,8 @@ def tile_order(session: ImageSession) -> list[Tile]:
     mask = session.fov.mask
     tiles = [t for t in grid if mask[t.y0:t.y0 + t.size, t.x0:t.x0 + t.size].any()]
     counts = {t.key: 0 for t in tiles}
-    for cand in detect(session.photo.rgb, session.fov, session.um_per_px):
+    # Counting needs no ranking: skip the CNN, which would compete with the first fixations.
+    for cand in detect(session.photo.rgb, session.fov, session.um_per_px, rank=False):
         key = grid.best_tile(cand.x, cand.y).key
         if key in counts:
             counts[key] += 1

@@ -1,0 +1,46 @@
+"""Background pre-encoding: every FOV tile encoded, most candidates first, yielding while busy."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from appliance.glance.engine import GlanceEngine
+from appliance.glance.preencode import PreEncoder, tile_order
+from appliance.imaging.io import Photograph
+
+DEMO = Path(__file__).resolve().parents[2] / "appliance" / "demo" / "IDRiD_03.jpg"
+
+
+def _crop() -> Photograph:
+    rgb = cv2.cvtColor(cv2.imread(str(DEMO)), cv2.COLOR_BGR2RGB)[1000:1512, 1250:1762]
+    return Photograph(np.ascontiguousarray(rgb), "crop", "preencode-crop")
+
+
+def test_tiles_are_ordered_by_candidates_and_all_encoded(config) -> None:
+    engine = GlanceEngine.from_config(config)
+    session = engine.open(_crop())
+    order = tile_order(session)
+    grid = engine.predictor.grid(session.photo.rgb)
+    assert {t.key for t in order} == {t.key for t in grid}  # the crop is all FOV
+    pre = PreEncoder(session).start()
+    pre.join(timeout_s=300)
+    assert pre.done and pre.total == len(order) and pre.encoded == len(order)
+    assert all(engine.predictor.is_cached(session.photo.sha256, t) for t in order)
+
+
+def test_encoder_waits_while_the_foreground_is_busy(config) -> None:
+    engine = GlanceEngine.from_config(config)
+    session = engine.open(_crop())
+    busy = threading.Event()
+    busy.set()
+    pre = PreEncoder(session, busy=busy).start()
+    time.sleep(3.0)  # tile_order has run by now; nothing may be encoded while busy
+    assert pre.encoded == 0 and not pre.done
+    busy.clear()
+    pre.join(timeout_s=300)
+    assert pre.encoded == pre.total > 0
