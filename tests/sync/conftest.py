@@ -19,8 +19,8 @@ def orthanc(tmp_path_factory):
     """A running Orthanc (DICOMweb, basic auth, loopback only) for the whole session."""
     reason = available()
     if reason:
-        if os.environ.get("GLANCESEG_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"GLANCESEG_REQUIRE_SERVICES=1 but {reason}")
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
         pytest.skip(reason)
     server = OrthancServer(tmp_path_factory.mktemp("orthanc"))
     server.start()

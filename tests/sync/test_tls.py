@@ -56,8 +56,8 @@ def tls_orthanc(tmp_path_factory):
 
     reason = available()
     if reason:
-        if os.environ.get("GLANCESEG_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"GLANCESEG_REQUIRE_SERVICES=1 but {reason}")
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
         pytest.skip(reason)
     work = tmp_path_factory.mktemp("tls")
     ca_key = _key()

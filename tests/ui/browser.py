@@ -19,7 +19,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
 
 def need_browser() -> None:
-    """Skip (or fail under GLANCESEG_REQUIRE_SERVICES=1) without chromium + chromedriver + selenium."""
+    """Skip (or fail under REQUIRE_SERVICES=1) without chromium + chromedriver + selenium."""
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
     try:
         import selenium  # noqa: F401
@@ -28,7 +28,7 @@ def need_browser() -> None:
     if missing:
         reason = f"browser tests need {', '.join(missing)} (Debian chromium + chromium-driver)"
         if require_services():
-            pytest.fail(reason + " (GLANCESEG_REQUIRE_SERVICES=1)")
+            pytest.fail(reason + " (REQUIRE_SERVICES=1)")
         pytest.skip(reason)
 
 

@@ -21,7 +21,7 @@ CROP = (2000, 768, 768)
 
 def require_services() -> bool:
     """bool: True when CI demands real services (missing ones fail instead of skip)."""
-    return os.environ.get("GLANCESEG_REQUIRE_SERVICES") == "1"
+    return os.environ.get("REQUIRE_SERVICES") == "1"
 
 
 def fundus_crop(path: Path, side: int = 0) -> Path:
