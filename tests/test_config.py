@@ -1,0 +1,52 @@
+"""The one configuration object: TOML file, GLANCESEG_* overrides, strict about unknown keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.config import load_config
+from appliance.errors import ConfigError
+
+
+def test_defaults_file_and_environment_override(tmp_path: Path) -> None:
+    path = tmp_path / "glanceseg.toml"
+    path.write_text('[data]\ndir = "/srv/glanceseg"\n[dicomweb]\nurl = "https://pacs.example/dicom-web"\n')
+    config = load_config(path, environ={"GLANCESEG_DICOMWEB_PASSWORD": "s3cret", "GLANCESEG_MODEL_VARIANT": "fp32",
+                                        "GLANCESEG_UI_PORT": "9090", "GLANCESEG_GLANCE_USE_MODEL": "false"})
+    assert config.data.dir == Path("/srv/glanceseg")
+    assert config.dicomweb.url == "https://pacs.example/dicom-web" and config.dicomweb.password == "s3cret"
+    assert (config.model.variant, config.ui.port, config.glance.use_model) == ("fp32", 9090, False)
+    assert load_config(environ={}).ui.port == 8080
+
+
+def test_the_documented_environment_names(tmp_path: Path) -> None:
+    env = {"GLANCESEG_DATA_DIR": str(tmp_path), "GLANCESEG_DICOMWEB_URL": "http://127.0.0.1:8042/dicom-web",
+           "GLANCESEG_DICOMWEB_USER": "station", "GLANCESEG_DICOMWEB_CA": "/etc/ca.pem",
+           "GLANCESEG_DICOMWEB_CERT": "/etc/c.pem", "GLANCESEG_DICOMWEB_KEY": "/etc/k.pem"}
+    config = load_config(environ=env)
+    assert config.data_dir == tmp_path
+    assert (config.dicomweb.user, config.dicomweb.ca, config.dicomweb.cert, config.dicomweb.key) == (
+        "station", "/etc/ca.pem", "/etc/c.pem", "/etc/k.pem")
+
+
+@pytest.mark.parametrize("text, environ, message", [
+    ("[data]\ndirr = 1\n", {}, "Unknown key"),
+    ("[nosuch]\nx = 1\n", {}, "Unknown configuration section"),
+    ("[ui]\nport = \"eighty\"\n", {}, "not a valid int"),
+    ("[ui\n", {}, "not valid TOML"),
+    ("", {"GLANCESEG_UI_PROT": "1"}, "Unknown key"),
+    ("", {"GLANCESEG_NOSUCH": "1"}, "names no configuration key"),
+    ("", {"GLANCESEG_GLANCE_USE_MODEL": "perhaps"}, "not a valid bool"),
+])
+def test_mistakes_fail_loudly(tmp_path: Path, text: str, environ: dict, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ=environ)
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.toml", environ={})
