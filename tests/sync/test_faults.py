@@ -59,6 +59,15 @@ def _report(name, totals):
     print(line)
 
 
+def _tally(totals: dict, outcome, studies: int, instances: int) -> None:
+    """Add one trial's outcome to the totals; every study's three instances must be on the server."""
+    totals["trials"] += 1
+    totals["studies"] += studies
+    for key in ("lost", "duplicated", "corrupt"):
+        totals[key] += getattr(outcome, key)
+    assert outcome.server_instances == instances and outcome.undelivered == 0
+
+
 def _child(code: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(REPO)])}
     return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -118,12 +127,7 @@ def test_kill9_mid_write(tmp_path, clean_orthanc):
             assert left == named  # the files of an uncommitted study were swept
             assert _drain(store, config)
             outcome = check_server(store, clean_orthanc)
-        totals["trials"] += 1
-        totals["studies"] += n
-        totals["lost"] += outcome.lost
-        totals["duplicated"] += outcome.duplicated
-        totals["corrupt"] += outcome.corrupt
-        assert outcome.server_instances == 3 * n and outcome.undelivered == 0
+        _tally(totals, outcome, studies=n, instances=3 * n)
     _report("kill9_mid_write", totals)
     assert totals["lost"] == totals["duplicated"] == totals["corrupt"] == 0
 
@@ -161,11 +165,7 @@ def test_kill9_mid_upload(tmp_path, clean_orthanc):
             totals["killed_mid_pass"] += int(before.pending + before.sending > 0)
             assert _drain(store, config)
             outcome = check_server(store, clean_orthanc)
-        totals["trials"] += 1
-        totals["studies"] += 4
-        for key in ("lost", "duplicated", "corrupt"):
-            totals[key] += getattr(outcome, key)
-        assert outcome.server_instances == 12 and outcome.undelivered == 0
+        _tally(totals, outcome, studies=4, instances=12)
     _report("kill9_mid_upload", totals)
     assert totals["lost"] == totals["duplicated"] == totals["corrupt"] == 0
 
@@ -188,11 +188,7 @@ def test_orthanc_stopped_mid_sync_and_restarted(tmp_path, clean_orthanc):
             clean_orthanc.start()
             assert _drain(store, config)
             outcome = check_server(store, clean_orthanc)
-        totals["trials"] += 1
-        totals["studies"] += 4
-        for key in ("lost", "duplicated", "corrupt"):
-            totals[key] += getattr(outcome, key)
-        assert outcome.server_instances == 12 and outcome.undelivered == 0
+        _tally(totals, outcome, studies=4, instances=12)
     _report("orthanc_stopped", totals)
     assert totals["lost"] == totals["duplicated"] == totals["corrupt"] == 0
 
@@ -215,11 +211,7 @@ def test_proxy_500_hang_and_dropped_connections(tmp_path, clean_orthanc):
             proxy.close()
         for fault, count in proxy.counts.items():
             faults[fault] = faults.get(fault, 0) + count
-        totals["trials"] += 1
-        totals["studies"] += 3
-        for key in ("lost", "duplicated", "corrupt"):
-            totals[key] += getattr(outcome, key)
-        assert outcome.server_instances == 9 and outcome.undelivered == 0
+        _tally(totals, outcome, studies=3, instances=9)
     _report("proxy", {**totals, **{f"requests_{k}": v for k, v in faults.items()}})
     assert faults["drop_answer"] > 0 and faults["hang"] > 0 and faults["error500"] > 0 and faults["drop_upload"] > 0
     assert totals["lost"] == totals["duplicated"] == totals["corrupt"] == 0
@@ -289,11 +281,7 @@ def test_disk_full(small_disk, clean_orthanc):
             n = _check_local(store)
             assert _drain(store, config)
             outcome = check_server(store, clean_orthanc)
-        totals["trials"] += 1
-        totals["studies"] += n
-        for key in ("lost", "duplicated", "corrupt"):
-            totals[key] += getattr(outcome, key)
-        assert outcome.server_instances == 3 * n and outcome.undelivered == 0
+        _tally(totals, outcome, studies=n, instances=3 * n)
         for p in data.rglob("*"):
             if p.is_file():
                 p.unlink()
