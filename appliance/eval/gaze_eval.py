@@ -80,8 +80,7 @@ def evaluate_gaze(items: Sequence[DatasetItem], engine: GlanceEngine, seed: int 
         pipeline.feed_many(reading.samples)
         pipeline.flush()
         result = pipeline.result()
-        if engine.predictor is not None:
-            engine.predictor.forget(photo.sha256)
+        engine.forget(photo)
         xy, scores = lesion_arrays(result)
         dwelt = [mas[i] for i in reading.dwelt]
         dwelt_truth = GroundTruth(np.array([[m.x, m.y] for m in dwelt]).reshape(-1, 2),

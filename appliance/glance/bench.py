@@ -158,7 +158,7 @@ def run_benchmark(config: Config, dataset: Optional[Path] = None, quick: bool = 
     figures["preencode_tiles"] = pre.total
 
     logger.warning("bench: full scan of %s", largest.name)
-    engine.predictor.forget(photo.sha256)
+    engine.forget(photo)
     start = time.perf_counter()
     segment_photograph(photo, engine)
     figures["scan_s"] = round(time.perf_counter() - start, 1)

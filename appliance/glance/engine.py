@@ -118,6 +118,11 @@ class GlanceEngine:
         """str: sha256 of ``models/manifest.json`` as loaded (empty without a model)."""
         return self.predictor.runtime.model_sha256 if self.predictor is not None else ""
 
+    def forget(self, photo: Photograph) -> None:
+        """Drop the photograph's cached embeddings (it was closed, or a one-shot run is done)."""
+        if self.predictor is not None:
+            self.predictor.forget(photo.sha256)
+
     def open(self, photo: Photograph) -> "ImageSession":
         """Start working on one photograph."""
         return ImageSession(self, photo)

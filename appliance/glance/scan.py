@@ -47,12 +47,7 @@ def segment_photograph(photo: Photograph, engine: GlanceEngine, gaze_csv: Option
         result = session.scan()
     else:
         result = segment_gaze(session, read_gaze_csv(gaze_csv), px_per_deg)
-    engine_forget(engine, photo)
+    engine.forget(photo)  # a one-shot run will not read it again
     result.timings_ms["total"] = (time.perf_counter() - start) * 1e3
     return result
 
-
-def engine_forget(engine: GlanceEngine, photo: Photograph) -> None:
-    """Drop the photograph's cached embeddings (a one-shot run will not read it again)."""
-    if engine.predictor is not None:
-        engine.predictor.forget(photo.sha256)

@@ -134,5 +134,4 @@ class EngineLiveGlance:
         if self.preencoder is not None:
             self.preencoder.stop()
         self.pipeline.close()
-        if self.engine.predictor is not None:
-            self.engine.predictor.forget(self.photo.sha256)
+        self.engine.forget(self.photo)

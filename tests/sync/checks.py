@@ -54,3 +54,13 @@ def check_server(store, orthanc, compare_masks: bool = True) -> Outcome:
                 corrupt += 1
     undelivered = sum(1 for i in items if i.state != "delivered")
     return Outcome(len(items), len(server_uids), lost, duplicated, corrupt, undelivered)
+
+
+def sr_texts(ds) -> list[str]:
+    """Every TEXT value of an SR content tree, depth first."""
+    out = []
+    for item in ds.get("ContentSequence", []):
+        if "TextValue" in item:
+            out.append(str(item.TextValue))
+        out.extend(sr_texts(item))
+    return out

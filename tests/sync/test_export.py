@@ -17,6 +17,7 @@ from appliance.sync.instances import materialise
 from appliance.sync.usb_export import export_undelivered
 
 from store.helpers import FakePhoto, add_study, make_config, make_study_inputs
+from sync.checks import sr_texts
 
 
 @pytest.fixture
@@ -24,14 +25,6 @@ def store(tmp_path):
     with Store(make_config(tmp_path / "data")) as s:
         yield s
 
-
-def _texts(ds):
-    out = []
-    for item in ds.get("ContentSequence", []):
-        if "TextValue" in item:
-            out.append(str(item.TextValue))
-        out.extend(_texts(item))
-    return out
 
 
 def test_instances_decode_and_reference_each_other(store):
@@ -53,7 +46,7 @@ def test_instances_decode_and_reference_each_other(store):
     assert seg.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
     _, sr = built["sr"]
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
-    texts = _texts(sr)
+    texts = sr_texts(sr)
     assert "Automatic result, not reviewed" in texts and any('"lesions"' in t for t in texts)
     count = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeMeaning == "Microaneurysm count"][0]
     assert int(count.MeasuredValueSequence[0].NumericValue) == int(local.any()) * len(store.load_result(study.auto_result_id).mask_lesion_ids)
@@ -92,7 +85,7 @@ def test_reviewed_result_is_manual_and_signed(store):
     sr = pydicom.dcmread(str(materialise(store, items[1])[0]))
     assert seg.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
     assert sr.VerificationFlag == "VERIFIED" and sr.CompletionFlag == "COMPLETE"
-    assert "R2" in _texts(sr) and "refer" in _texts(sr)
+    assert "R2" in sr_texts(sr) and "refer" in sr_texts(sr)
 
 
 def test_usb_export_writes_verified_files_and_manifest(store, tmp_path):

@@ -19,7 +19,7 @@ from appliance.sync.dicomweb import DicomwebClient
 from appliance.sync.engine import Syncer
 from appliance.sync.scheduler import SyncScheduler
 
-from sync.checks import check_server
+from sync.checks import check_server, sr_texts
 from sync.orthanc import PASSWORD, USER
 
 pytestmark = pytest.mark.orthanc
@@ -62,7 +62,7 @@ def test_sync_delivers_reads_back_and_masks_match(tmp_path, clean_orthanc):
         assert not np.array_equal(masks[0], masks[1])
         sr_items = [i for i in store.outbox(study_id=studies[0].id) if i.kind == "sr"]
         sr = pydicom.dcmread(io.BytesIO(clean_orthanc.instance_file(sr_items[1].sop_uid)))
-        text = " | ".join(_texts(sr))
+        text = " | ".join(sr_texts(sr))
         assert "R1" in text and "routine rescreen" in text and "rejected" in text and "added" in text
 
         # A second pass finds nothing to do and the server gains nothing.
@@ -134,15 +134,6 @@ def test_scheduler_offline_probe_leaves_items_alone(tmp_path):
         assert all(i.attempts == 0 for i in store.outbox())
         assert scheduler.indicator().state == "pending"
 
-
-def _texts(ds):
-    """Every TEXT value of an SR content tree."""
-    out = []
-    for item in ds.get("ContentSequence", []):
-        if "TextValue" in item:
-            out.append(str(item.TextValue))
-        out.extend(_texts(item))
-    return out
 
 
 #: Runs the real ``glanceseg`` entry point, leaving out command modules other areas have not
