@@ -71,7 +71,7 @@ class ModelConfig:
     list such as ``cuda,cpu``. ``intra_op_threads``: 0 = one per core. ``allow_spinning``:
     worker threads busy-wait between ops (lower latency, but burns a core).
     ``cpu_arena``: onnxruntime's CPU memory arena. ``trt_cache_dir`` / ``fp16``: TensorRT
-    engine cache and FP16. ``cache_tiles``: embeddings kept in the LRU cache (1 MiB each).
+    engine cache and FP16. ``cache_tiles``: embeddings kept in the LRU cache (2 MiB each, float16).
     """
 
     dir: Path = REPO_MODELS_DIR

@@ -10,6 +10,10 @@ runs; a fixation's latency runs from the moment the sample that ended it was due
 spent queued behind earlier fixations counts) to its first lesions on the event bus and to
 its model-refined lesions. "Cold" is a freshly opened photograph; "warm" is one whose tiles
 are all encoded.
+
+Memory and pre-encoding are measured in a child process running the shipped path alone
+(:func:`child_memory_figures`): a one-shot scan, then every FOV tile pre-encoded, then a scan
+over the full cache; ``peak_rss_mb`` is the peak over all three (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -82,23 +86,64 @@ def replay_latency(config: Config, image: Path, seconds: float, warm: bool, seed
     return {"first": first, "done": done}
 
 
-def _child_peak_rss_mb(config_path: Optional[Path], image: Path) -> float:
-    """Scan ``image`` with the shipped path in a child process; return its peak RSS in MB."""
-    code = (
-        "import resource, sys\n"
-        "from pathlib import Path\n"
-        "from appliance.config import load_config\n"
-        "from appliance.glance.engine import GlanceEngine\n"
-        "from appliance.glance.scan import segment_photograph\n"
-        "from appliance.imaging.io import load_photograph\n"
-        "cfg = load_config(Path(sys.argv[1]) if sys.argv[1] else None)\n"
-        "engine = GlanceEngine.from_config(cfg)\n"
-        "segment_photograph(load_photograph(Path(sys.argv[2]), cfg.imaging), engine)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)\n"
-    )
+def _peak_rss_mb() -> float:
+    """This process's peak resident set so far, MB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _memory_child(config_arg: str, image_arg: str) -> dict[str, float]:
+    """What the memory child measures, in this process (run it in a fresh one).
+
+    Three stages, each the shipped path: a one-shot scan of the photograph (what
+    ``glanceseg segment`` does); the photograph opened in the reader with every FOV tile
+    pre-encoded in the background (the UI); a scan over that full embedding cache (the
+    reader's whole-FOV pass). The peak over all three is the appliance's working set for
+    one photograph: the cache of a pre-encoded photograph and the detector's whole-image
+    pass are both resident at the end.
+    """
+    from appliance.config import load_config
+    from appliance.glance.engine import GlanceEngine
+    from appliance.glance.preencode import PreEncoder
+    from appliance.glance.scan import segment_photograph
+    from appliance.imaging.io import load_photograph
+
+    cfg = load_config(Path(config_arg) if config_arg else None)
+    engine = GlanceEngine.from_config(cfg)
+    photo = load_photograph(Path(image_arg), cfg.imaging)
+    segment_photograph(photo, engine)
+    figures: dict[str, float] = {"peak_rss_mb_scan": round(_peak_rss_mb(), 1)}
+    session = engine.open(photo)
+    pre = PreEncoder(session).start()
+    pre.join()
+    figures["preencode_s"] = round(pre.seconds or 0.0, 1)
+    figures["preencode_tiles"] = pre.total
+    predictor = engine.predictor
+    if predictor is not None:
+        figures["embedding_cache_mb"] = round(predictor.cache_nbytes / 2 ** 20, 1)
+    figures["peak_rss_mb_preencode"] = round(_peak_rss_mb(), 1)
+    session.scan()
+    figures["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    return figures
+
+
+def child_memory_figures(config_path: Optional[Path], image: Path) -> dict[str, float]:
+    """Run :func:`_memory_child` in a child process; return its figures.
+
+    A child, so the peak RSS is the shipped path's alone (not the benchmark's baselines and
+    second runtime). Keys: ``peak_rss_mb`` (over all stages), ``peak_rss_mb_scan`` (the
+    one-shot scan alone), ``peak_rss_mb_preencode``, ``preencode_s``, ``preencode_tiles``,
+    ``embedding_cache_mb`` (the full cache of the photograph).
+    """
+    code = ("import json, sys\n"
+            "from appliance.glance.bench import _memory_child\n"
+            "print(json.dumps(_memory_child(sys.argv[1], sys.argv[2])))\n")
     out = subprocess.run([sys.executable, "-c", code, str(config_path or ""), str(image)],
-                         capture_output=True, text=True, check=True)
-    return round(float(out.stdout.strip().splitlines()[-1]), 1)
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory child failed ({out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _cpm(config: Config, dataset: Path, ids: Optional[tuple[str, ...]], variant: str) -> float:
@@ -122,7 +167,6 @@ def run_benchmark(config: Config, dataset: Optional[Path] = None, quick: bool = 
     from appliance.glance.bench_model import run_model_bench
     from appliance.glance.candidates import detect
     from appliance.glance.engine import GlanceEngine
-    from appliance.glance.preencode import PreEncoder
     from appliance.glance.scan import segment_photograph
     from appliance.imaging.io import load_photograph
 
@@ -151,12 +195,6 @@ def run_benchmark(config: Config, dataset: Optional[Path] = None, quick: bool = 
         times.append((time.perf_counter() - start) * 1e3)
     figures["saliency_ms_per_roi"] = round(float(np.median(times)), 1)
 
-    logger.warning("bench: pre-encoding every FOV tile of %s", largest.name)
-    pre = PreEncoder(session).start()
-    pre.join()
-    figures["preencode_s"] = round(pre.seconds or 0.0, 1)
-    figures["preencode_tiles"] = pre.total
-
     logger.warning("bench: full scan of %s", largest.name)
     engine.forget(photo)
     start = time.perf_counter()
@@ -177,8 +215,8 @@ def run_benchmark(config: Config, dataset: Optional[Path] = None, quick: bool = 
         figures[f"fixation_to_model_lesions_ms_p95_{kind}"] = _pct(done, 95)
         figures[f"fixations_{kind}"] = len(done)
 
-    logger.warning("bench: peak RSS of the shipped path (child process)")
-    figures["peak_rss_mb"] = _child_peak_rss_mb(config_path, largest)
+    logger.warning("bench: pre-encoding every FOV tile of %s and peak RSS (child process)", largest.name)
+    figures.update(child_memory_figures(config_path, largest))
 
     logger.warning("bench: CPM fp32 vs int8")
     ids = CPM_IDS_QUICK if quick else None

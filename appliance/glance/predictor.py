@@ -9,6 +9,16 @@ ahead of the gaze in the background, and reused by a later batch run.
 The encoder (hundreds of ms a tile on a CPU) is the expensive step; the decoder (a few ms a
 prompt) is cheap. :meth:`SamPredictor.encode_tiles` fills the cache from a background
 thread; :meth:`SamPredictor.segment_boxes` only encodes what is missing.
+
+Memory (docs/performance.md): a LiteMedSAM embedding is 1x256x64x64, 4 MiB in float32, and
+the background pre-encoder fills the cache with every FOV tile of a photograph (~290 for the
+largest IDRiD one, 1.1 GiB in float32). The cache therefore keeps embeddings in float16
+(2 MiB a tile) and widens them back to float32 only for the decoder call. Every decode goes
+through the float16 copy, a fresh encode included, so a mask never depends on whether its
+tile came from the cache. The decoder runs at most ``decode_batch`` prompts a call: SAM's
+decoder repeats the embedding for every prompt (~4 MiB of activations each), so one
+unbounded call over a tile with many candidates would grow onnxruntime's arena by hundreds of
+MB; per-prompt time is flat from a batch of about 8 up.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Hashable, Iterable, Optional
 
 import numpy as np
+import numpy.typing as npt
 
 from appliance.glance.runtime.base import SamRuntime
 from appliance.imaging.tiling import Tile, TileGrid
@@ -29,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OVERLAP_PX = 64
 DEFAULT_MARGIN_PX = 8
+#: dtype the embedding cache keeps (float16 halves it; masks agree, see docs/performance.md)
+DEFAULT_CACHE_DTYPE = np.float16
+#: most prompts one decoder call takes (bounds the decoder's activation memory)
+DEFAULT_DECODE_BATCH = 16
 
 
 @dataclass
@@ -74,11 +89,15 @@ class SamPredictor:
     runtime
         The SAM runtime (encoder + batched decoder).
     cache_tiles
-        Embeddings kept (``[model] cache_tiles``); LiteMedSAM's are 1 MiB each.
+        Embeddings kept (``[model] cache_tiles``); LiteMedSAM's are 2 MiB each in float16.
     overlap_px
         Grid overlap in px.
     margin_px
         How far each result's crop extends past its box, in image px.
+    cache_dtype
+        dtype the cache stores embeddings in (float16 by default; float32 keeps them exact).
+    decode_batch
+        Most box prompts per decoder call.
 
     Notes
     -----
@@ -87,11 +106,18 @@ class SamPredictor:
     """
 
     def __init__(self, runtime: SamRuntime, cache_tiles: int = 512, overlap_px: int = DEFAULT_OVERLAP_PX,
-                 margin_px: int = DEFAULT_MARGIN_PX) -> None:
+                 margin_px: int = DEFAULT_MARGIN_PX, cache_dtype: npt.DTypeLike = DEFAULT_CACHE_DTYPE,
+                 decode_batch: int = DEFAULT_DECODE_BATCH) -> None:
         if cache_tiles < 1:
             raise ValueError("cache_tiles must be at least 1.")
+        if decode_batch < 1:
+            raise ValueError("decode_batch must be at least 1.")
         self.runtime = runtime
         self.cache_tiles = int(cache_tiles)
+        self.cache_dtype = np.dtype(cache_dtype)
+        if self.cache_dtype.kind != "f":
+            raise ValueError(f"cache_dtype must be a float dtype, not {self.cache_dtype}.")
+        self.decode_batch = int(decode_batch)
         self.overlap_px = int(overlap_px)
         self.margin_px = int(margin_px)
         self.stats = CacheStats()
@@ -114,8 +140,27 @@ class SamPredictor:
             for key in [k for k in self._cache if k[0] == image_key]:
                 del self._cache[key]
 
+    @property
+    def cache_nbytes(self) -> int:
+        """int: bytes the cached embeddings hold (for the benchmark and memory tests)."""
+        with self._lock:
+            return sum(e.nbytes for e in self._cache.values())
+
+    def _compact(self, emb: np.ndarray) -> np.ndarray:
+        """The form an embedding is cached in (``cache_dtype``; a no-op for float32)."""
+        return np.ascontiguousarray(emb, dtype=self.cache_dtype)
+
+    @staticmethod
+    def _widen(cached: np.ndarray) -> np.ndarray:
+        """A cached embedding as the decoder takes it: float32 (a 4 MiB temporary unless cached so)."""
+        return cached.astype(np.float32, copy=False)
+
+    def decode_input(self, image_key: Hashable, rgb: np.ndarray, tile: Tile) -> np.ndarray:
+        """Return the tile's embedding as the decoder takes it (float32, through the cache)."""
+        return self._widen(self.embedding(image_key, rgb, tile))
+
     def embedding(self, image_key: Hashable, rgb: np.ndarray, tile: Tile) -> np.ndarray:
-        """Return the tile's embedding, from the cache or freshly encoded (then cached)."""
+        """Return the tile's embedding as cached (``cache_dtype``), freshly encoded if missing."""
         key = (image_key, tile.key)
         while True:
             with self._lock:
@@ -132,7 +177,7 @@ class SamPredictor:
                     break
             waiting.wait()
         try:
-            emb = self.runtime.encode(self.grid(rgb).cut(rgb, tile))
+            emb = self._compact(self.runtime.encode(self.grid(rgb).cut(rgb, tile)))
             with self._lock:
                 self._cache[key] = emb
                 self.stats.encoded += 1
@@ -212,16 +257,26 @@ class SamPredictor:
         size = grid.size
         for key, idx in groups.items():
             tile = tiles[key]
-            emb = self.embedding(image_key, rgb, tile)
+            emb = self.decode_input(image_key, rgb, tile)
             local = boxes[idx] - np.array([tile.x0, tile.y0, tile.x0, tile.y0], dtype=np.float64)
             local = np.clip(local, 0, size - 1).astype(np.float32)
-            logits, iou = self.runtime.decode(emb, local)
-            for j, i in enumerate(idx):
-                bx0, by0, bx1, by1 = boxes[i]
-                cx0 = max(math.floor(bx0) - self.margin_px, tile.x0, 0)
-                cy0 = max(math.floor(by0) - self.margin_px, tile.y0, 0)
-                cx1 = min(math.ceil(bx1) + self.margin_px + 1, tile.x0 + size, width)
-                cy1 = min(math.ceil(by1) + self.margin_px + 1, tile.y0 + size, height)
-                crop = logits[j, cy0 - tile.y0:cy1 - tile.y0, cx0 - tile.x0:cx1 - tile.x0] > 0
-                results[i] = PromptResult(np.ascontiguousarray(crop), int(cx0), int(cy0), float(iou[j]), tile)
+            for start in range(0, len(idx), self.decode_batch):
+                chunk = idx[start:start + self.decode_batch]
+                logits, iou = self.runtime.decode(emb, local[start:start + self.decode_batch])
+                for j, i in enumerate(chunk):
+                    results[i] = self._crop(logits[j], float(iou[j]), boxes[i], tile, width, height)
         return [r for r in results if r is not None]
+
+    def _crop(self, logits: np.ndarray, iou: float, box: np.ndarray, tile: Tile, width: int,
+              height: int) -> PromptResult:
+        """Cut one prompt's SxS tile logits down to its box plus margin, in image px.
+
+        Only the crop is kept, so a batch's NxSxS logits are freed as soon as it is cropped.
+        """
+        bx0, by0, bx1, by1 = box
+        cx0 = max(math.floor(bx0) - self.margin_px, tile.x0, 0)
+        cy0 = max(math.floor(by0) - self.margin_px, tile.y0, 0)
+        cx1 = min(math.ceil(bx1) + self.margin_px + 1, tile.x0 + tile.size, width)
+        cy1 = min(math.ceil(by1) + self.margin_px + 1, tile.y0 + tile.size, height)
+        crop = logits[cy0 - tile.y0:cy1 - tile.y0, cx0 - tile.x0:cx1 - tile.x0] > 0
+        return PromptResult(np.ascontiguousarray(crop), int(cx0), int(cy0), iou, tile)

@@ -6,7 +6,8 @@ thread encodes the model tiles that touch the field of view, most promising firs
 holding the most MA candidates of a whole-image saliency pass), so by the time the
 clinician looks somewhere its embedding is usually cached. While the live pipeline is
 busy with a fixation the thread yields between tiles, so it never delays the foreground by
-more than the one tile in flight.
+more than the one tile in flight. It encodes no more tiles than the embedding cache keeps
+(``[model] cache_tiles``), the memory bound of a pre-encoded photograph.
 """
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ from appliance.glance.engine import ImageSession
 from appliance.imaging.tiling import Tile
 
 logger = logging.getLogger(__name__)
+
+
+def within_cache(tiles: list[Tile], cache_tiles: int) -> list[Tile]:
+    """The first ``cache_tiles`` of ``tiles`` (most promising first).
+
+    The embedding cache is an LRU of ``[model] cache_tiles`` entries: encoding past it
+    would evict the tiles encoded first, which are the most promising ones, so the setting
+    bounds what pre-encoding holds (2 MiB a tile, docs/performance.md) rather than wasting
+    encoder time.
+    """
+    if len(tiles) > cache_tiles:
+        logger.info("pre-encoding the %d most promising of %d tiles ([model] cache_tiles)", cache_tiles, len(tiles))
+    return tiles[:cache_tiles]
 
 
 def tile_order(session: ImageSession) -> list[Tile]:
@@ -71,7 +85,7 @@ class PreEncoder:
         predictor = self.session.engine.predictor
         if predictor is None:
             return
-        tiles = tile_order(self.session)
+        tiles = within_cache(tile_order(self.session), predictor.cache_tiles)
         self.total = len(tiles)
         photo = self.session.photo
         for tile in tiles:

@@ -44,3 +44,18 @@ def test_encoder_waits_while_the_foreground_is_busy(config) -> None:
     busy.clear()
     pre.join(timeout_s=300)
     assert pre.encoded == pre.total > 0
+
+
+def test_encoding_stops_at_what_the_cache_keeps(config) -> None:
+    from appliance.glance.predictor import SamPredictor
+
+    full = GlanceEngine.from_config(config)
+    engine = GlanceEngine(config, SamPredictor(full.predictor.runtime, cache_tiles=2))
+    session = engine.open(_crop())
+    order = tile_order(session)
+    assert len(order) > 2
+    pre = PreEncoder(session).start()
+    pre.join(timeout_s=300)
+    # The two most promising tiles, kept; encoding on would have evicted them for worse ones.
+    assert pre.total == pre.encoded == 2 and engine.predictor.stats.evicted == 0
+    assert all(engine.predictor.is_cached(session.photo.sha256, t) for t in order[:2])

@@ -43,6 +43,7 @@ def test_session_options_follow_config():
     assert so.intra_op_num_threads == 1 and so.enable_cpu_mem_arena is False
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert so.enable_mem_pattern is False  # its planned block sat beside the arena: +280 MB (docs/performance.md)
 
 
 def test_unknown_runtime_and_altered_model_are_refused(config, tmp_path):
