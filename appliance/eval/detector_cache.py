@@ -13,7 +13,7 @@ import logging
 import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -71,6 +71,27 @@ def detect_item(item: DatasetItem, fov_deg: float, params: SaliencyParams = Sali
             pickle.dump(out, fh, protocol=pickle.HIGHEST_PROTOCOL)
         tmp.replace(path)
     return out
+
+
+#: Field angles the rankers are trained at: IDRiD's true 50° and the angles a misconfigured
+#: or unknown camera would be read at (the appliance's default is 45°). Each angle rescales
+#: every µm measurement by up to 20 %, a scale augmentation that also makes the rankers
+#: forgive a wrong ``imaging.fov_deg``.
+TRAIN_FOV_DEGS: tuple[float, ...] = (50.0, 45.0, 40.0, 55.0)
+
+
+def detect_at_angles(items: Sequence[DatasetItem], fov_degs: Sequence[float],
+                     cache_dir: Optional[Path] = DEFAULT_CACHE_DIR) -> list[list[DetectedImage]]:
+    """Detect every item at every field angle: one list per item, angles in the given order.
+
+    Kept per item so cross-validation folds split photographs, never one photograph's angles.
+    """
+    return [[detect_item(it, deg, cache_dir=cache_dir) for deg in fov_degs] for it in items]
+
+
+def scale_key(det: DetectedImage) -> str:
+    """A key unique per photograph and assumed scale (``id`` alone repeats across angles)."""
+    return f"{det.id}@{det.um_per_px:.4f}"
 
 
 def candidate_labels(det: DetectedImage, tolerance_px: float = 4.0) -> np.ndarray:

@@ -205,7 +205,9 @@ def score_candidates(candidates: Sequence[Candidate], fov_mask: Optional[np.ndar
     params
         Rule limits and penalties.
     ranker, ranker_path, use_ranker
-        The feature ranker (default: ``appliance/glance/ranker.json`` when present);
+        The feature ranker (default: ``appliance/glance/ranker.json`` when present; one
+        passed explicitly is used alone, without the CNN, so a ranker being fitted is scored
+        as itself);
         ``use_ranker=False`` ranks with :func:`hand_score` alone.
     base
         Precomputed base scores, one per candidate (model selection); overrides the rankers.
@@ -227,7 +229,7 @@ def score_candidates(candidates: Sequence[Candidate], fov_mask: Optional[np.ndar
         base = np.asarray(base, np.float64)
         if base.shape != (len(candidates),):
             raise ValueError("base must hold one score per candidate.")
-    elif use_ranker and _cnn_ready(candidates, cnn := cnn or load_cnn_ranker()):
+    elif use_ranker and ranker is None and _cnn_ready(candidates, cnn := cnn or load_cnn_ranker()):
         base = _cnn_base(candidates, cnn)
     else:
         base = _feature_base(candidates, ranker, ranker_path, use_ranker)

@@ -243,3 +243,25 @@ def test_cnn_scores_in_a_window_equal_the_whole_image():
         w = whole[(round(c.x, 2), round(c.y, 2))]
         assert c.features["cnn_prob"] == pytest.approx(w.features["cnn_prob"], abs=1e-5)
         assert base_score(c) == pytest.approx(base_score(w), abs=1e-6)
+
+
+def test_an_explicit_ranker_scores_alone_without_the_cnn(real_crop):
+    """fit_ranker's cross-validation passes the ranker it is fitting: that ranker must decide,
+    not the shipped CNN blend that candidates with CNN patches would otherwise get."""
+    import copy
+
+    _cnn_or_skip()
+    rgb, fov, _ = real_crop
+    cands = detect(rgb, fov, 10.0)
+    assert cands and all(c.patch_cnn is not None for c in cands)
+    ranker = load_ranker()
+    explicit = score_candidates(cands, fov.mask, 10.0, ranker=ranker)
+    bare = copy.deepcopy(cands)
+    for c in bare:
+        c.patch_cnn = None
+        c.features.pop("cnn_prob", None)
+        c.features.pop("base_score", None)
+    feature_only = score_candidates(bare, fov.mask, 10.0)
+    with_cnn = score_candidates(cands, fov.mask, 10.0)
+    assert [round(s.score, 9) for s in explicit] == [round(s.score, 9) for s in feature_only]
+    assert [round(s.score, 9) for s in explicit] != [round(s.score, 9) for s in with_cnn]
