@@ -86,8 +86,21 @@ def replay_latency(config: Config, image: Path, seconds: float, warm: bool, seed
     return {"first": first, "done": done}
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident set so far, MB (Linux reports ru_maxrss in KiB)."""
+def _peak_rss_mb(status: Path = Path("/proc/self/status")) -> float:
+    """This process's peak resident set so far, MB.
+
+    Linux's ``VmHWM``, not ``ru_maxrss``: Python starts a child with vfork, and at exec the
+    kernel carries the parent's high-water mark into the child's ``ru_maxrss``, so a child
+    of the benchmark (itself ~3 GB with both runtimes loaded) reported the parent's peak.
+    ``VmHWM`` belongs to the child's own address space. ``ru_maxrss`` is the fallback
+    elsewhere.
+    """
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -23,3 +23,19 @@ def test_memory_child_reports_every_stage(tmp_path: Path, monkeypatch) -> None:
     # The peak is taken over all stages, so it can only grow; a model session alone is > 100 MB.
     assert 100 < figures["peak_rss_mb_scan"] <= figures["peak_rss_mb_preencode"] <= figures["peak_rss_mb"]
     assert figures["preencode_s"] > 0
+
+
+def test_a_child_reports_its_own_peak_memory_not_its_parents():
+    """The memory child is started by the benchmark, itself ~3 GB: the child's figure must
+    not inherit the parent's high-water mark (ru_maxrss does, through vfork and exec)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    ballast = np.ones(400 * 2 ** 20, np.uint8)  # 400 MB, touched: the parent's peak
+    code = "from appliance.glance.bench import _peak_rss_mb; print(_peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    child_mb = float(out.stdout.strip().splitlines()[-1])
+    assert ballast.sum() == 400 * 2 ** 20
+    assert 10.0 < child_mb < 300.0
