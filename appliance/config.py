@@ -93,14 +93,14 @@ class GlanceConfig:
     """Detection settings shared by scan and gaze mode.
 
     ``display_threshold``: lesions scoring at least this are shown (and in ``mask.png``);
-    0.47 is the score at 2 false positives per image on IDRiD_01-12 (``glanceseg eval
+    0.61 is the score at 2 false positives per image on IDRiD_01-12 (``glanceseg eval
     --split tune``). ``prompt_min_score``: candidates scoring at least this at the
-    saliency stage are segmented by the model (0.32: 4 false positives per image);
+    saliency stage are segmented by the model (0.46: 4 false positives per image);
     ``use_model``: load the SAM model at all.
     """
 
-    display_threshold: float = 0.47
-    prompt_min_score: float = 0.32
+    display_threshold: float = 0.61
+    prompt_min_score: float = 0.46
     use_model: bool = True
 
 
