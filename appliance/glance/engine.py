@@ -105,7 +105,12 @@ class GlanceEngine:
         if use_model:
             from appliance.glance.runtime.factory import build_runtime
 
-            predictor = SamPredictor(build_runtime(config), cache_tiles=config.model.cache_tiles)
+            from appliance.glance.priority import create_in_background
+
+            # Created from a lowered thread: onnxruntime's pool inherits the lower priority,
+            # so background encoding yields the cores to a fixation's saliency stage.
+            runtime = create_in_background(lambda: build_runtime(config))
+            predictor = SamPredictor(runtime, cache_tiles=config.model.cache_tiles)
         return cls(config, predictor)
 
     @property

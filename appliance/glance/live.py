@@ -25,6 +25,7 @@ from appliance.gaze.gazemap import GazeMap
 from appliance.gaze.roi import NewGround
 from appliance.glance.engine import ImageSession, LesionEvent
 from appliance.glance.lesions import SegmentationResult
+from appliance.glance.priority import lower_this_thread
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ class GlancePipeline:
 
     def _refine_loop(self) -> None:
         """Stage 2 off the gaze thread: the encoder never delays the next fixation's lesions."""
+        lower_this_thread()  # and at a lower CPU priority than the gaze thread
         while True:
             item = self._queue.get()
             try:

@@ -19,6 +19,7 @@ from typing import Optional
 
 from appliance.glance.candidates import detect
 from appliance.glance.engine import ImageSession
+from appliance.glance.priority import lower_this_thread
 from appliance.imaging.tiling import Tile
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class PreEncoder:
         return self
 
     def _run(self) -> None:
+        lower_this_thread()  # speculative work: never ahead of a fixation for the cores
         start = time.perf_counter()
         predictor = self.session.engine.predictor
         if predictor is None:
