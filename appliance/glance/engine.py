@@ -103,9 +103,8 @@ class GlanceEngine:
         use_model = config.glance.use_model if use_model is None else use_model
         predictor = None
         if use_model:
-            from appliance.glance.runtime.factory import build_runtime
-
             from appliance.glance.priority import create_in_background
+            from appliance.glance.runtime.factory import build_runtime
 
             # Created from a lowered thread: onnxruntime's pool inherits the lower priority,
             # so background encoding yields the cores to a fixation's saliency stage.
