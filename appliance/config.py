@@ -96,11 +96,15 @@ class GlanceConfig:
     0.61 is the score at 2 false positives per image on IDRiD_01-12 (``glanceseg eval
     --split tune``). ``prompt_min_score``: candidates scoring at least this at the
     saliency stage are segmented by the model (0.46: 4 false positives per image);
-    ``use_model``: load the SAM model at all.
+    ``use_model``: load the SAM model at all. ``gaze_display_threshold``: the same for a
+    gaze-mode result, whose scores weigh in the gaze (:mod:`appliance.glance.gaze_scoring`);
+    0.55 is the gaze-mode score at 1 false positive per image on IDRiD_01-12 with the
+    simulated reader (``glanceseg eval --split tune --gaze simulated``).
     """
 
     display_threshold: float = 0.61
     prompt_min_score: float = 0.46
+    gaze_display_threshold: float = 0.55
     use_model: bool = True
 
 
@@ -128,6 +132,7 @@ class GazeConfig:
     heatmap_cell_px: int = 8
     roi_threshold_s: float = 0.05
     roi_cell_px: int = 64
+    tracker_error_deg: float = 1.5  # mean angular error (Neon: 1.3-1.8°); gaze-mode scoring
     replay_path: str = ""  # gaze CSV (csv) or export folder (pupil_export)
     replay_speed: float = 0.0  # 0: as fast as possible; 1: real time
     screen_mapping_path: str = ""  # scene->screen homography JSON (pupil_export)

@@ -24,6 +24,7 @@ from appliance.gaze.base import GazeSample, GazeSource
 from appliance.gaze.gazemap import GazeMap
 from appliance.gaze.roi import NewGround
 from appliance.glance.engine import ImageSession, LesionEvent
+from appliance.glance.gaze_scoring import GazeScoringParams, rescore
 from appliance.glance.lesions import SegmentationResult
 from appliance.glance.priority import lower_this_thread
 
@@ -217,8 +218,16 @@ class GlancePipeline:
         return events
 
     def result(self) -> SegmentationResult:
-        """The lesions so far, as a gaze-mode result."""
+        """The lesions so far, as a gaze-mode result.
+
+        Scores weigh in the gaze of every fixation so far (:func:`rescore`), so they are
+        final only once the reading has ended; the events delivered live carry the
+        detector's scores.
+        """
         result = self.session.result("gaze")
+        result.lesions = rescore(result.lesions, self.gaze_map.fixations,
+                                 GazeScoringParams(tracker_error_deg=self.session.config.gaze.tracker_error_deg))
+        result.display_threshold = self.session.config.glance.gaze_display_threshold
         result.timings_ms["fixations"] = float(self.stats.fixations)
         return result
 

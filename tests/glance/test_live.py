@@ -44,6 +44,12 @@ def _as_tuples(lesions):
     return {l.id: (l.x, l.y, l.score, l.area_px, l.source) for l in lesions}
 
 
+def _as_detected(lesions):
+    """As :func:`_as_tuples` with the detector's score: what the live events carry, before the
+    gaze-mode result weighs in the whole reading's gaze (:mod:`appliance.glance.gaze_scoring`)."""
+    return {l.id: (l.x, l.y, l.features.get("detector_score", l.score), l.area_px, l.source) for l in lesions}
+
+
 def test_stream_equals_batch(config, photo, recording) -> None:
     engine = GlanceEngine.from_config(config, use_model=False)
     samples = read_gaze_csv(recording)
@@ -61,7 +67,11 @@ def test_stream_equals_batch(config, photo, recording) -> None:
 
     assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
     final = {e.lesion.id: e.lesion for e in seen}
-    assert _as_tuples(final.values()) == _as_tuples(stream.lesions)
+    assert _as_tuples(final.values()) == _as_detected(stream.lesions)
+    # The result weighs in the reading's gaze: its own scores, order and display threshold.
+    assert all("gaze_evidence" in l.features for l in stream.lesions)
+    assert [l.score for l in stream.lesions] == sorted((l.score for l in stream.lesions), reverse=True)
+    assert stream.display_threshold == config.glance.gaze_display_threshold
     a, b = _as_tuples(batch.lesions), _as_tuples(stream.lesions)
     assert a.keys() == b.keys()
     for key in a:
@@ -113,7 +123,7 @@ def test_live_reader_replays_a_file(config, photo, recording) -> None:
     reader.join(timeout_s=120)
     assert not reader.running and reader.error is None
     batch = segment_gaze(engine.open(photo), read_gaze_csv(recording))
-    assert _as_tuples({e.lesion.id: e.lesion for e in got}.values()) == _as_tuples(batch.lesions)
+    assert _as_tuples({e.lesion.id: e.lesion for e in got}.values()) == _as_detected(batch.lesions)
 
 
 def test_stream_equals_batch_with_the_model_refining_in_the_background(config, photo) -> None:
