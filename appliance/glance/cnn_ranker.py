@@ -89,6 +89,7 @@ class CnnRanker:
 
 
 _CACHE: dict[str, Optional[CnnRanker]] = {}
+_DEFAULT_KEY = str(DEFAULT_CNN_PATH.resolve())
 
 
 def load_cnn_ranker(path: Optional[Path] = None) -> Optional[CnnRanker]:
@@ -100,6 +101,8 @@ def load_cnn_ranker(path: Optional[Path] = None) -> Optional[CnnRanker]:
         If the sidecar JSON is missing or malformed, or the file's sha256 differs from the
         one the sidecar records (an altered model is refused, not silently used).
     """
+    if path is None and _DEFAULT_KEY in _CACHE:  # the common call: no filesystem access
+        return _CACHE[_DEFAULT_KEY]
     path = Path(path) if path is not None else DEFAULT_CNN_PATH
     key = str(path.resolve())
     if key in _CACHE:

@@ -228,6 +228,7 @@ class ImageSession:
         for group in self._groups(todo):
             t0 = time.perf_counter()
             found = self._candidates(group)
+            dkf.prime_base_scores([c for cands in found.values() for c in cands])  # one ranker call
             saliency_ms = (time.perf_counter() - t0) * 1e3 / len(group)
             for cell in group:
                 t1 = time.perf_counter()
@@ -330,6 +331,7 @@ class ImageSession:
 
     def _score(self, cell: Tile, candidates: list[Candidate], masks: list[Optional[PromptResult]]) -> list[Lesion]:
         base = self.cell_index(cell.key) * ID_STRIDE
+        dkf.prime_base_scores(candidates)
         lesions = []
         for rank, (cand, prompt) in enumerate(zip(candidates, masks)):
             lesion = dkf.to_lesion(cand, prompt, self.photo.rgb, self.fov, self.um_per_px, lesion_id=base + rank)

@@ -25,6 +25,7 @@ Every step is a local filter of bounded radius, so a window computed with
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -169,8 +170,12 @@ def margin_px(um_per_px: float, params: SaliencyParams = SaliencyParams()) -> in
     return int(math.ceil(chain * f + f))
 
 
-def _lines(length: int) -> list[np.ndarray]:
-    """Linear structuring elements of ``length`` px in :data:`N_ORIENTATIONS` orientations."""
+@functools.lru_cache(maxsize=8)
+def _lines(length: int) -> tuple[np.ndarray, ...]:
+    """Linear structuring elements of ``length`` px in :data:`N_ORIENTATIONS` orientations.
+
+    Cached: building them cost ~4 ms, paid on every fixation's window.
+    """
     c = length // 2
     out = []
     for i in range(N_ORIENTATIONS):
@@ -178,14 +183,12 @@ def _lines(length: int) -> list[np.ndarray]:
         k = np.zeros((length, length), np.uint8)
         for t in np.linspace(-c, c, 4 * length):
             k[int(round(c + t * math.sin(th))), int(round(c + t * math.cos(th)))] = 1
+        k.flags.writeable = False
         out.append(k)
-    return out
+    return tuple(out)
 
 
-def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
-    """Average ``f × f`` blocks anchored at (0, 0); a partial last block averages what it has."""
-    if f == 1:
-        return a.astype(np.float32)
+def _block_mean_numpy(a: np.ndarray, f: int) -> np.ndarray:
     h, w = a.shape
     H, W = -(-h // f), -(-w // f)
     pad = np.zeros((H * f, W * f), np.float32)
@@ -195,6 +198,29 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     s = pad.reshape(H, f, W, f).sum(axis=(1, 3))
     n = cnt.reshape(H, f, W, f).sum(axis=(1, 3))
     return (s / n).astype(np.float32)
+
+
+def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    """Average ``f × f`` blocks anchored at (0, 0); a partial last block averages what it has.
+
+    The whole blocks go through OpenCV's area resize (an exact block mean at an integer
+    factor, ~10x faster than numpy's reshape-and-sum, which was a third of a fixation's
+    saliency time); only the partial last row and column of blocks use numpy.
+    """
+    a = np.asarray(a, dtype=np.float32)
+    if f == 1:
+        return a
+    h, w = a.shape
+    hf, wf = h // f, w // f
+    out = np.empty((-(-h // f), -(-w // f)), np.float32)
+    if hf and wf:
+        out[:hf, :wf] = cv2.resize(np.ascontiguousarray(a[:hf * f, :wf * f]), (wf, hf),
+                                   interpolation=cv2.INTER_AREA)
+    if hf * f < h:
+        out[hf:, :] = _block_mean_numpy(a[hf * f:, :], f)
+    if wf * f < w and hf:
+        out[:hf, wf:] = _block_mean_numpy(a[:hf * f, wf * f:], f)
+    return out
 
 
 def compute_saliency(rgb: np.ndarray, fov_mask: np.ndarray, um_per_px: float,

@@ -265,3 +265,18 @@ def test_an_explicit_ranker_scores_alone_without_the_cnn(real_crop):
     with_cnn = score_candidates(cands, fov.mask, 10.0)
     assert [round(s.score, 9) for s in explicit] == [round(s.score, 9) for s in feature_only]
     assert [round(s.score, 9) for s in explicit] != [round(s.score, 9) for s in with_cnn]
+
+
+def test_batched_base_scores_equal_one_at_a_time(real_crop):
+    """The engine primes a cell's base scores in one ranker call; each must be the score
+    :func:`base_score` gives the candidate alone."""
+    import copy
+
+    from appliance.glance.dkf import base_score, prime_base_scores
+
+    rgb, fov, _ = real_crop
+    cands = detect(rgb, fov, 10.0)
+    assert len(cands) > 3
+    alone = [base_score(c) for c in copy.deepcopy(cands)]
+    prime_base_scores(cands)
+    assert [c.features["base_score"] for c in cands] == pytest.approx(alone, abs=1e-9)

@@ -60,3 +60,15 @@ def test_rejects_bad_inputs(syn):
         compute_saliency(rgb, fov.mask[:10], SYN_UM)
     with pytest.raises(ValueError):
         compute_saliency(rgb, fov.mask, SYN_UM, window=(400, 400, 500, 500))
+
+
+@pytest.mark.parametrize("shape, f", [((64, 96), 2), ((65, 97), 2), ((100, 301), 3), ((5, 2), 4), ((1, 1), 2)])
+def test_block_mean_is_the_mean_of_each_block_including_partial_ones(shape, f):
+    from appliance.glance.saliency import _block_mean
+
+    a = np.random.default_rng(sum(shape)).integers(0, 256, shape).astype(np.uint8)
+    got = _block_mean(a, f)
+    H, W = -(-shape[0] // f), -(-shape[1] // f)
+    assert got.shape == (H, W) and got.dtype == np.float32
+    want = np.array([[a[i * f:(i + 1) * f, j * f:(j + 1) * f].mean() for j in range(W)] for i in range(H)])
+    assert np.allclose(got, want, rtol=0, atol=1e-4)
