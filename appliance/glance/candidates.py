@@ -90,29 +90,52 @@ def find_peaks(smap: SaliencyMap, min_z: float = MIN_PEAK_Z,
     (eroded by one line length, where the margin fill is unreliable), with saliency at
     least ``min_z`` times the local noise. At most ``max_candidates``, by saliency / noise.
     """
-    sal = smap.maps["saliency"]
-    noise = smap.maps["noise"]
     work_um = smap.work_um_per_px
     d = max(3, int(round(PEAK_SEPARATION_UM / work_um)) | 1)
-    se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d))
-    is_max = sal >= cv2.dilate(sal, se)
     erode = max(3, int(round(150.0 / work_um)) | 1)
-    # Away from the aperture rim and from the image edge (a cropped circle is cut there).
-    fov = cv2.erode(smap.maps["fov"].astype(np.uint8),
-                    cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (erode, erode)),
-                    borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
-    z = sal / noise
-    ok = is_max & fov & (z >= min_z) & (sal > 0)
     # Peaks a little outside the window too: the refined centre may move inside it.
     pad = (REFINE_UM / work_um + 1) * smap.factor
     x0, y0, x1, y1 = smap.window
+    # Only the window (plus pad) can hold a peak: filter there, with the filters' reach of
+    # context, not over the saliency map's whole context margin.
+    u0, v0 = smap.to_work(x0 - pad, y0 - pad)
+    u1, v1 = smap.to_work(x1 + pad, y1 + pad)
+    rows, cols = _box(smap.maps["saliency"].shape, (v0, v1), (u0, u1), max(d, erode) // 2 + 2)
+    sal = smap.maps["saliency"][rows, cols]
+    if sal.size == 0:
+        return np.zeros((0, 2))
+    se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d))
+    is_max = sal >= cv2.dilate(sal, se)
+    # Away from the aperture rim and from the image edge (a cropped circle is cut there).
+    fov = cv2.erode(smap.maps["fov"][rows, cols].astype(np.uint8),
+                    cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (erode, erode)),
+                    borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    z = sal / smap.maps["noise"][rows, cols]
+    ok = is_max & fov & (z >= min_z) & (sal > 0)
     vs, us = np.nonzero(ok)
+    zs_all = z[vs, us]
+    vs, us = vs + rows.start, us + cols.start
     xs, ys = smap.to_image(us.astype(np.float64), vs.astype(np.float64))
     inwin = (xs >= x0 - pad) & (xs < x1 + pad) & (ys >= y0 - pad) & (ys < y1 + pad)
-    us, vs = us[inwin], vs[inwin]
-    zs = z[vs, us]
+    us, vs, zs = us[inwin], vs[inwin], zs_all[inwin]
     order = np.argsort(-zs, kind="stable")[:max_candidates]
     return np.column_stack([us[order], vs[order]]).astype(np.float64)
+
+
+def _box(shape: tuple[int, int], v_range: tuple[float, float], u_range: tuple[float, float],
+         halo: int) -> tuple[slice, slice]:
+    """Rows and columns of ``shape`` covering ``v_range`` × ``u_range`` plus ``halo`` px.
+
+    A local filter computed on this crop equals the whole map's inside the ranges: where
+    the crop is cut inside the map, the halo (at least the filter's reach) holds the real
+    context; where it meets the map's edge, the filter sees the same border either way.
+    """
+    h, w = shape
+    r0 = max(0, int(math.floor(v_range[0])) - halo)
+    r1 = min(h, int(math.ceil(v_range[1])) + halo + 1)
+    c0 = max(0, int(math.floor(u_range[0])) - halo)
+    c1 = min(w, int(math.ceil(u_range[1])) + halo + 1)
+    return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
 
 
 def _sample(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -175,31 +198,31 @@ def measure(smap: SaliencyMap, peaks_uv: np.ndarray,
     H, W = g.shape
 
     # Refine the centre to the top-hat centroid in a small window (MA centre, not a noise peak).
+    # All windows at once: zero padding adds nothing to the sums of a window clipped at the edge.
     r0 = max(1, int(round(REFINE_UM / work_um)))
-    uc, vc = np.empty(n), np.empty(n)
-    for i in range(n):
-        a0, a1 = max(0, vi[i] - r0), min(H, vi[i] + r0 + 1)
-        b0, b1 = max(0, ui[i] - r0), min(W, ui[i] + r0 + 1)
-        wgt = tophat[a0:a1, b0:b1].astype(np.float64)
-        tot = wgt.sum()
-        if tot > 0:
-            yy, xx = np.mgrid[a0:a1, b0:b1]
-            uc[i], vc[i] = (wgt * xx).sum() / tot, (wgt * yy).sum() / tot
-        else:
-            uc[i], vc[i] = u[i], v[i]
+    padded = np.pad(tophat.astype(np.float64), r0)
+    d = np.arange(-r0, r0 + 1)
+    wgt = padded[(vi + r0)[:, None, None] + d[None, :, None], (ui + r0)[:, None, None] + d[None, None, :]]
+    tot = wgt.sum(axis=(1, 2))
+    safe = np.where(tot > 0, tot, 1.0)
+    uc = np.where(tot > 0, ui + (wgt * d[None, None, :]).sum(axis=(1, 2)) / safe, u)
+    vc = np.where(tot > 0, vi + (wgt * d[None, :, None]).sum(axis=(1, 2)) / safe, v)
 
     # Hessian of the inverted green (dots become bumps) at three MA scales.
     inv = (bg - g) / bg
     blob = np.full(n, -np.inf)
     linev = np.zeros(n)
     scale = np.zeros(n)
-    for sig_um in (12.0, 20.0, 32.0):
-        sig = max(0.7, sig_um / work_um)
-        l1, l2 = _hessian_eigs(inv, sig)
-        b = -l2[vi, ui]  # both eigenvalues negative for a bump: -l2 > 0
+    sigmas = [max(0.7, sig_um / work_um) for sig_um in (12.0, 20.0, 32.0)]
+    # Only at the peaks: the bounding box of the peaks plus the widest Gaussian and Sobel reach.
+    rows, cols = _box(inv.shape, (vi.min(), vi.max()), (ui.min(), ui.max()), int(math.ceil(4 * max(sigmas))) + 2)
+    lv, lu = vi - rows.start, ui - cols.start
+    for sig in sigmas:
+        l1, l2 = _hessian_eigs(inv[rows, cols], sig)
+        b = -l2[lv, lu]  # both eigenvalues negative for a bump: -l2 > 0
         better = b > blob
         blob = np.where(better, b, blob)
-        linev = np.where(better, (-l1[vi, ui]) - np.maximum(b, 0), linev)
+        linev = np.where(better, (-l1[lv, lu]) - np.maximum(b, 0), linev)
         scale = np.where(better, sig * work_um, scale)
 
     # Radial profiles of the inverted green: a dot falls off in every direction.
@@ -232,7 +255,9 @@ def measure(smap: SaliencyMap, peaks_uv: np.ndarray,
     red = maps["red"]
     k = max(3, int(round(300.0 / work_um)) | 1)
     k = min(k, 255)
-    red_bg = cv2.medianBlur(np.clip(np.rint(red), 0, 255).astype(np.uint8), k).astype(np.float32)
+    rows, cols = _box(red.shape, (vi.min(), vi.max()), (ui.min(), ui.max()), k // 2 + 1)
+    red_bg = np.zeros(red.shape, np.float32)  # read at the peaks only
+    red_bg[rows, cols] = cv2.medianBlur(np.clip(np.rint(red[rows, cols]), 0, 255).astype(np.uint8), k)
 
     out = []
     for i in range(n):
@@ -247,16 +272,19 @@ def measure(smap: SaliencyMap, peaks_uv: np.ndarray,
         area = max(1, int(comp.sum()))
         ys, xs = np.nonzero(comp)
         if xs.size >= 2:
-            cov = np.cov(np.vstack([xs, ys]).astype(np.float64)) + np.eye(2) / 12.0
-            ev = np.linalg.eigvalsh(cov)
-            elong = float(np.sqrt(max(ev[1], 1e-9) / max(ev[0], 1e-9)))
-            rmax = float(np.hypot(xs - xs.mean(), ys - ys.mean()).max()) + 0.5
+            # Eigenvalues of the pixel covariance (+ 1/12, a pixel's own spread), closed form.
+            dx, dy = xs - xs.mean(), ys - ys.mean()
+            m = xs.size - 1
+            sxx, syy, sxy = dx @ dx / m + 1 / 12.0, dy @ dy / m + 1 / 12.0, dx @ dy / m
+            half, root = (sxx + syy) / 2.0, math.hypot((sxx - syy) / 2.0, sxy)
+            elong = float(np.sqrt(max(half + root, 1e-9) / max(half - root, 1e-9)))
+            rmax = float(np.sqrt(dx * dx + dy * dy).max()) + 0.5
         else:
             elong, rmax = 1.0, 0.5
         if xs.size:
             sub = comp[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
             f = smap.factor
-            mask_crop = np.kron(sub, np.ones((f, f), bool)) if f > 1 else sub.copy()
+            mask_crop = sub.repeat(f, axis=0).repeat(f, axis=1) if f > 1 else sub.copy()
             mask_origin = (smap.x0 + (b0 + int(xs.min())) * f, smap.y0 + (a0 + int(ys.min())) * f)
         else:
             mask_crop, mask_origin = None, (0, 0)
