@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gaze", choices=("simulated",), default=None,
                    help="gaze mode with the simulated reader instead of scan mode")
     p.add_argument("--seed", type=int, default=0, help="simulated reader's seed")
+    p.add_argument("--reader", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a simulated-reader parameter (appliance.gaze.simulated.ReaderParams), "
+                        "e.g. tracker_error_deg=1.8 or offset_deg=0.5,-0.3; repeatable")
     p.add_argument("--variants", default="model,saliency",
                    help="comma list: model (saliency + SAM + DKF), saliency (no model)")
     p.add_argument("--out", type=Path, default=Path("artifacts/eval"), help="report folder")
@@ -41,6 +44,35 @@ def _items(args: argparse.Namespace):
     return items
 
 
+def reader_params(overrides: list[str], config: Config):
+    """The simulated reader of ``config``'s display with ``FIELD=VALUE`` overrides.
+
+    Lets a check ask how the figures hold for a reader unlike the default one (another
+    tracker error, a calibration offset, longer dwells, a zoomed display).
+    """
+    import dataclasses
+
+    from appliance.gaze.simulated import ReaderParams
+
+    fields = {f.name: f for f in dataclasses.fields(ReaderParams)}
+    changes: dict[str, object] = {"display": config.display}
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or name not in fields or name == "display":
+            raise SystemExit(f"glanceseg eval: --reader {item!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{', '.join(n for n in fields if n != 'display')} (the display is [display] in the config)")
+        current = getattr(ReaderParams(), name)
+        try:
+            if isinstance(current, tuple):
+                changes[name] = tuple(type(v)(x) for v, x in zip(current, text.split(","), strict=True))
+            else:
+                changes[name] = type(current)(text)
+        except ValueError as exc:
+            raise SystemExit(f"glanceseg eval: --reader {item!r}: {exc}") from exc
+    return ReaderParams(**changes)
+
+
 def run_eval(args: argparse.Namespace, config: Config) -> int:
     """Handler of ``eval``."""
     from appliance.glance.engine import GlanceEngine
@@ -55,7 +87,8 @@ def run_eval(args: argparse.Namespace, config: Config) -> int:
     if args.gaze:
         from appliance.eval.gaze_eval import evaluate_gaze
 
-        doc = {name: evaluate_gaze(items, engine, seed=args.seed, progress=not args.no_progress)
+        reader = reader_params(args.reader, config)
+        doc = {name: evaluate_gaze(items, engine, seed=args.seed, reader=reader, progress=not args.no_progress)
                for name, engine in engines.items()}
         (args.out / "gaze_report.json").write_text(json.dumps(doc, indent=1))
         for name, figures in doc.items():

@@ -4,7 +4,9 @@ For each photograph the simulated reader (:mod:`appliance.gaze.simulated`) reads
 the ground-truth MAs to notice, and its gaze runs through the incremental pipeline. Figures:
 
 - sensitivity among the MAs the reader *dwelt on*, at a given number of false positives
-  per image (a false positive is a lesion that matches no MA at all, with DESIGN.md's rule);
+  per image (a false positive is a lesion that matches no MA at all, with DESIGN.md's rule),
+  and the same for the lesions ranked by the detector's score alone (``_detector_only``:
+  what the gaze-mode scoring of :mod:`appliance.glance.gaze_scoring` adds);
 - the share of *all* MAs found without any manual prompt, at the display threshold;
 - latency from a fixation's end to its first lesions and to its last (model-refined) ones.
 """
@@ -67,6 +69,7 @@ def evaluate_gaze(items: Sequence[DatasetItem], engine: GlanceEngine, seed: int 
     """Run the simulated reader and the live pipeline on each item; return the figures."""
     reader = reader or ReaderParams(display=engine.config.display)
     images: list[GazeImage] = []
+    detector_only: list[GazeImage] = []  # the same lesions ranked without the gaze (the ablation)
     for item in tqdm(items, disable=not progress, desc="eval gaze", unit="image"):
         photo = load_photograph(item.image_path, engine.config.imaging)
         mask = item.load_mask()
@@ -93,6 +96,9 @@ def evaluate_gaze(items: Sequence[DatasetItem], engine: GlanceEngine, seed: int 
             [t.first_ms for t in pipeline.stats.timings if t.first_ms is not None],
             [t.done_ms for t in pipeline.stats.timings if t.cells],
         ))
+        det = np.array([l.features.get("detector_score", l.score) for l in result.lesions], dtype=np.float64)
+        detector_only.append(GazeImage(item.id, det, match_lesions(xy, det, truth),
+                                       match_lesions(xy, det, dwelt_truth), len(dwelt), len(truth), 0))
     first = np.concatenate([im.first_ms for im in images]) if images else np.zeros(0)
     done = np.concatenate([im.done_ms for im in images]) if images else np.zeros(0)
     figures: dict[str, object] = {
@@ -109,6 +115,7 @@ def evaluate_gaze(items: Sequence[DatasetItem], engine: GlanceEngine, seed: int 
         sens, thr = _sensitivity_at(images, rate)
         figures[f"dwelt_sensitivity_at_{rate:g}_fppi"] = round(sens, 4)
         figures[f"threshold_at_{rate:g}_fppi"] = None if not np.isfinite(thr) else round(thr, 4)
+        figures[f"dwelt_sensitivity_at_{rate:g}_fppi_detector_only"] = round(_sensitivity_at(detector_only, rate)[0], 4)
     figures["per_image"] = [
         {"id": im.id, "n_truth": im.n_truth, "n_dwelt": im.n_dwelt, "n_lesions": int(im.scores.size),
          "fp": int((~im.hit_any).sum())} for im in images

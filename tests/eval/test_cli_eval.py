@@ -67,3 +67,29 @@ def test_perfect_lesions_score_cpm_one_and_shifted_ones_zero(small_dataset: Path
     perfect, shifted = evaluate(items, {"perfect": at_truth(0.0), "shifted": at_truth(60.0)}, progress=False)
     assert perfect.froc.cpm == pytest.approx(1.0)
     assert shifted.froc.cpm == pytest.approx(0.0)
+
+
+def test_reader_overrides_change_the_simulated_reader(config) -> None:
+    from appliance.eval.cli_eval import reader_params
+
+    default = reader_params([], config)
+    assert default.display == config.display and default.tracker_error_deg == 1.5
+    other = reader_params(["tracker_error_deg=1.8", "offset_deg=0.5,-0.3", "dwell_fixations=1"], config)
+    assert (other.tracker_error_deg, other.offset_deg, other.dwell_fixations) == (1.8, (0.5, -0.3), 1)
+    for bad in ["tracker_error_deg", "no_such_field=1", "offset_deg=1", "notice_prob=high", "display=x"]:
+        with pytest.raises(SystemExit):
+            reader_params([bad], config)
+
+
+def test_gaze_eval_reports_dwelt_sensitivity_with_and_without_the_gaze(small_dataset: Path, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    monkeypatch.setenv("GLANCESEG_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "gaze"
+    assert main(["eval", str(small_dataset), "--gaze", "simulated", "--variants", "saliency", "--out", str(out),
+                 "--reader", "notice_prob=1.0", "--no-progress"]) == 0
+    figures = json.loads((out / "gaze_report.json").read_text())["saliency"]
+    assert 0 < figures["n_dwelt"] <= figures["n_truth"]
+    for rate in ("0.5", "1", "2"):
+        assert 0.0 <= figures[f"dwelt_sensitivity_at_{rate}_fppi"] <= 1.0
+        assert 0.0 <= figures[f"dwelt_sensitivity_at_{rate}_fppi_detector_only"] <= 1.0
+    assert figures["latency_first_ms_p50"] is not None
