@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CNN_PATH = Path(__file__).with_name("ranker_cnn.onnx")
 #: Candidates per onnxruntime call (bounds memory on a whole photograph's ~3500).
-BATCH = 1024
+BATCH = 128
 #: How the CNN's probability combines with the hand score (see :func:`combine`).
 BLENDS = ("cnn", "cnn_hand", "cnn_mlp_hand")
 

@@ -28,6 +28,7 @@ import numpy as np
 from appliance.config import Config
 from appliance.glance import dkf
 from appliance.glance.candidates import Candidate, detect
+from appliance.glance.heap import release_free_heap
 from appliance.glance.lesions import Lesion, SegmentationResult
 from appliance.glance.predictor import PromptResult, SamPredictor
 from appliance.imaging.fov import FieldOfView, find_fov
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 #: Lesion ids are ``cell_index * ID_STRIDE + rank``: unique, and stable for a given cell.
 ID_STRIDE = 1000
+#: Most cell rows in one detection window (12 × 64 px): bounds the detector's memory on a
+#: whole photograph; each band recomputes the saliency context margin above and below it.
+BAND_ROWS = 12
 #: Candidate count limit passed to the detector: high enough never to bind.
 UNCAPPED = 1_000_000
 
@@ -126,6 +130,7 @@ class GlanceEngine:
         """Drop the photograph's cached embeddings (it was closed, or a one-shot run is done)."""
         if self.predictor is not None:
             self.predictor.forget(photo.sha256)
+        release_free_heap()
 
     def open(self, photo: Photograph) -> "ImageSession":
         """Start working on one photograph."""
@@ -260,7 +265,8 @@ class ImageSession:
                 self._emit("updated", lesion, cell.key, on_event)
 
     def _groups(self, cells: list[Tile]) -> list[list[Tile]]:
-        """Split cells into 8-connected groups, each processed through one saliency window."""
+        """Split cells into 8-connected groups, each processed through one saliency window
+        (a group taller than :data:`BAND_ROWS` cell rows through one window per band)."""
         left = {c.key: c for c in cells}
         groups = []
         while left:
@@ -275,7 +281,14 @@ class ImageSession:
                         if nb is not None:
                             group.append(nb)
                             stack.append(nb.key)
-            groups.append(sorted(group, key=lambda t: t.key))
+            group.sort(key=lambda t: t.key)
+            # Bands of at most BAND_ROWS cell rows: one window over a whole photograph holds
+            # ~300 MB of detector temporaries at once (docs/performance.md).
+            first = group[0].key[0]
+            bands: dict[int, list[Tile]] = {}
+            for cell in group:
+                bands.setdefault((cell.key[0] - first) // BAND_ROWS, []).append(cell)
+            groups.extend(bands[k] for k in sorted(bands))
         return groups
 
     def _candidates(self, group: list[Tile]) -> dict[tuple[int, int], list[Candidate]]:
@@ -358,4 +371,5 @@ class ImageSession:
     def scan(self, use_model: bool = True) -> SegmentationResult:
         """Process every cell of the field of view (scan mode) and return the result."""
         self.process(self.fov_cells(), use_model=use_model)
+        release_free_heap()  # the whole-photograph pass's temporaries (docs/performance.md)
         return self.result("scan")

@@ -19,6 +19,7 @@ from typing import Optional
 
 from appliance.glance.candidates import detect
 from appliance.glance.engine import ImageSession
+from appliance.glance.heap import release_free_heap
 from appliance.glance.priority import lower_this_thread
 from appliance.imaging.tiling import Tile
 
@@ -97,6 +98,7 @@ class PreEncoder:
                 return
             self.encoded += predictor.encode_tiles(photo.sha256, photo.rgb, [tile])
         self.seconds = time.perf_counter() - start
+        release_free_heap()  # onnxruntime's per-tile temporaries, before the reading's bursts
         logger.info("pre-encoded %d tiles of %s in %.1f s", self.total, photo.source, self.seconds)
 
     @property

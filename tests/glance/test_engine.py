@@ -1,0 +1,41 @@
+"""The glance engine's cells: a photograph is detected in bands, and bands change nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.glance import engine as engine_mod
+from appliance.glance.engine import BAND_ROWS, GlanceEngine
+from appliance.imaging.io import load_photograph
+
+DEMO = Path(__file__).resolve().parents[2] / "appliance" / "demo" / "IDRiD_03.jpg"
+
+
+@pytest.fixture(scope="module")
+def photo():
+    from appliance.config import ImagingConfig
+
+    return load_photograph(DEMO, ImagingConfig())
+
+
+def test_a_whole_photograph_is_grouped_in_bands_covering_every_cell_once(config, photo):
+    session = GlanceEngine.from_config(config, use_model=False).open(photo)
+    cells = session.fov_cells()
+    groups = session._groups(cells)
+    assert len(groups) >= 2  # the demo photograph is ~44 cell rows tall
+    assert sorted(c.key for g in groups for c in g) == sorted(c.key for c in cells)
+    for group in groups:
+        rows = {c.key[0] for c in group}
+        assert max(rows) - min(rows) < BAND_ROWS
+
+
+def test_bands_give_the_lesions_of_one_whole_window(config, photo, monkeypatch):
+    """Cell results depend only on the photograph and the cell, never on the window."""
+    banded = GlanceEngine.from_config(config, use_model=False).open(photo).scan(use_model=False)
+    monkeypatch.setattr(engine_mod, "BAND_ROWS", 10_000)
+    whole = GlanceEngine.from_config(config, use_model=False).open(photo).scan(use_model=False)
+    assert banded.lesions
+    as_tuples = [(l.id, round(l.x, 6), round(l.y, 6), round(l.score, 9), l.area_px) for l in banded.lesions]
+    assert as_tuples == [(l.id, round(l.x, 6), round(l.y, 6), round(l.score, 9), l.area_px) for l in whole.lesions]
