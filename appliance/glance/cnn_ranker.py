@@ -27,7 +27,9 @@ from appliance.hashing import sha256_file
 logger = logging.getLogger(__name__)
 
 DEFAULT_CNN_PATH = Path(__file__).with_name("ranker_cnn.onnx")
-#: Candidates per onnxruntime call (bounds memory on a whole photograph's ~3500).
+#: Candidates per onnxruntime call. onnxruntime's arena keeps the largest batch's activations
+#: (16 channels × 32 × 32 float32 a patch per layer): 128 holds ~8 MB a layer; 1,024 held 67 MB
+#: and took as long over a whole photograph (docs/performance.md).
 BATCH = 128
 #: How the CNN's probability combines with the hand score (see :func:`combine`).
 BLENDS = ("cnn", "cnn_hand", "cnn_mlp_hand")
