@@ -54,14 +54,14 @@ def reader_params(overrides: list[str], config: Config):
 
     from appliance.gaze.simulated import ReaderParams
 
-    fields = {f.name: f for f in dataclasses.fields(ReaderParams)}
+    names = [f.name for f in dataclasses.fields(ReaderParams) if f.name != "display"]
     changes: dict[str, object] = {"display": config.display}
     for item in overrides:
         name, sep, text = item.partition("=")
         name = name.strip()
-        if not sep or name not in fields or name == "display":
+        if not sep or name not in names:
             raise SystemExit(f"glanceseg eval: --reader {item!r}: expected FIELD=VALUE with FIELD one of "
-                             f"{', '.join(n for n in fields if n != 'display')} (the display is [display] in the config)")
+                             f"{', '.join(names)} (the display is [display] in the config)")
         current = getattr(ReaderParams(), name)
         try:
             if isinstance(current, tuple):

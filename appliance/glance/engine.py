@@ -344,7 +344,6 @@ class ImageSession:
 
     def _score(self, cell: Tile, candidates: list[Candidate], masks: list[Optional[PromptResult]]) -> list[Lesion]:
         base = self.cell_index(cell.key) * ID_STRIDE
-        dkf.prime_base_scores(candidates)
         lesions = []
         for rank, (cand, prompt) in enumerate(zip(candidates, masks)):
             lesion = dkf.to_lesion(cand, prompt, self.photo.rgb, self.fov, self.um_per_px, lesion_id=base + rank)

@@ -13,26 +13,24 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 logger = logging.getLogger(__name__)
 
-_TRIM: Optional[object] = None
-_LOADED = False
 
-
-def _malloc_trim():
-    global _TRIM, _LOADED
-    if not _LOADED:
-        _LOADED = True
-        if sys.platform.startswith("linux"):
-            try:
-                _TRIM = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", None)
-            except OSError as exc:
-                logger.debug("no C library to trim: %s", exc)
-    return _TRIM
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    """glibc's ``malloc_trim``, looked up once; None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", None)
+    except OSError as exc:
+        logger.debug("no C library to trim: %s", exc)
+        return None
 
 
 def release_free_heap() -> bool:
