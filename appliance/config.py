@@ -71,7 +71,10 @@ class ModelConfig:
     list such as ``cuda,cpu``. ``intra_op_threads``: 0 = one per core. ``allow_spinning``:
     worker threads busy-wait between ops (lower latency, but burns a core).
     ``cpu_arena``: onnxruntime's CPU memory arena. ``trt_cache_dir`` / ``fp16``: TensorRT
-    engine cache and FP16. ``cache_tiles``: embeddings kept in the LRU cache (2 MiB each, float16).
+    engine cache and FP16. ``cache_tiles``: tile embeddings kept in RAM (2 MiB each, float16);
+    ``spill_tiles``: more kept on disk under ``<data_dir>/cache/embeddings`` and read back
+    instead of encoded again (0: none). A pre-encoded photograph needs up to ~300 in all;
+    keeping them all in RAM would cost 574 MB (docs/performance.md).
     """
 
     dir: Path = REPO_MODELS_DIR
@@ -85,7 +88,8 @@ class ModelConfig:
     cpu_arena: bool = True
     trt_cache_dir: Path = Path("~/.cache/glanceseg/trt")
     fp16: bool = True
-    cache_tiles: int = 512
+    cache_tiles: int = 32
+    spill_tiles: int = 512
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,7 @@ def _memory_child(config_arg: str, image_arg: str) -> dict[str, float]:
     predictor = engine.predictor
     if predictor is not None:
         figures["embedding_cache_mb"] = round(predictor.cache_nbytes / 2 ** 20, 1)
+        figures["embedding_spill_mb"] = round(predictor.spill_nbytes / 2 ** 20, 1)
     figures["peak_rss_mb_preencode"] = round(_peak_rss_mb(), 1)
     session.scan()
     figures["peak_rss_mb"] = round(_peak_rss_mb(), 1)
@@ -147,7 +148,8 @@ def child_memory_figures(config_path: Optional[Path], image: Path) -> dict[str, 
     A child, so the peak RSS is the shipped path's alone (not the benchmark's baselines and
     second runtime). Keys: ``peak_rss_mb`` (over all stages), ``peak_rss_mb_scan`` (the
     one-shot scan alone), ``peak_rss_mb_preencode``, ``preencode_s``, ``preencode_tiles``,
-    ``embedding_cache_mb`` (the full cache of the photograph).
+    ``embedding_cache_mb`` (the embeddings held in RAM once the photograph is pre-encoded),
+    ``embedding_spill_mb`` (those kept on disk, ``[model] spill_tiles``).
     """
     code = ("import json, sys\n"
             "from appliance.glance.bench import _memory_child\n"

@@ -31,6 +31,7 @@ from appliance.glance.candidates import Candidate, detect
 from appliance.glance.heap import release_free_heap
 from appliance.glance.lesions import Lesion, SegmentationResult
 from appliance.glance.predictor import PromptResult, SamPredictor
+from appliance.glance.spill import EmbeddingSpill
 from appliance.imaging.fov import FieldOfView, find_fov
 from appliance.imaging.io import Photograph
 from appliance.imaging.quality import assess_quality
@@ -113,7 +114,7 @@ class GlanceEngine:
             # Created from a lowered thread: onnxruntime's pool inherits the lower priority,
             # so background encoding yields the cores to a fixation's saliency stage.
             runtime = create_in_background(lambda: build_runtime(config))
-            predictor = SamPredictor(runtime, cache_tiles=config.model.cache_tiles)
+            predictor = SamPredictor(runtime, cache_tiles=config.model.cache_tiles, spill=_spill(config))
         return cls(config, predictor)
 
     @property
@@ -135,6 +136,19 @@ class GlanceEngine:
     def open(self, photo: Photograph) -> "ImageSession":
         """Start working on one photograph."""
         return ImageSession(self, photo)
+
+
+def _spill(config: Config) -> Optional[EmbeddingSpill]:
+    """The on-disk embedding store under the data folder, or None (disabled, or not writable)."""
+    if config.model.spill_tiles <= 0:
+        return None
+    root = config.data_dir / "cache" / "embeddings"
+    try:
+        return EmbeddingSpill(root, config.model.spill_tiles, min_free_bytes=config.data.min_free_mb * 2 ** 20)
+    except OSError as exc:
+        logger.warning("embeddings stay in RAM only (%d tiles): cannot write %s (%s)",
+                       config.model.cache_tiles, root, exc)
+        return None
 
 
 class ImageSession:

@@ -18,7 +18,11 @@ through the float16 copy, a fresh encode included, so a mask never depends on wh
 tile came from the cache. The decoder runs at most ``decode_batch`` prompts a call: SAM's
 decoder repeats the embedding for every prompt (~4 MiB of activations each), so one
 unbounded call over a tile with many candidates would grow onnxruntime's arena by hundreds of
-MB; per-prompt time is flat from a batch of about 8 up.
+MB; per-prompt time is flat from a batch of about 8 up. Even in float16 a whole photograph's
+embeddings (574 MB) would take half the appliance's memory budget, so only the
+``cache_tiles`` most recently used stay in RAM; with a :class:`~appliance.glance.spill.
+EmbeddingSpill` the ones it evicts go to disk and are read back (about a millisecond) instead
+of encoded again (half a second).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.glance.runtime.base import SamRuntime
+from appliance.glance.spill import EmbeddingSpill
 from appliance.imaging.tiling import Tile, TileGrid
 
 logger = logging.getLogger(__name__)
@@ -79,6 +84,9 @@ class CacheStats:
     misses: int = 0
     encoded: int = 0
     evicted: int = 0
+    spilled: int = 0
+    reloaded: int = 0
+    spill_failed: int = 0
 
 
 class SamPredictor:
@@ -89,7 +97,8 @@ class SamPredictor:
     runtime
         The SAM runtime (encoder + batched decoder).
     cache_tiles
-        Embeddings kept (``[model] cache_tiles``); LiteMedSAM's are 2 MiB each in float16.
+        Embeddings kept in RAM (``[model] cache_tiles``); LiteMedSAM's are 2 MiB each in
+        float16.
     overlap_px
         Grid overlap in px.
     margin_px
@@ -98,6 +107,9 @@ class SamPredictor:
         dtype the cache stores embeddings in (float16 by default; float32 keeps them exact).
     decode_batch
         Most box prompts per decoder call.
+    spill
+        Where embeddings evicted from RAM go (read back on the next use), or None to drop
+        them.
 
     Notes
     -----
@@ -107,7 +119,7 @@ class SamPredictor:
 
     def __init__(self, runtime: SamRuntime, cache_tiles: int = 512, overlap_px: int = DEFAULT_OVERLAP_PX,
                  margin_px: int = DEFAULT_MARGIN_PX, cache_dtype: npt.DTypeLike = DEFAULT_CACHE_DTYPE,
-                 decode_batch: int = DEFAULT_DECODE_BATCH) -> None:
+                 decode_batch: int = DEFAULT_DECODE_BATCH, spill: Optional[EmbeddingSpill] = None) -> None:
         if cache_tiles < 1:
             raise ValueError("cache_tiles must be at least 1.")
         if decode_batch < 1:
@@ -123,28 +135,45 @@ class SamPredictor:
         self.stats = CacheStats()
         self._cache: "OrderedDict[tuple[Hashable, tuple[int, int]], np.ndarray]" = OrderedDict()
         self._pending: dict[tuple[Hashable, tuple[int, int]], threading.Event] = {}
+        self._spilling: dict[tuple[Hashable, tuple[int, int]], np.ndarray] = {}  # being written
         self._lock = threading.Lock()
+        self.spill = spill
+
+    @property
+    def capacity(self) -> int:
+        """int: embeddings kept in all, in RAM and on disk (what pre-encoding may fill)."""
+        return self.cache_tiles + (self.spill.capacity if self.spill is not None else 0)
 
     def grid(self, rgb: np.ndarray) -> TileGrid:
         """Return the fixed tile grid for a photograph (HxWx3) at the model's input size."""
         return TileGrid(rgb.shape[1], rgb.shape[0], self.runtime.input_size, self.overlap_px)
 
     def is_cached(self, image_key: Hashable, tile: Tile) -> bool:
-        """Whether the tile's embedding is in the cache (does not count as a hit)."""
+        """Whether the tile's embedding is kept, in RAM or on disk (does not count as a hit)."""
+        key = (image_key, tile.key)
         with self._lock:
-            return (image_key, tile.key) in self._cache
+            if key in self._cache or key in self._spilling:
+                return True
+        return self.spill is not None and key in self.spill
 
     def forget(self, image_key: Hashable) -> None:
-        """Drop every cached embedding of one image (it was closed)."""
+        """Drop every kept embedding of one image, files included (it was closed)."""
         with self._lock:
             for key in [k for k in self._cache if k[0] == image_key]:
                 del self._cache[key]
+        if self.spill is not None:
+            self.spill.forget(image_key)
 
     @property
     def cache_nbytes(self) -> int:
-        """int: bytes the cached embeddings hold (for the benchmark and memory tests)."""
+        """int: bytes the embeddings in RAM hold (for the benchmark and memory tests)."""
         with self._lock:
             return sum(e.nbytes for e in self._cache.values())
+
+    @property
+    def spill_nbytes(self) -> int:
+        """int: bytes of the embedding files on disk."""
+        return self.spill.nbytes if self.spill is not None else 0
 
     def _compact(self, emb: np.ndarray) -> np.ndarray:
         """The form an embedding is cached in (``cache_dtype``; a no-op for float32)."""
@@ -160,13 +189,16 @@ class SamPredictor:
         return self._widen(self.embedding(image_key, rgb, tile))
 
     def embedding(self, image_key: Hashable, rgb: np.ndarray, tile: Tile) -> np.ndarray:
-        """Return the tile's embedding as cached (``cache_dtype``), freshly encoded if missing."""
+        """Return the tile's embedding as cached (``cache_dtype``): from RAM, from disk, or encoded."""
         key = (image_key, tile.key)
         while True:
             with self._lock:
                 cached = self._cache.get(key)
+                if cached is None:
+                    cached = self._spilling.get(key)
                 if cached is not None:
-                    self._cache.move_to_end(key)
+                    if key in self._cache:
+                        self._cache.move_to_end(key)
                     self.stats.hits += 1
                     return cached
                 waiting = self._pending.get(key)
@@ -177,19 +209,44 @@ class SamPredictor:
                     break
             waiting.wait()
         try:
+            emb = self.spill.get(key) if self.spill is not None else None
+            if emb is not None and emb.dtype == self.cache_dtype:
+                self._keep(key, emb, fresh=False)
+                return emb
             emb = self._compact(self.runtime.encode(self.grid(rgb).cut(rgb, tile)))
-            with self._lock:
-                self._cache[key] = emb
-                self.stats.encoded += 1
-                while len(self._cache) > self.cache_tiles:
-                    self._cache.popitem(last=False)
-                    self.stats.evicted += 1
+            self._keep(key, emb, fresh=True)
             logger.debug("encoded tile %s", tile.key)
             return emb
         finally:
             with self._lock:
                 self._pending.pop(key, None)
             done.set()
+
+    def _keep(self, key: tuple[Hashable, tuple[int, int]], emb: np.ndarray, fresh: bool) -> None:
+        """Put an embedding (``fresh``: just encoded) in RAM; what that evicts goes to the spill."""
+        with self._lock:
+            if fresh:
+                self.stats.encoded += 1
+            else:
+                self.stats.reloaded += 1
+            self._cache[key] = emb
+            evicted = [self._cache.popitem(last=False) for _ in range(len(self._cache) - self.cache_tiles)]
+            self.stats.evicted += len(evicted)
+            if self.spill is None:
+                return
+            evicted = [(k, e) for k, e in evicted if k not in self.spill]
+            self._spilling.update(evicted)
+        for old_key, old in evicted:  # outside the lock: a disk write must not stall a fixation
+            try:
+                self.spill.put(old_key, old)
+                self.stats.spilled += 1
+            except OSError as exc:  # a full or failing disk costs a re-encode, never a result
+                log = logger.debug if self.stats.spill_failed else logger.warning
+                self.stats.spill_failed += 1
+                log("could not keep an embedding on disk (%s); it will be encoded again", exc)
+            finally:
+                with self._lock:
+                    self._spilling.pop(old_key, None)
 
     def encode_tiles(self, image_key: Hashable, rgb: np.ndarray, tiles: Iterable[Tile],
                      stop: Optional[threading.Event] = None) -> int:

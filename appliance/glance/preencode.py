@@ -6,8 +6,8 @@ thread encodes the model tiles that touch the field of view, most promising firs
 holding the most MA candidates of a whole-image saliency pass), so by the time the
 clinician looks somewhere its embedding is usually cached. While the live pipeline is
 busy with a fixation the thread yields between tiles, so it never delays the foreground by
-more than the one tile in flight. It encodes no more tiles than the embedding cache keeps
-(``[model] cache_tiles``), the memory bound of a pre-encoded photograph.
+more than the one tile in flight. It encodes no more tiles than the predictor keeps
+(``[model] cache_tiles`` in RAM plus ``[model] spill_tiles`` on disk).
 """
 
 from __future__ import annotations
@@ -25,34 +25,48 @@ from appliance.imaging.tiling import Tile
 
 logger = logging.getLogger(__name__)
 
+#: image rows a candidate-counting window spans
+BAND_PX = 768
 
-def within_cache(tiles: list[Tile], cache_tiles: int) -> list[Tile]:
-    """The first ``cache_tiles`` of ``tiles`` (most promising first).
 
-    The embedding cache is an LRU of ``[model] cache_tiles`` entries: encoding past it
-    would evict the tiles encoded first, which are the most promising ones, so the setting
-    bounds what pre-encoding holds (2 MiB a tile, docs/performance.md) rather than wasting
-    encoder time.
+def within_cache(tiles: list[Tile], capacity: int) -> list[Tile]:
+    """The first ``capacity`` of ``tiles`` (most promising first).
+
+    The predictor keeps at most ``capacity`` embeddings (least recently used out first):
+    encoding past it would evict the tiles encoded first, which are the most promising
+    ones, so the bound limits what pre-encoding holds (2 MiB a tile, docs/performance.md)
+    rather than wasting encoder time.
     """
-    if len(tiles) > cache_tiles:
-        logger.info("pre-encoding the %d most promising of %d tiles ([model] cache_tiles)", cache_tiles, len(tiles))
-    return tiles[:cache_tiles]
+    if len(tiles) > capacity:
+        logger.info("pre-encoding the %d most promising of %d tiles ([model] cache_tiles + spill_tiles)",
+                    capacity, len(tiles))
+    return tiles[:capacity]
 
 
 def tile_order(session: ImageSession) -> list[Tile]:
-    """Return the model tiles touching the FOV, most candidates first (then row-major)."""
+    """Return the model tiles touching the FOV, most candidates first (then row-major).
+
+    Candidates are counted band by band (:data:`BAND_PX` image rows a window; each window
+    equals the whole-image detection inside it): one whole-photograph pass would hold ~300
+    MB of detector temporaries while the encoder's arena grows (docs/performance.md).
+    """
     predictor = session.engine.predictor
     if predictor is None:
         return []
-    grid = predictor.grid(session.photo.rgb)
+    rgb = session.photo.rgb
+    grid = predictor.grid(rgb)
     mask = session.fov.mask
     tiles = [t for t in grid if mask[t.y0:t.y0 + t.size, t.x0:t.x0 + t.size].any()]
     counts = {t.key: 0 for t in tiles}
-    # Counting needs no ranking: skip the CNN, which would compete with the first fixations.
-    for cand in detect(session.photo.rgb, session.fov, session.um_per_px, rank=False):
-        key = grid.best_tile(cand.x, cand.y).key
-        if key in counts:
-            counts[key] += 1
+    height, width = rgb.shape[:2]
+    for y0 in range(0, height, BAND_PX):
+        window = (0, y0, width, min(height, y0 + BAND_PX))
+        # Counting needs no ranking: skip the CNN, which would compete with the first fixations.
+        for cand in detect(rgb, session.fov, session.um_per_px, window=window, rank=False):
+            key = grid.best_tile(cand.x, cand.y).key
+            if key in counts:
+                counts[key] += 1
+    release_free_heap()
     return sorted(tiles, key=lambda t: (-counts[t.key], t.key))
 
 
@@ -88,7 +102,7 @@ class PreEncoder:
         predictor = self.session.engine.predictor
         if predictor is None:
             return
-        tiles = within_cache(tile_order(self.session), predictor.cache_tiles)
+        tiles = within_cache(tile_order(self.session), predictor.capacity)
         self.total = len(tiles)
         photo = self.session.photo
         for tile in tiles:

@@ -39,3 +39,15 @@ def test_bands_give_the_lesions_of_one_whole_window(config, photo, monkeypatch):
     assert banded.lesions
     as_tuples = [(l.id, round(l.x, 6), round(l.y, 6), round(l.score, 9), l.area_px) for l in banded.lesions]
     assert as_tuples == [(l.id, round(l.x, 6), round(l.y, 6), round(l.score, 9), l.area_px) for l in whole.lesions]
+
+
+def test_embeddings_spill_under_the_data_folder_or_stay_in_ram_when_it_is_not_writable(config, tmp_path, caplog):
+    spill = engine_mod._spill(config)
+    assert spill.folder.parent == config.data_dir / "cache" / "embeddings"
+    assert spill.capacity == config.model.spill_tiles
+    assert engine_mod._spill(config.replace(model={"spill_tiles": 0})) is None
+    blocked = tmp_path / "a file"
+    blocked.write_text("not a folder")
+    with caplog.at_level("WARNING", logger="appliance.glance.engine"):
+        assert engine_mod._spill(config.replace(data={"dir": blocked})) is None
+    assert "RAM only" in caplog.text

@@ -169,3 +169,46 @@ def test_decoder_calls_are_bounded_and_give_the_same_masks(counting, idrid_photo
         assert (a.x0, a.y0) == (b.x0, b.y0) and np.array_equal(a.mask, b.mask) and abs(a.iou - b.iou) < 1e-4
     with pytest.raises(ValueError, match="decode_batch"):
         SamPredictor(counting, decode_batch=0)
+
+
+def test_embeddings_evicted_from_ram_are_read_back_from_disk_not_encoded(counting, idrid_photo, tmp_path):
+    from appliance.glance.spill import EmbeddingSpill
+
+    rgb, _, _, boxes = idrid_photo
+    chosen = _spread(boxes, 6)
+    exact = SamPredictor(counting).segment_boxes("img", rgb, chosen)
+    tiles = list({r.tile.key: r.tile for r in exact}.values())
+    assert len(tiles) >= 3
+    predictor = SamPredictor(counting, cache_tiles=1, spill=EmbeddingSpill(tmp_path, capacity=16))
+    assert predictor.capacity == 17
+    predictor.encode_tiles("img", rgb, tiles)
+    assert predictor.cache_nbytes == 2 * 256 * 64 * 64  # one tile in RAM
+    assert predictor.stats.spilled == len(tiles) - 1 and predictor.spill_nbytes > (len(tiles) - 1) * 2 * 2 ** 20
+    assert all(predictor.is_cached("img", t) for t in tiles)
+    encodes = counting.encodes
+    again = predictor.segment_boxes("img", rgb, chosen)
+    assert counting.encodes == encodes  # every tile came back from RAM or disk
+    assert predictor.stats.reloaded >= len(tiles) - 1
+    for a, b in zip(exact, again):
+        assert (a.x0, a.y0) == (b.x0, b.y0) and np.array_equal(a.mask, b.mask)
+    predictor.forget("img")
+    assert predictor.spill_nbytes == 0 and not list(tmp_path.rglob("*.npy"))
+
+
+def test_a_failing_disk_costs_a_reencode_not_a_result(counting, idrid_photo, tmp_path):
+    import hashlib
+
+    from appliance.glance.spill import EmbeddingSpill
+
+    rgb = idrid_photo[0]
+    spill = EmbeddingSpill(tmp_path, capacity=4)
+    (spill.folder / hashlib.sha256(repr("img").encode()).hexdigest()[:24]).write_bytes(b"")  # not a folder
+    predictor = SamPredictor(counting, cache_tiles=1, spill=spill)
+    tiles = [predictor.grid(rgb).tile(5, c) for c in (5, 6)]
+    first = predictor.embedding("img", rgb, tiles[0]).copy()
+    predictor.embedding("img", rgb, tiles[1])  # evicts the first; its write fails
+    assert predictor.stats.spilled == 0 and predictor.stats.spill_failed == 1
+    assert not predictor.is_cached("img", tiles[0])
+    encodes = counting.encodes
+    assert np.array_equal(predictor.embedding("img", rgb, tiles[0]), first)
+    assert counting.encodes == encodes + 1

@@ -33,6 +33,16 @@ def test_tiles_are_ordered_by_candidates_and_all_encoded(config) -> None:
     assert all(engine.predictor.is_cached(session.photo.sha256, t) for t in order)
 
 
+def test_candidates_counted_in_bands_give_the_order_of_one_window(config, monkeypatch) -> None:
+    from appliance.glance import preencode
+
+    session = GlanceEngine.from_config(config).open(_crop())
+    monkeypatch.setattr(preencode, "BAND_PX", 10_000)
+    whole = [t.key for t in tile_order(session)]
+    monkeypatch.setattr(preencode, "BAND_PX", 96)  # six bands over the 512-px crop
+    assert [t.key for t in tile_order(session)] == whole
+
+
 def test_encoder_waits_while_the_foreground_is_busy(config) -> None:
     engine = GlanceEngine.from_config(config)
     session = engine.open(_crop())
