@@ -322,8 +322,8 @@ def min_box_half_px(um_per_px: float) -> float:
     return MIN_BOX_HALF_UM / um_per_px
 
 
-def base_score(candidate: Candidate, ranker: Optional[Ranker] = None, use_ranker: bool = True) -> float:
-    """The candidate's score before rule penalties.
+def base_score(candidate: Candidate) -> float:
+    """The candidate's score before rule penalties, with the shipped rankers.
 
     With the CNN ranker (``ranker_cnn.onnx``) and a CNN patch: :func:`combine` of its
     probability (``features["cnn_prob"]``, which :func:`appliance.glance.candidates.detect`
@@ -332,48 +332,29 @@ def base_score(candidate: Candidate, ranker: Optional[Ranker] = None, use_ranker
 
     Cached in ``candidate.features["base_score"]`` (the ranker costs ~0.1 ms a call).
     """
-    cached = candidate.features.get("base_score")
-    if cached is not None and ranker is None and use_ranker:
-        return float(cached)
-    cnn = load_cnn_ranker() if use_ranker and ranker is None else None
-    if cnn is not None and _cnn_ready([candidate], cnn):
-        value = float(_cnn_base([candidate], cnn)[0])
-        candidate.features["base_score"] = value
-        return value
-    if use_ranker:
-        ranker = ranker or load_ranker()
-    if use_ranker and ranker is not None:
-        patches = candidate.patch[None] if ranker.use_patch and candidate.patch is not None else None
-        if ranker.use_patch and patches is None:
-            value = hand_score(candidate.features)
-        else:
-            prob = ranker.probability([candidate.features], patches)
-            value = float(blend(prob, np.array([hand_score(candidate.features)]))[0])
-    else:
-        value = hand_score(candidate.features)
-    if use_ranker:
-        candidate.features["base_score"] = value
-    return value
+    if "base_score" not in candidate.features:
+        prime_base_scores([candidate])
+    return float(candidate.features["base_score"])
 
 
 def prime_base_scores(candidates: Sequence[Candidate]) -> None:
-    """Fill ``features["base_score"]`` of many candidates with one network call.
+    """Fill ``features["base_score"]`` (:func:`base_score`) of many candidates at once.
 
-    What :func:`base_score` computes, batched: the glance engine calls it once per cell, so
-    the ranker runs once per cell instead of once per candidate (a tenth of a fixation's
-    time went to per-candidate calls). Without the CNN ranker, each falls back to
-    :func:`base_score`.
+    The CNN runs once for all of them: the glance engine calls this once per detection
+    window instead of the ranker once per candidate (a tenth of a fixation's time went to
+    per-candidate calls).
     """
     todo = [c for c in candidates if "base_score" not in c.features]
     if not todo:
         return
     cnn = load_cnn_ranker()
     if cnn is not None and _cnn_ready(todo, cnn):
-        for c, value in zip(todo, _cnn_base(todo, cnn)):
-            c.features["base_score"] = float(value)
-        return
-    for c in todo:
-        base_score(c)
+        values = list(_cnn_base(todo, cnn))
+    else:  # one at a time: the CNN for a candidate with its patch, else the feature ranker
+        values = [(_cnn_base([c], cnn) if _cnn_ready([c], cnn) else _feature_base([c], None, None, True))[0]
+                  for c in todo]
+    for c, value in zip(todo, values):
+        c.features["base_score"] = float(value)
 
 
 def worth_prompting(candidate: Candidate) -> bool:
