@@ -17,7 +17,6 @@ fixation on ground whose tiles are not yet encoded still shows its lesions at on
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass, field

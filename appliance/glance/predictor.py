@@ -193,12 +193,10 @@ class SamPredictor:
         key = (image_key, tile.key)
         while True:
             with self._lock:
-                cached = self._cache.get(key)
-                if cached is None:
-                    cached = self._spilling.get(key)
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                cached = self._cache.get(key, self._spilling.get(key))
                 if cached is not None:
-                    if key in self._cache:
-                        self._cache.move_to_end(key)
                     self.stats.hits += 1
                     return cached
                 waiting = self._pending.get(key)
@@ -209,8 +207,8 @@ class SamPredictor:
                     break
             waiting.wait()
         try:
-            emb = self.spill.get(key) if self.spill is not None else None
-            if emb is not None and emb.dtype == self.cache_dtype:
+            emb = self.spill.get(key) if self.spill is not None else None  # its own folder: same dtype
+            if emb is not None:
                 self._keep(key, emb, fresh=False)
                 return emb
             emb = self._compact(self.runtime.encode(self.grid(rgb).cut(rgb, tile)))

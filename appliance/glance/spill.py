@@ -10,8 +10,9 @@ bounded by the RAM cache.
 The files are derived data, never the only copy of anything: written to a temporary name
 and renamed, so a reader sees a whole file or none; deleted when their photograph closes;
 kept in a folder per store named after its process, and a folder whose process is gone (a
-crash or a power cut) is removed by the next appliance to start. Each file holds its array with its shape and
-dtype (``.npy``), so a short or damaged file is refused and encoded again, never decoded.
+crash or a power cut) is removed by the next appliance to start. Each file holds its array
+with its shape and dtype (``.npy``), so a short or damaged file is refused and encoded
+again, never decoded.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-#: the folder of one process's files under the spill root
+#: how the folder of one store's files begins (then its process id)
 _PREFIX = "pid-"
 
 Key = tuple[Hashable, tuple[int, int]]
@@ -92,8 +93,7 @@ class EmbeddingSpill:
         self.folder = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=self.root))
         self.capacity = int(capacity)
         self.min_free_bytes = int(min_free_bytes)
-        self._files: "OrderedDict[Key, Path]" = OrderedDict()
-        self._nbytes: dict[Key, int] = {}
+        self._files: "OrderedDict[Key, tuple[Path, int]]" = OrderedDict()  # path, bytes
         self._lock = threading.Lock()
         weakref.finalize(self, shutil.rmtree, self.folder, True)  # also at interpreter exit
 
@@ -114,7 +114,7 @@ class EmbeddingSpill:
     def nbytes(self) -> int:
         """int: bytes of the files held."""
         with self._lock:
-            return sum(self._nbytes.values())
+            return sum(size for _, size in self._files.values())
 
     def put(self, key: Key, emb: np.ndarray) -> None:
         """Write one embedding (whole or not at all), dropping the oldest beyond capacity.
@@ -134,21 +134,17 @@ class EmbeddingSpill:
         with open(tmp, "wb") as fh:
             np.save(fh, emb, allow_pickle=False)
         os.replace(tmp, path)
-        size = path.stat().st_size
         with self._lock:
-            self._files[key] = path
+            self._files[key] = (path, path.stat().st_size)
             self._files.move_to_end(key)
-            self._nbytes[key] = size
-            old = [self._files.popitem(last=False) for _ in range(len(self._files) - self.capacity)]
-            for old_key, _ in old:
-                self._nbytes.pop(old_key, None)
-        for _, old_path in old:
+            old = [self._files.popitem(last=False)[1] for _ in range(len(self._files) - self.capacity)]
+        for old_path, _ in old:
             old_path.unlink(missing_ok=True)
 
     def get(self, key: Key) -> Optional[np.ndarray]:
         """Read one embedding back, or None when it is not held or its file is damaged."""
         with self._lock:
-            path = self._files.get(key)
+            path, _ = self._files.get(key, (None, 0))
         if path is None:
             return None
         try:
@@ -168,8 +164,7 @@ class EmbeddingSpill:
     def discard(self, key: Key) -> None:
         """Forget one embedding and delete its file."""
         with self._lock:
-            path = self._files.pop(key, None)
-            self._nbytes.pop(key, None)
+            path, _ = self._files.pop(key, (None, 0))
         if path is not None:
             path.unlink(missing_ok=True)
 
@@ -181,8 +176,7 @@ class EmbeddingSpill:
             self.discard(key)
 
     def close(self) -> None:
-        """Delete this process's folder."""
+        """Delete this store's folder and every file in it."""
         with self._lock:
             self._files.clear()
-            self._nbytes.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
