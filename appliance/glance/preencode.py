@@ -18,15 +18,13 @@ import time
 from typing import Optional
 
 from appliance.glance.candidates import detect
+from appliance.glance import engine
 from appliance.glance.engine import ImageSession
 from appliance.glance.heap import release_free_heap
 from appliance.glance.priority import lower_this_thread
 from appliance.imaging.tiling import Tile
 
 logger = logging.getLogger(__name__)
-
-#: image rows a candidate-counting window spans
-BAND_PX = 768
 
 
 def within_cache(tiles: list[Tile], capacity: int) -> list[Tile]:
@@ -46,9 +44,10 @@ def within_cache(tiles: list[Tile], capacity: int) -> list[Tile]:
 def tile_order(session: ImageSession) -> list[Tile]:
     """Return the model tiles touching the FOV, most candidates first (then row-major).
 
-    Candidates are counted band by band (:data:`BAND_PX` image rows a window; each window
-    equals the whole-image detection inside it): one whole-photograph pass would hold ~300
-    MB of detector temporaries while the encoder's arena grows (docs/performance.md).
+    Candidates are counted band by band, in the engine's bands (:data:`~appliance.glance.
+    engine.BAND_ROWS` cell rows; each window equals the whole-image detection inside it):
+    one whole-photograph pass would hold ~300 MB of detector temporaries while the
+    encoder's arena grows (docs/performance.md).
     """
     predictor = session.engine.predictor
     if predictor is None:
@@ -59,8 +58,9 @@ def tile_order(session: ImageSession) -> list[Tile]:
     tiles = [t for t in grid if mask[t.y0:t.y0 + t.size, t.x0:t.x0 + t.size].any()]
     counts = {t.key: 0 for t in tiles}
     height, width = rgb.shape[:2]
-    for y0 in range(0, height, BAND_PX):
-        window = (0, y0, width, min(height, y0 + BAND_PX))
+    band = engine.BAND_ROWS * session.cells.size
+    for y0 in range(0, height, band):
+        window = (0, y0, width, min(height, y0 + band))
         # Counting needs no ranking: skip the CNN, which would compete with the first fixations.
         for cand in detect(rgb, session.fov, session.um_per_px, window=window, rank=False):
             key = grid.best_tile(cand.x, cand.y).key

@@ -34,12 +34,12 @@ def test_tiles_are_ordered_by_candidates_and_all_encoded(config) -> None:
 
 
 def test_candidates_counted_in_bands_give_the_order_of_one_window(config, monkeypatch) -> None:
-    from appliance.glance import preencode
+    from appliance.glance import engine
 
     session = GlanceEngine.from_config(config).open(_crop())
-    monkeypatch.setattr(preencode, "BAND_PX", 10_000)
+    monkeypatch.setattr(engine, "BAND_ROWS", 10_000)
     whole = [t.key for t in tile_order(session)]
-    monkeypatch.setattr(preencode, "BAND_PX", 96)  # six bands over the 512-px crop
+    monkeypatch.setattr(engine, "BAND_ROWS", 1)  # eight 64-px bands over the 512-px crop
     assert [t.key for t in tile_order(session)] == whole
 
 
