@@ -77,6 +77,9 @@ class SegmentationResult:
         Named stage timings.
     gradable, quality
         The image-quality verdict and its measures.
+    gaze_calibration
+        Gaze mode: the tracker offset fitted from the dwells and used in the scores
+        (:class:`~appliance.glance.gaze_calibration.GazeCalibration` as a dict), or None.
     """
 
     width: int
@@ -89,6 +92,7 @@ class SegmentationResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     gradable: bool = True
     quality: dict[str, float] = field(default_factory=dict)
+    gaze_calibration: Optional[dict[str, Any]] = None
 
     @property
     def shown(self) -> list[Lesion]:

@@ -17,8 +17,10 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Optional
+
+import numpy as np
 
 from appliance.gaze.base import GazeSample, GazeSource
 from appliance.gaze.gazemap import GazeMap
@@ -225,8 +227,12 @@ class GlancePipeline:
         detector's scores.
         """
         result = self.session.result("gaze")
-        result.lesions = rescore(result.lesions, self.gaze_map.fixations,
-                                 GazeScoringParams(tracker_error_deg=self.session.config.gaze.tracker_error_deg))
+        result.lesions, calibration = rescore(
+            result.lesions, self.gaze_map.fixations,
+            GazeScoringParams(tracker_error_deg=self.session.config.gaze.tracker_error_deg),
+            fov_area_px=float(np.count_nonzero(self.session.fov.mask)))
+        if calibration is not None:
+            result.gaze_calibration = asdict(calibration)
         result.display_threshold = self.session.config.glance.gaze_display_threshold
         result.timings_ms["fixations"] = float(self.stats.fixations)
         return result

@@ -37,6 +37,7 @@ def lesions_document(result: SegmentationResult, image_name: str) -> dict[str, A
         "quality": {k: round(float(v), 4) for k, v in result.quality.items()},
         "lesions": [lesion.to_json() for lesion in result.lesions],
         "timings_ms": {k: round(float(v), 1) for k, v in result.timings_ms.items()},
+        **({"gaze_calibration": result.gaze_calibration} if result.gaze_calibration else {}),
     }
 
 

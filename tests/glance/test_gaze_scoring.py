@@ -73,13 +73,14 @@ def test_fixations_without_a_scale_and_empty_inputs_give_no_evidence():
 def test_rescore_keeps_the_detector_score_and_sorts_best_first():
     lesions = [_lesion(1, 1000.0, 1000.0, 0.3), _lesion(2, 3000.0, 1000.0, 0.8)]
     fixations = _search() + [_fix(20, 1020.0, 1010.0, 900.0)]
-    out = rescore(lesions, fixations)
+    out, calibration = rescore(lesions, fixations)
+    assert calibration is None  # no field-of-view area given: no offset fit
     assert [l.id for l in out] == [1, 2]  # the dwelt one first, despite the lower detector score
     assert out[0].features["detector_score"] == pytest.approx(0.3)
     assert 0.0 <= out[1].score <= out[0].score <= 1.0
     assert out[0].score == pytest.approx(math.sqrt(0.3) * out[0].features["gaze_evidence"])
     assert lesions[0].score == 0.3  # the inputs are not modified
-    assert rescore([], fixations) == []
+    assert rescore([], fixations) == ([], None)
 
 
 def test_parameters_are_checked():
