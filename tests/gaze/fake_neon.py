@@ -474,13 +474,14 @@ class FakeNeon:
                 payload = struct.pack("!ffB", x32, y32, 255 if worn else 0)
             with self._lock:
                 live = [s for s in self.sessions if s.playing and not s.stalled]
-            sent_any = False
+            if any(s.camera == "gaze" for s in live):
+                # Recorded before it goes out, so a test that has received it always finds it here.
+                self.sent.append(SentSample(index, device_ns, x32, y32, worn, time.time_ns()))
             for s in live:
                 if s.camera == "gaze":
                     if time.monotonic() - s.last_sr > 1.0:
                         self._send_sr(s, device_ns)
                     self._send_rtp(s, device_ns, payload)
-                    sent_any = True
                 elif s.camera == "eye_events" and self.fixation_every and index % self.fixation_every == 0 and index:
                     start = device_ns - (self.fixation_every - 1) * period_ns
                     ev = struct.pack("!iqqffffffffff", 1, start, device_ns, x32, y32, x32, y32, x32, y32,
@@ -499,8 +500,6 @@ class FakeNeon:
                         for k, p in enumerate(payloads):
                             self._send_rtp(s, device_ns, p, pt=96, marker=k == len(payloads) - 1)
                         self.frames_sent.append((device_ns, state))
-            if sent_any:
-                self.sent.append(SentSample(index, device_ns, x32, y32, worn, time.time_ns()))
             index += 1
 
 
