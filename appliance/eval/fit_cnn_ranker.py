@@ -21,6 +21,12 @@ Every photograph is read at each field angle of ``--fov-deg`` (default
 a misconfigured camera would be read at, so the ranker learns MAs over a ±20 % range of
 assumed scale, and the appliance's default 45° on a 50° camera costs little. The CV figures
 are reported per angle.
+
+Tried and not shipped: averaging the CNN's probability over a patch's eight flips and
+quarter turns at run time. In the 3-fold CV above (same networks, one view against eight;
+2026-11-27), the CNN alone gained 0.003-0.010 CPM at 50°, 45° and 40°, ``cnn_hand``
+0.000-0.003, and the shipped ``cnn_mlp_hand`` lost 0.000-0.001, at eight times the
+CNN's cost.
 """
 
 from __future__ import annotations

@@ -132,6 +132,8 @@ def _memory_child(config_arg: str, image_arg: str) -> dict[str, float]:
     pre.join()
     figures["preencode_s"] = round(pre.seconds or 0.0, 1)
     figures["preencode_tiles"] = pre.total
+    figures["preencode_prompted_s"] = round(pre.prompted_seconds or 0.0, 1)
+    figures["preencode_prompted_tiles"] = pre.prompted
     predictor = engine.predictor
     if predictor is not None:
         figures["embedding_cache_mb"] = round(predictor.cache_nbytes / 2 ** 20, 1)
@@ -148,6 +150,8 @@ def child_memory_figures(config_path: Optional[Path], image: Path) -> dict[str, 
     A child, so the peak RSS is the shipped path's alone (not the benchmark's baselines and
     second runtime). Keys: ``peak_rss_mb`` (over all stages), ``peak_rss_mb_scan`` (the
     one-shot scan alone), ``peak_rss_mb_preencode``, ``preencode_s``, ``preencode_tiles``,
+    ``preencode_prompted_s`` and ``preencode_prompted_tiles`` (the tiles the model will be
+    prompted on, which the pre-encoder takes first),
     ``embedding_cache_mb`` (the embeddings held in RAM once the photograph is pre-encoded),
     ``embedding_spill_mb`` (those kept on disk, ``[model] spill_tiles``).
     """

@@ -18,8 +18,11 @@ def test_memory_child_reports_every_stage(tmp_path: Path, monkeypatch) -> None:
     cv2.imwrite(str(crop), cv2.imread(str(DEMO))[1000:1448, 1250:1698])  # 448 px: a 2x2 tile grid
     figures = child_memory_figures(None, crop)
     assert set(figures) == {"peak_rss_mb", "peak_rss_mb_scan", "peak_rss_mb_preencode", "preencode_s",
-                            "preencode_tiles", "embedding_cache_mb", "embedding_spill_mb"}
+                            "preencode_tiles", "preencode_prompted_s", "preencode_prompted_tiles",
+                            "embedding_cache_mb", "embedding_spill_mb"}
     assert figures["preencode_tiles"] == 4
+    assert 0 <= figures["preencode_prompted_tiles"] <= 4
+    assert 0 < figures["preencode_prompted_s"] <= figures["preencode_s"]
     assert figures["embedding_cache_mb"] == 2.0  # float16, 2 MiB a tile
     assert figures["embedding_spill_mb"] == 3 * 2.0  # the other three, as .npy files
     assert not list((tmp_path / "data" / "cache" / "embeddings").rglob("*.npy"))  # gone with the child

@@ -1,4 +1,4 @@
-"""Background pre-encoding: every FOV tile encoded, most candidates first, yielding while busy."""
+"""Background pre-encoding: every FOV tile encoded, the prompted ones first, yielding while busy."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _crop() -> Photograph:
 def test_tiles_are_ordered_by_candidates_and_all_encoded(config) -> None:
     engine = GlanceEngine.from_config(config)
     session = engine.open(_crop())
-    order = tile_order(session)
+    order = tile_order(session).tiles
     grid = engine.predictor.grid(session.photo.rgb)
     assert {t.key for t in order} == {t.key for t in grid}  # the crop is all FOV
     pre = PreEncoder(session).start()
@@ -38,9 +38,9 @@ def test_candidates_counted_in_bands_give_the_order_of_one_window(config, monkey
 
     session = GlanceEngine.from_config(config).open(_crop())
     monkeypatch.setattr(engine, "BAND_ROWS", 10_000)
-    whole = [t.key for t in tile_order(session)]
+    whole = tile_order(session)
     monkeypatch.setattr(engine, "BAND_ROWS", 1)  # eight 64-px bands over the 512-px crop
-    assert [t.key for t in tile_order(session)] == whole
+    assert tile_order(session) == whole
 
 
 def test_encoder_waits_while_the_foreground_is_busy(config) -> None:
@@ -62,10 +62,25 @@ def test_encoding_stops_at_what_the_cache_keeps(config) -> None:
     full = GlanceEngine.from_config(config)
     engine = GlanceEngine(config, SamPredictor(full.predictor.runtime, cache_tiles=2))
     session = engine.open(_crop())
-    order = tile_order(session)
+    order = tile_order(session).tiles
     assert len(order) > 2
     pre = PreEncoder(session).start()
     pre.join(timeout_s=300)
     # The two most promising tiles, kept; encoding on would have evicted them for worse ones.
     assert pre.total == pre.encoded == 2 and engine.predictor.stats.evicted == 0
     assert all(engine.predictor.is_cached(session.photo.sha256, t) for t in order[:2])
+
+
+def test_the_tiles_the_model_will_be_prompted_on_come_first(config) -> None:
+    """Exactly the tiles a scan prompts (candidates reaching prompt_min_score) lead the order."""
+    engine = GlanceEngine.from_config(config)
+    session = engine.open(_crop())
+    plan = tile_order(session)
+    grid = engine.predictor.grid(session.photo.rgb)
+    result = session.scan(use_model=False)
+    prompted = {grid.best_tile(l.x, l.y).key for l in result.lesions if l.score >= config.glance.prompt_min_score}
+    assert 0 < plan.prompted < len(plan.tiles)  # the crop has both kinds: the test can fail
+    assert {t.key for t in plan.tiles[:plan.prompted]} == prompted
+    pre = PreEncoder(session).start()
+    pre.join(timeout_s=300)
+    assert pre.prompted == plan.prompted and 0 < pre.prompted_seconds <= pre.seconds
