@@ -21,7 +21,7 @@ reading is scored as before. With a handful of dwells a photograph rarely passes
 Measured on IDRiD_01-12 with the simulated reader, prototyped on the same lesions and
 fixations (``docs/performance.md``): with its default per-fixation 1.5° error no
 photograph was calibrated; with a constant 1.3° offset and 0.5° error, or with 0.25°
-error, dwelt-MA sensitivity at 1 false positive per image rose by 0.02 and 0.05.
+error, dwelt-MA sensitivity at 1 false positive per image rose by 0.02 and 0.04.
 """
 
 from __future__ import annotations
