@@ -28,6 +28,7 @@ from appliance.gaze.roi import NewGround
 from appliance.glance.engine import ImageSession, LesionEvent
 from appliance.glance.gaze_scoring import GazeScoringParams, rescore
 from appliance.glance.lesions import SegmentationResult
+from appliance.glance.preencode import Busy
 from appliance.glance.priority import lower_this_thread
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class GlancePipeline:
     Attributes
     ----------
     busy
-        Set while a fixation's ground is processed, so a background
+        Held while a fixation's ground is processed or refined, so a background
         :class:`~appliance.glance.preencode.PreEncoder` yields the CPU.
     """
 
@@ -89,7 +90,7 @@ class GlancePipeline:
         self.session = session
         self.gaze_map = gaze_map
         self.use_model = use_model
-        self.busy = threading.Event()
+        self.busy = Busy()
         self._last_ns = 0
         self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue()
         self._refiner: Optional[threading.Thread] = None
@@ -140,11 +141,8 @@ class GlancePipeline:
 
             cells = [self.session.cells.tile(r, c) for r, c in ground.cells]
             timing.cells = len(cells)
-            self.busy.set()
-            try:
+            with self.busy:
                 pending = self.session.detect_cells(cells, lambda e: (events.append(e), on_event(e)))
-            finally:
-                self.busy.clear()
             timing.lesions = sum(len(result.lesions) for _, _, result in pending)
             self.stats.cells += len(cells)
             self.stats.timings.append(timing)
@@ -174,13 +172,11 @@ class GlancePipeline:
                 if item is None:
                     return
                 pending, on_event, timing, start = item
-                self.busy.set()
-                try:
-                    self.session.refine(pending, on_event)
-                except Exception:  # the saliency lesions stand; the error is logged for support
-                    logger.exception("model refinement failed")
-                finally:
-                    self.busy.clear()
+                with self.busy:
+                    try:
+                        self.session.refine(pending, on_event)
+                    except Exception:  # the saliency lesions stand; the error is logged for support
+                        logger.exception("model refinement failed")
                 timing.done_at = time.perf_counter()
                 timing.done_ms = (timing.done_at - start) * 1e3
             finally:

@@ -29,6 +29,32 @@ from appliance.imaging.tiling import Tile
 logger = logging.getLogger(__name__)
 
 
+class Busy:
+    """Foreground work in progress, counted: the pre-encoder waits while any is running.
+
+    Why a count and not a :class:`threading.Event`: the gaze thread (a fixation's ground),
+    the model thread (its refinement) and the UI (a tapped prompt) each mark their own
+    work, and one of them finishing must not unmark the others'. Use ``with busy:``.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "Busy":
+        with self._lock:
+            self._count += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._count -= 1
+
+    def is_set(self) -> bool:
+        """bool: some foreground work is running."""
+        return self._count > 0
+
+
 def within_cache(tiles: list[Tile], capacity: int) -> list[Tile]:
     """The first ``capacity`` of ``tiles`` (most promising first).
 
@@ -107,9 +133,9 @@ class PreEncoder:
         tiles while it is set.
     """
 
-    def __init__(self, session: ImageSession, busy: Optional[threading.Event] = None) -> None:
+    def __init__(self, session: ImageSession, busy: Optional[Busy] = None) -> None:
         self.session = session
-        self.busy = busy or threading.Event()
+        self.busy = busy or Busy()
         self.encoded = 0
         self.total = 0
         self.prompted = 0

@@ -114,11 +114,8 @@ class EngineLiveGlance:
             return None
         half = max(TAP_BOX_HALF_MIN_PX, TAP_BOX_HALF_UM / max(self.session.um_per_px, 1e-6))
         box = np.array([[x - half, y - half, x + half, y + half]], dtype=np.float64)
-        self.pipeline.busy.set()  # the pre-encoder yields while the clinician waits
-        try:
+        with self.pipeline.busy:  # the pre-encoder yields while the clinician waits
             found = predictor.segment_boxes(self.photo.sha256, self.photo.rgb, box)
-        finally:
-            self.pipeline.busy.clear()
         if not found or found[0] is None or not found[0].mask.any():
             return None
         r = found[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import cv2
 import numpy as np
 
 from appliance.glance.engine import GlanceEngine
-from appliance.glance.preencode import PreEncoder, tile_order
+from appliance.glance.preencode import Busy, PreEncoder, tile_order
 from appliance.imaging.io import Photograph
 
 DEMO = Path(__file__).resolve().parents[2] / "appliance" / "demo" / "IDRiD_03.jpg"
@@ -43,15 +42,20 @@ def test_candidates_counted_in_bands_give_the_order_of_one_window(config, monkey
     assert tile_order(session) == whole
 
 
-def test_encoder_waits_while_the_foreground_is_busy(config) -> None:
+def test_encoder_waits_while_any_foreground_work_runs(config) -> None:
+    """A fixation's ground finishing must not release the encoder while its refinement runs."""
     engine = GlanceEngine.from_config(config)
     session = engine.open(_crop())
-    busy = threading.Event()
-    busy.set()
-    pre = PreEncoder(session, busy=busy).start()
-    time.sleep(3.0)  # tile_order has run by now; nothing may be encoded while busy
-    assert pre.encoded == 0 and not pre.done
-    busy.clear()
+    busy = Busy()
+    pre = PreEncoder(session, busy=busy)
+    with busy:  # the model thread: a refinement
+        with busy:  # the gaze thread: a fixation's ground
+            pre.start()
+            time.sleep(3.0)  # tile_order has run by now; nothing may be encoded while busy
+            assert pre.encoded == 0 and busy.is_set()
+        time.sleep(1.0)  # the fixation is done, its refinement is not
+        assert pre.encoded == 0 and not pre.done and busy.is_set()
+    assert not busy.is_set()
     pre.join(timeout_s=300)
     assert pre.encoded == pre.total > 0
 
