@@ -354,6 +354,9 @@ def _replay_and_measure(ui_config, tmp_path, photo: Path, services, n_fixations:
             driver.find_element(By.ID, "patient_id").send_keys("LAT-1")
             driver.find_element(By.ID, "files").send_keys(str(photo))
             driver.find_element(By.ID, "upload").click()
+            # The upload's own redirect first: navigating away while it is posted cancels it
+            # (seen once under load: the study never came, the test waited out its 600 s).
+            wait_text(driver, "being analysed", 120)
             wait_study(driver, srv.url, "LAT-1", 600)
             (study,) = services.store.worklist()
             shown = stored_shown(services, study)
