@@ -310,8 +310,6 @@ def _rules_and_duplicates(candidates, base, fov_mask, um_per_px, masks, params) 
 PROMPT_BOX_SCALE = 2.5
 #: Smallest box half-side in µm, so a tiny candidate still gives the decoder some context.
 MIN_BOX_HALF_UM = 50.0
-#: Candidates whose base score is below this are not worth a decoder call.
-PROMPT_MIN_BASE = 0.05
 #: Candidates scoring below this are dropped from the lesion list: with ~4000 raw peaks per
 #: IDRiD photograph it leaves ~200-350, far more than the FROC's 8 FP/image reads.
 SCORE_FLOOR = 0.01
@@ -355,11 +353,6 @@ def prime_base_scores(candidates: Sequence[Candidate]) -> None:
                   for c in todo]
     for c, value in zip(todo, values):
         c.features["base_score"] = float(value)
-
-
-def worth_prompting(candidate: Candidate) -> bool:
-    """Whether a decoder call may change this candidate's fate (base score high enough)."""
-    return base_score(candidate) >= PROMPT_MIN_BASE
 
 
 def to_lesion(candidate: Candidate, prompt, rgb: np.ndarray, fov, um_per_px: float,
