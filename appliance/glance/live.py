@@ -20,8 +20,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Optional
 
-import numpy as np
-
 from appliance.gaze.base import GazeSample, GazeSource
 from appliance.gaze.gazemap import GazeMap
 from appliance.gaze.roi import NewGround
@@ -226,7 +224,7 @@ class GlancePipeline:
         result.lesions, calibration = rescore(
             result.lesions, self.gaze_map.fixations,
             GazeScoringParams(tracker_error_deg=self.session.config.gaze.tracker_error_deg),
-            fov_area_px=float(np.count_nonzero(self.session.fov.mask)))
+            fov_area_px=float(self.session.fov.area_px))
         if calibration is not None:
             result.gaze_calibration = asdict(calibration)
         result.display_threshold = self.session.config.glance.gaze_display_threshold

@@ -46,10 +46,15 @@ class FieldOfView:
     diameter_px: float
 
     @property
+    def area_px(self) -> int:
+        """int: pixels inside ``mask``."""
+        return int(np.count_nonzero(self.mask))
+
+    @property
     def coverage(self) -> float:
         """float: fraction of the fitted circle's area that lies inside ``mask``."""
         circle = np.pi * self.radius_px ** 2
-        return float(min(1.0, np.count_nonzero(self.mask) / circle)) if circle > 0 else 0.0
+        return float(min(1.0, self.area_px / circle)) if circle > 0 else 0.0
 
     def crop(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """Return ``mask[y0:y1, x0:x1]`` padded with False where the box leaves the image."""
