@@ -19,6 +19,10 @@ Measured on this 2-core AVX-512 VNNI CPU, int8 vs fp32 mask IoU of box prompts o
   0.919; both 380 ms, 0.923 / 0.923. The fp32 decoder costs no more than the int8 one
   (2.2 vs 2.4 ms a prompt in a batch of 8) but lifts the shipped pair only to 0.953, not
   enough room for either layer.
+- encoder ``qkv`` and ``fc1`` as ``MatMulNBits`` (``quantize_nbits_linear``, no smoothing):
+  0.961, the best agreement measured, but 535-578 ms a tile against the shipped 490 in the
+  same run (its x86 kernel is slower than ``DynamicQuantizeMatMul`` at 4,096+ rows); every
+  linear layer that way: 0.945, 563 ms. ``docs/performance.md`` has the rest.
 """
 
 from __future__ import annotations
