@@ -1,0 +1,25 @@
+"""``glanceseg bench``'s model figures: int8 against fp32 on photographs no build step has seen."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from appliance.config import Config
+from appliance.glance.bench_model import AGREEMENT_IDS, REPORT_IDS, int8_vs_fp32_iou
+
+
+def test_report_split_is_disjoint_from_the_agreement_tiles() -> None:
+    assert REPORT_IDS[0] == "IDRiD_13" and "IDRiD_18" not in REPORT_IDS
+    assert not set(REPORT_IDS) & set(AGREEMENT_IDS)
+
+
+def test_int8_masks_agree_with_fp32_on_a_report_photograph(config: Config, idrid_dir: Path) -> None:
+    # One tile of IDRiD_13, its real MAs as box prompts, through both committed models.
+    iou = int8_vs_fp32_iou(config, idrid_dir, ids=("IDRiD_13",), tiles_per_image=1)
+    assert math.isfinite(iou)
+    assert 0.85 <= iou <= 1.0
+
+
+def test_no_tiles_give_no_figure(config: Config, idrid_dir: Path) -> None:
+    assert math.isnan(int8_vs_fp32_iou(config, idrid_dir, ids=(), tiles_per_image=1))
