@@ -26,7 +26,11 @@ Tried and not shipped: averaging the CNN's probability over a patch's eight flip
 quarter turns at run time. In the 3-fold CV above (same networks, one view against eight;
 2026-11-27), the CNN alone gained 0.003-0.010 CPM at 50°, 45° and 40°, ``cnn_hand``
 0.000-0.003, and the shipped ``cnn_mlp_hand`` lost 0.000-0.001, at eight times the
-CNN's cost.
+CNN's cost. Nor a bag of four networks (each early-stopped on different photographs of
+its fold's training set, probabilities averaged): in the same 3-fold CV (2026-11-27, the
+shipped network being the bag's first member), ``cnn_mlp_hand`` went 0.122 -> 0.118 at
+50°, 0.118 -> 0.116 at 45°, 0.104 -> 0.105 at 40° and 0.102 -> 0.101 at 55°, at four
+times the CNN's cost.
 """
 
 from __future__ import annotations
