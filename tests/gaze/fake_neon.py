@@ -40,6 +40,9 @@ from aiohttp import web
 
 CLOCK_RATE = 90_000
 NTP_EPOCH_OFFSET_S = 2_208_988_800
+# Written out again from Pupil Labs' layout on purpose, not imported from
+# appliance.gaze.screen_mapping: a fake that shared the parser's layout could not catch a
+# mistake in it.
 CALIB_DTYPE = np.dtype([
     ("version", "u1"), ("serial", "S6"),
     ("scene_camera_matrix", "<f8", (3, 3)), ("scene_distortion_coefficients", "<f8", (8,)),
