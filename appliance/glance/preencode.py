@@ -129,8 +129,8 @@ class PreEncoder:
     session
         The open photograph.
     busy
-        Set by the foreground while it processes a fixation; the encoder waits between
-        tiles while it is set.
+        Held by the foreground (``with busy:``) while it processes a fixation, refines it or
+        decodes a tapped prompt; the encoder waits between tiles while anyone holds it.
     """
 
     def __init__(self, session: ImageSession, busy: Optional[Busy] = None) -> None:
