@@ -41,8 +41,21 @@ def lesions_document(result: SegmentationResult, image_name: str) -> dict[str, A
     }
 
 
+#: Spread of a model mask's pixel scores around the lesion centre, as a fraction of the
+#: mask's equivalent radius (chosen on IDRiD_01-12; docs/performance.md).
+MODEL_MASK_SIGMA = 0.75
+
+
 def score_map(result: SegmentationResult) -> np.ndarray:
-    """Return an H×W uint16 map: each lesion's pixels carry ``score × 65535`` (max where they overlap)."""
+    """Return an H×W uint16 map: each lesion's pixels carry ``score × 65535`` (max where they overlap).
+
+    Pixels of a model mask are weighted down with their distance from the lesion centre
+    (a Gaussian of ``MODEL_MASK_SIGMA`` × the mask's equivalent radius): zero-shot, the
+    decoder fills its prompt box (DESIGN.md), so a rim pixel of its mask is less likely
+    to be MA than the dark dot at its centre. A saliency mask is the dot's own
+    half-contrast region and keeps one value. Only the pixel-level curves read this map;
+    ``mask.png`` and the lesion scores are unchanged.
+    """
     out = np.zeros((result.height, result.width), dtype=np.uint16)
     for lesion in result.lesions:
         if lesion.mask is None:
@@ -50,8 +63,12 @@ def score_map(result: SegmentationResult) -> np.ndarray:
         x0, y0 = lesion.bbox[0], lesion.bbox[1]
         h, w = lesion.mask.shape
         view = out[y0:y0 + h, x0:x0 + w]
-        value = np.uint16(round(min(max(lesion.score, 0.0), 1.0) * 65535))
-        np.maximum(view, np.where(lesion.mask, value, 0).astype(np.uint16), out=view)
+        value = np.full((h, w), min(max(lesion.score, 0.0), 1.0) * 65535)
+        if lesion.source == "model":
+            sigma = max(1.0, MODEL_MASK_SIGMA * float(np.sqrt(lesion.area_px / np.pi)))
+            yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w]
+            value *= np.exp(-((xx - lesion.x) ** 2 + (yy - lesion.y) ** 2) / (2.0 * sigma ** 2))
+        np.maximum(view, np.where(lesion.mask, np.rint(value), 0).astype(np.uint16), out=view)
     return out
 
 
