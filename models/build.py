@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402
 import export as ex  # noqa: E402
 import quantize as qz  # noqa: E402
 import smooth as sm  # noqa: E402
-from appliance.glance.agreement import TUNE_IDS, idrid_prompt_tiles, mean_mask_iou, normalise_tile  # noqa: E402
+from appliance.eval.dataset import TUNE_IDS  # noqa: E402
+from appliance.glance.agreement import AGREEMENT_IDS, idrid_prompt_tiles, mean_mask_iou, normalise_tile  # noqa: E402
 from appliance.hashing import sha256_file  # noqa: E402
 
 logger = logging.getLogger("models.build")
@@ -47,7 +48,6 @@ logger = logging.getLogger("models.build")
 CHECKPOINT_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "idrid-ma"
 CALIBRATION_IDS = TUNE_IDS[:8]   # IDRiD_01..08: calibrate the int8 encoder
-AGREEMENT_IDS = TUNE_IDS[8:]     # IDRiD_09..12: measure int8 vs fp32 (still the tuning split)
 WINDOW = 16
 SMOOTH_ALPHAS = (0.5, 0.8)
 SMOOTH_LAYERS = ("qkv", "fc1")

@@ -18,7 +18,7 @@ import numpy as np
 
 from appliance.config import Config
 from appliance.eval.dataset import REPORT_IDS
-from appliance.glance.agreement import TUNE_IDS, idrid_prompt_tiles, mean_mask_iou, normalise_tile
+from appliance.glance.agreement import AGREEMENT_IDS, idrid_prompt_tiles, mean_mask_iou, normalise_tile
 from appliance.glance.modelfiles import ModelFiles, load_for_config
 from appliance.glance.runtime.onnx import OnnxSamRuntime
 
@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 
 #: LiteMedSAM encoder FLOPs per 256x256 tile (torch's FLOP counter; DESIGN.md)
 ENCODER_GFLOP = 75.0
-AGREEMENT_IDS = TUNE_IDS[8:]
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:

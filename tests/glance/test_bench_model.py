@@ -6,7 +6,9 @@ import math
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.glance.bench_model import AGREEMENT_IDS, REPORT_IDS, int8_vs_fp32_iou
+from appliance.eval.dataset import REPORT_IDS
+from appliance.glance.agreement import AGREEMENT_IDS
+from appliance.glance.bench_model import int8_vs_fp32_iou
 
 
 def test_report_split_is_disjoint_from_the_agreement_tiles() -> None:
