@@ -20,7 +20,7 @@ from appliance.config import Config
 from appliance.eval.dataset import REPORT_IDS
 from appliance.glance.agreement import AGREEMENT_IDS, idrid_prompt_tiles, mean_mask_iou, normalise_tile
 from appliance.glance.modelfiles import ModelFiles, load_for_config
-from appliance.glance.runtime.onnx import OnnxSamRuntime
+from appliance.glance.runtime.onnx import OnnxSamRuntime, choose_providers, open_session
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +44,16 @@ def _tile(seed: int = 0) -> np.ndarray:
     return rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
 
 
-def encoder_ms_naive(files: ModelFiles, repeats: int = 3) -> float:
-    """The committed fp32 encoder under onnxruntime's *default* SessionOptions, ms per tile."""
+def encoder_ms_naive(files: ModelFiles, config: Config, repeats: int = 3) -> float:
+    """The committed fp32 encoder under onnxruntime's *default* SessionOptions, ms per tile.
+
+    It runs on the configured execution providers (with their default options), so on a GPU
+    box the baseline is the naive export on the GPU, not a CPU figure beside a GPU one.
+    """
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(files.read_verified("encoder", "fp32"), providers=["CPUExecutionProvider"])
+    providers = [(name, {}) for name, _ in choose_providers(config.model.providers, ort.get_available_providers(), config.model)]
+    sess = open_session(files.read_verified("encoder", "fp32"), providers, "naive fp32 encoder")
     feed = {"image": normalise_tile(_tile())}
     return _median_ms(lambda: sess.run(None, feed), repeats)
 
@@ -100,7 +105,9 @@ def matmul_rates(n: int = 2048, repeats: int = 3) -> dict[str, float]:
     graph = helper.make_graph([helper.make_node("MatMul", ["A", "W"], ["Y"])], "mm",
                               [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, n])], [weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR version 10 pinned: a newer onnx package writes an IR version an older onnxruntime
+    # refuses ("Unsupported model IR version: 14, max supported IR version: 13")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     feed = {"A": rng.standard_normal((n, n)).astype(np.float32)}
     ops = 2.0 * n ** 3
     out = {}
@@ -115,13 +122,14 @@ def matmul_rates(n: int = 2048, repeats: int = 3) -> dict[str, float]:
     return out
 
 
-def run_model_bench(config: Config, data_dir: Optional[Path] = None, repeats: int = 3) -> dict[str, float]:
+def run_model_bench(config: Config, data_dir: Optional[Path] = None, repeats: int = 3) -> dict[str, object]:
     """All model-side figures of ``glanceseg bench`` in one run (keys as DESIGN.md names them).
 
     Returns
     -------
     dict
         ``encoder_ms_naive``, ``encoder_ms``, ``decoder_ms_per_prompt_single``,
+        ``execution_providers`` and ``model_variant`` (what the shipped encoder runs on and which file),
         ``decoder_ms_per_prompt_batched``, ``int8_vs_fp32_iou`` and ``int8_vs_fp32_iou_report``
         (IDRiD_09-12 and IDRiD_13-24, when ``data_dir`` is given),
         ``matmul_gflops_fp32``, ``matmul_gops_int8``, ``encoder_floor_ms_fp32``,
@@ -129,10 +137,10 @@ def run_model_bench(config: Config, data_dir: Optional[Path] = None, repeats: in
     """
     files = load_for_config(config)
     runtime = OnnxSamRuntime(files, config.model)
-    out: dict[str, float] = {}
+    out: dict[str, object] = {"execution_providers": ",".join(runtime.providers), "model_variant": runtime.variant}
     logger.info("bench: encoder, naive fp32 under default session options")
-    out["encoder_ms_naive"] = round(encoder_ms_naive(files, repeats), 1)
-    logger.info("bench: encoder, shipped (%s)", config.model.variant)
+    out["encoder_ms_naive"] = round(encoder_ms_naive(files, config, repeats), 1)
+    logger.info("bench: encoder, shipped (%s)", runtime.variant)
     out["encoder_ms"] = round(encoder_ms_shipped(runtime, repeats), 1)
     logger.info("bench: decoder")
     single, batched = decoder_ms_per_prompt(runtime, repeats=repeats)

@@ -8,7 +8,8 @@ from pathlib import Path
 from appliance.config import Config
 from appliance.eval.dataset import REPORT_IDS
 from appliance.glance.agreement import AGREEMENT_IDS
-from appliance.glance.bench_model import int8_vs_fp32_iou
+from appliance.glance.bench_model import encoder_ms_naive, int8_vs_fp32_iou
+from appliance.glance.modelfiles import load_for_config
 
 
 def test_report_split_is_disjoint_from_the_agreement_tiles() -> None:
@@ -25,3 +26,10 @@ def test_int8_masks_agree_with_fp32_on_a_report_photograph(config: Config, idrid
 
 def test_no_tiles_give_no_figure(config: Config, idrid_dir: Path) -> None:
     assert math.isnan(int8_vs_fp32_iou(config, idrid_dir, ids=(), tiles_per_image=1))
+
+
+def test_naive_baseline_keeps_stdout_clean_when_onnxruntime_falls_back(ort_falls_back, config: Config, capsys) -> None:
+    # The naive session is opened apart from the runtime's (default options); on an H200 its
+    # fallback banner was the one line that still reached the bench's JSON on stdout.
+    assert encoder_ms_naive(load_for_config(config), config, repeats=1) > 0
+    assert capsys.readouterr().out == ""

@@ -12,7 +12,7 @@ import pytest
 from appliance.config import ModelConfig
 from appliance.errors import ModelError
 from appliance.glance.runtime.factory import build_runtime
-from appliance.glance.runtime.onnx import choose_providers, session_options
+from appliance.glance.runtime.onnx import choose_providers, make_session, resolve_variant, session_options
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -34,6 +34,29 @@ def test_explicit_list_skips_what_the_build_lacks_and_keeps_cpu(caplog):
     assert "CUDAExecutionProvider" in caplog.text
     with pytest.raises(ValueError, match="openvino"):
         choose_providers("openvino,cpu", ALL, ModelConfig())
+
+
+def test_auto_variant_is_int8_on_the_cpu_and_fp32_on_a_gpu():
+    cpu, cuda, trt = ("CPUExecutionProvider", {}), ("CUDAExecutionProvider", {}), ("TensorrtExecutionProvider", {})
+    assert resolve_variant(ModelConfig(variant="auto"), [cpu]) == "int8"
+    assert resolve_variant(ModelConfig(variant="auto"), [cuda, cpu]) == "fp32"
+    assert resolve_variant(ModelConfig(variant="auto"), [trt, cuda, cpu]) == "fp32"
+    assert resolve_variant(ModelConfig(variant="int8"), [cuda, cpu]) == "int8"  # an explicit choice stands
+
+
+def test_onnxruntime_fallback_banner_goes_to_the_log_not_stdout(ort_falls_back, capsys, caplog):
+    # stdout carries `glanceseg bench --json`
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10).SerializeToString()
+    with caplog.at_level(logging.WARNING):
+        sess = make_session(data, ModelConfig(providers="cpu"), "probe")
+    assert sess.run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0].tolist() == [0.0, 2.0]
+    assert capsys.readouterr().out == ""
+    assert "Falling back" in caplog.text and "probe" in caplog.text
 
 
 def test_session_options_follow_config():

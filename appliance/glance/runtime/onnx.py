@@ -7,6 +7,8 @@ Model bytes come from :mod:`appliance.glance.modelfiles` already sha256-verified
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -104,19 +106,56 @@ def session_options(model: ModelConfig, optimized_path: Optional[Path] = None) -
     return so
 
 
-def make_session(data: bytes, model: ModelConfig, label: str) -> Any:
-    """Create an InferenceSession from verified model bytes with the configured providers."""
+def resolve_variant(model: ModelConfig, providers: Sequence[tuple[str, dict]]) -> str:
+    """The model variant to load: ``[model] variant``, or for ``auto`` the one that suits the provider.
+
+    ``auto`` takes ``int8`` when the CPU provider leads and ``fp32`` when a GPU provider does.
+    The int8 files are dynamically quantized for the CPU's VNNI instructions; on the CUDA
+    provider their MatMulInteger and DynamicQuantizeLinear nodes have no GPU kernel, so
+    onnxruntime runs them on the CPU and copies activations across at every layer: measured
+    on an H200, 72 ms a tile against 15 ms for fp32 (profiled, docs/performance.md). TensorRT
+    builds its own FP16 engine from the fp32 graph. The choice follows the providers asked
+    for: a GPU build whose GPU is missing falls back to the CPU with the fp32 files (25%
+    slower there than int8); ``firmware_scripts/healthcheck`` warns of that fallback.
+    """
+    if model.variant != "auto":
+        return model.variant
+    return "int8" if providers[0][0] == "CPUExecutionProvider" else "fp32"
+
+
+def open_session(data: bytes, providers: Sequence[tuple[str, dict]], label: str, sess_options: Any = None) -> Any:
+    """``onnxruntime.InferenceSession`` over model bytes, with a clear error and a quiet stdout.
+
+    When a provider the build lists cannot start (a TensorRT provider without libnvinfer),
+    onnxruntime falls back to the next ones by itself and *prints* its error banner to
+    stdout, where it would corrupt ``glanceseg bench --json``; the banner goes to the log.
+    (``sys.stdout`` is swapped for the call; the appliance itself logs and never prints.)
+    """
     import onnxruntime as ort
 
-    providers = choose_providers(model.providers, ort.get_available_providers(), model)
+    printed = io.StringIO()
     try:
-        sess = ort.InferenceSession(data, sess_options=session_options(model),
-                                    providers=[p for p, _ in providers],
-                                    provider_options=[o for _, o in providers])
+        with contextlib.redirect_stdout(printed):
+            sess = ort.InferenceSession(data, sess_options=sess_options,
+                                        providers=[p for p, _ in providers],
+                                        provider_options=[o for _, o in providers])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise ModelError(f"onnxruntime cannot load the {label}: {exc}") from exc
+    finally:
+        if printed.getvalue().strip():
+            logger.warning("onnxruntime, creating the %s session: %s", label, " ".join(printed.getvalue().split()))
     logger.info("%s session on %s", label, ", ".join(sess.get_providers()))
     return sess
+
+
+def make_session(data: bytes, model: ModelConfig, label: str,
+                 providers: Optional[Sequence[tuple[str, dict]]] = None) -> Any:
+    """Create an InferenceSession from verified model bytes with the configured providers and settings."""
+    import onnxruntime as ort
+
+    if providers is None:
+        providers = choose_providers(model.providers, ort.get_available_providers(), model)
+    return open_session(data, providers, label, session_options(model))
 
 
 class OnnxSamRuntime(SamRuntime):
@@ -125,7 +164,7 @@ class OnnxSamRuntime(SamRuntime):
     Parameters
     ----------
     files
-        The loaded model folder; the encoder and decoder of ``model.variant`` are read and
+        The loaded model folder; the encoder and decoder of the variant (:func:`resolve_variant`) are read and
         sha256-verified from it.
     model
         The ``[model]`` configuration section.
@@ -142,15 +181,23 @@ class OnnxSamRuntime(SamRuntime):
             raise ModelError(f"Model {files.name} takes {prompts} prompts; the appliance needs box prompts.")
         self.name = files.name
         self.model_sha256 = files.manifest_sha256
-        self.variant = model.variant
+        import onnxruntime as ort
+
+        providers = choose_providers(model.providers, ort.get_available_providers(), model)
+        self.variant = resolve_variant(model, providers)
         self._size = files.input_size
-        self._encoder = make_session(files.read_verified("encoder", model.variant), model, "encoder")
-        self._decoder = make_session(files.read_verified("decoder", model.variant), model, "decoder")
+        self._encoder = make_session(files.read_verified("encoder", self.variant), model, "encoder", providers)
+        self._decoder = make_session(files.read_verified("decoder", self.variant), model, "decoder", providers)
 
     @property
     def input_size(self) -> int:
         """int: S, the tile side in px (256 for LiteMedSAM)."""
         return self._size
+
+    @property
+    def providers(self) -> list[str]:
+        """list of str: the execution providers the encoder session actually runs on, best first."""
+        return list(self._encoder.get_providers())
 
     def encode(self, tile_rgb: np.ndarray) -> np.ndarray:
         """Return the 1x256x64x64 float32 embedding of one SxSx3 uint8 RGB tile."""
