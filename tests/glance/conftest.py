@@ -28,19 +28,30 @@ def int8_runtime():
 
 
 @pytest.fixture
-def ort_falls_back(monkeypatch):
-    """onnxruntime as onnxruntime-gpu behaves when a listed provider (TensorRT without
-    libnvinfer) cannot start: it prints an error banner to stdout, then falls back. The GPU
-    cannot exist here; the banner is what 1.31.1 printed on an H200 (docs/gpu-bench)."""
+def tensorrt_without_libnvinfer(monkeypatch):
+    """onnxruntime as onnxruntime-gpu 1.31.1 behaved on an H200 without TensorRT's libraries
+    (docs/gpu-bench): it lists the TensorRT provider, and a session asked for it either
+    prints an error banner to stdout and falls back (the default) or, with
+    ``enable_fallback=0``, raises. The GPU cannot exist here; the CPU stands in for the rest."""
     import onnxruntime as ort
 
-    class FallingBack(ort.InferenceSession):  # type: ignore[misc, valid-type]
-        def __init__(self, *args, **kwargs):
-            print("*************** EP Error ***************")
-            print("Falling back to ['CUDAExecutionProvider', 'CPUExecutionProvider'] and retrying.")
-            super().__init__(*args, **kwargs)
+    real_available = ort.get_available_providers()
 
-    monkeypatch.setattr(ort, "InferenceSession", FallingBack)
+    class WithoutLibnvinfer(ort.InferenceSession):  # type: ignore[misc, valid-type]
+        def __init__(self, data, sess_options=None, providers=None, provider_options=None, **kwargs):
+            names = list(providers or [])
+            options = list(provider_options or [{} for _ in names])
+            if "TensorrtExecutionProvider" in names:
+                if int(kwargs.get("enable_fallback", 1)) == 0:
+                    raise RuntimeError("Please install TensorRT libraries as mentioned in the GPU requirements page")
+                print("*************** EP Error ***************")
+                print("Falling back to ['CUDAExecutionProvider', 'CPUExecutionProvider'] and retrying.")
+                keep = [i for i, n in enumerate(names) if n != "TensorrtExecutionProvider"]
+                names, options = [names[i] for i in keep], [options[i] for i in keep]
+            super().__init__(data, sess_options=sess_options, providers=names, provider_options=options, **kwargs)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", *real_available])
+    monkeypatch.setattr(ort, "InferenceSession", WithoutLibnvinfer)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,16 @@ REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
+def _relu_model() -> bytes:
+    """A one-node ONNX model: enough for onnxruntime to open a session."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10).SerializeToString()
+
+
 def test_auto_prefers_tensorrt_then_cuda_then_cpu():
     model = ModelConfig(trt_cache_dir=Path("/tmp/trt"), fp16=True)
     chosen = choose_providers("auto", list(reversed(ALL)) + ["AzureExecutionProvider"], model)
@@ -44,19 +54,35 @@ def test_auto_variant_is_int8_on_the_cpu_and_fp32_on_a_gpu():
     assert resolve_variant(ModelConfig(variant="int8"), [cuda, cpu]) == "int8"  # an explicit choice stands
 
 
-def test_onnxruntime_fallback_banner_goes_to_the_log_not_stdout(ort_falls_back, capsys, caplog):
-    # stdout carries `glanceseg bench --json`
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10).SerializeToString()
+def test_a_provider_that_cannot_start_is_logged_and_skipped_without_printing(tensorrt_without_libnvinfer,
+                                                                              capsys, caplog):
+    # stdout carries `glanceseg bench --json`; onnxruntime's own fallback prints a banner there
+    data = _relu_model()
     with caplog.at_level(logging.WARNING):
-        sess = make_session(data, ModelConfig(providers="cpu"), "probe")
+        sess = make_session(data, ModelConfig(providers="auto"), "probe")
     assert sess.run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0].tolist() == [0.0, 2.0]
+    assert sess.get_providers() == ["CPUExecutionProvider"]
     assert capsys.readouterr().out == ""
-    assert "Falling back" in caplog.text and "probe" in caplog.text
+    assert "TensorrtExecutionProvider" in caplog.text and "probe" in caplog.text
+
+
+def test_opening_a_session_leaves_other_threads_stdout_alone(monkeypatch, capsys):
+    # The demo server's thread prints the login PINs while the engine opens its sessions;
+    # a first fix swapped sys.stdout (process-wide) around session creation and swallowed them.
+    import threading
+
+    import onnxruntime as ort
+    class PrintsMeanwhile(ort.InferenceSession):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            t = threading.Thread(target=print, args=("Log in as 'demo' with PIN 123456",))
+            t.start()
+            t.join()
+            super().__init__(*args, **kwargs)
+
+    data = _relu_model()
+    monkeypatch.setattr(ort, "InferenceSession", PrintsMeanwhile)
+    make_session(data, ModelConfig(providers="cpu"), "probe")
+    assert "PIN 123456" in capsys.readouterr().out
 
 
 def test_session_options_follow_config():

@@ -7,8 +7,6 @@ Model bytes come from :mod:`appliance.glance.modelfiles` already sha256-verified
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -124,26 +122,32 @@ def resolve_variant(model: ModelConfig, providers: Sequence[tuple[str, dict]]) -
 
 
 def open_session(data: bytes, providers: Sequence[tuple[str, dict]], label: str, sess_options: Any = None) -> Any:
-    """``onnxruntime.InferenceSession`` over model bytes, with a clear error and a quiet stdout.
+    """``onnxruntime.InferenceSession`` over model bytes: a clear error, and a logged fallback.
 
-    When a provider the build lists cannot start (a TensorRT provider without libnvinfer),
-    onnxruntime falls back to the next ones by itself and *prints* its error banner to
-    stdout, where it would corrupt ``glanceseg bench --json``; the banner goes to the log.
-    (``sys.stdout`` is swapped for the call; the appliance itself logs and never prints.)
+    A provider the build lists may still fail to start (onnxruntime-gpu's TensorRT provider
+    without libnvinfer). onnxruntime would then fall back by itself and *print* its error
+    banner to stdout, where it corrupted ``glanceseg bench --json`` on a GPU machine
+    (docs/gpu-bench). So its creation-time fallback is off, and this function drops the
+    failing provider, logs why and tries the next; its fallback for a provider that fails
+    while running stays on.
     """
     import onnxruntime as ort
 
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
+    providers = list(providers)
+    while True:
+        try:
             sess = ort.InferenceSession(data, sess_options=sess_options,
                                         providers=[p for p, _ in providers],
-                                        provider_options=[o for _, o in providers])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ModelError(f"onnxruntime cannot load the {label}: {exc}") from exc
-    finally:
-        if printed.getvalue().strip():
-            logger.warning("onnxruntime, creating the %s session: %s", label, " ".join(printed.getvalue().split()))
+                                        provider_options=[o for _, o in providers], enable_fallback=0)
+            break
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            if len(providers) > 1:
+                logger.warning("onnxruntime cannot start %s for the %s (%s); trying %s", providers[0][0], label,
+                               " ".join(str(exc).split())[:300], ", ".join(p for p, _ in providers[1:]))
+                providers = providers[1:]
+                continue
+            raise ModelError(f"onnxruntime cannot load the {label}: {exc}") from exc
+    sess.enable_fallback()
     logger.info("%s session on %s", label, ", ".join(sess.get_providers()))
     return sess
 
