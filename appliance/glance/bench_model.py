@@ -20,7 +20,7 @@ from appliance.config import Config
 from appliance.eval.dataset import REPORT_IDS
 from appliance.glance.agreement import AGREEMENT_IDS, idrid_prompt_tiles, mean_mask_iou, normalise_tile
 from appliance.glance.modelfiles import ModelFiles, load_for_config
-from appliance.glance.runtime.onnx import OnnxSamRuntime, choose_providers, open_session
+from appliance.glance.runtime.onnx import OnnxSamRuntime, configured_providers, open_session
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ def encoder_ms_naive(files: ModelFiles, config: Config, repeats: int = 3) -> flo
     It runs on the configured execution providers (with their default options), so on a GPU
     box the baseline is the naive export on the GPU, not a CPU figure beside a GPU one.
     """
-    import onnxruntime as ort
-
-    providers = [(name, {}) for name, _ in choose_providers(config.model.providers, ort.get_available_providers(), config.model)]
+    providers = [(name, {}) for name, _ in configured_providers(config.model)]
     sess = open_session(files.read_verified("encoder", "fp32"), providers, "naive fp32 encoder")
     feed = {"image": normalise_tile(_tile())}
     return _median_ms(lambda: sess.run(None, feed), repeats)

@@ -110,12 +110,9 @@ def status_document(config: Config) -> dict[str, Any]:
         pending = store.outbox(state="pending") + store.outbox(state="sending")
         tracker = services.tracker_status()
         try:
-            import onnxruntime as ort
+            from appliance.glance.runtime.onnx import configured_providers
 
-            from appliance.glance.runtime.onnx import choose_providers
-
-            providers = [name for name, _ in choose_providers(config.model.providers, ort.get_available_providers(),
-                                                               config.model)]
+            providers = [name for name, _ in configured_providers(config.model)]
         except ImportError:
             providers = []
         try:

@@ -112,17 +112,14 @@ def model_info_default(config: Config) -> dict[str, str]:
     """
     info = {"name": config.model.name, "variant": config.model.variant, "version": "unknown", "sha256": "missing"}
     try:
-        import onnxruntime as ort
-
         from appliance.errors import ModelError
         from appliance.glance.modelfiles import load_for_config
-        from appliance.glance.runtime.onnx import choose_providers, resolve_variant
+        from appliance.glance.runtime.onnx import configured_providers, resolve_variant
     except ImportError:
         return info
     try:  # "auto" shown as what it resolves to on this box
-        info["variant"] = resolve_variant(config.model, choose_providers(
-            config.model.providers, ort.get_available_providers(), config.model))
-    except ValueError as exc:  # an unknown provider name in the config
+        info["variant"] = resolve_variant(config.model, configured_providers(config.model))
+    except (ValueError, ImportError) as exc:  # an unknown provider name in the config; no onnxruntime
         info["error"] = str(exc)
         return info
     try:

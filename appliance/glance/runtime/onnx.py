@@ -75,6 +75,13 @@ def choose_providers(requested: str, available: Sequence[str], model: ModelConfi
     return chosen
 
 
+def configured_providers(model: ModelConfig) -> list[tuple[str, dict]]:
+    """:func:`choose_providers` for ``[model] providers`` and what this onnxruntime build offers."""
+    import onnxruntime as ort
+
+    return choose_providers(model.providers, ort.get_available_providers(), model)
+
+
 def session_options(model: ModelConfig, optimized_path: Optional[Path] = None) -> Any:
     """Build onnxruntime SessionOptions from the ``[model]`` section.
 
@@ -155,11 +162,8 @@ def open_session(data: bytes, providers: Sequence[tuple[str, dict]], label: str,
 def make_session(data: bytes, model: ModelConfig, label: str,
                  providers: Optional[Sequence[tuple[str, dict]]] = None) -> Any:
     """Create an InferenceSession from verified model bytes with the configured providers and settings."""
-    import onnxruntime as ort
-
-    if providers is None:
-        providers = choose_providers(model.providers, ort.get_available_providers(), model)
-    return open_session(data, providers, label, session_options(model))
+    return open_session(data, configured_providers(model) if providers is None else providers, label,
+                        session_options(model))
 
 
 class OnnxSamRuntime(SamRuntime):
@@ -185,9 +189,7 @@ class OnnxSamRuntime(SamRuntime):
             raise ModelError(f"Model {files.name} takes {prompts} prompts; the appliance needs box prompts.")
         self.name = files.name
         self.model_sha256 = files.manifest_sha256
-        import onnxruntime as ort
-
-        providers = choose_providers(model.providers, ort.get_available_providers(), model)
+        providers = configured_providers(model)
         self.variant = resolve_variant(model, providers)
         self._size = files.input_size
         self._encoder = make_session(files.read_verified("encoder", self.variant), model, "encoder", providers)
