@@ -76,6 +76,24 @@ def _fit_circle(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, float]:
     return float(cx), float(cy), r
 
 
+def _margin_level(bright: np.ndarray, typical: float) -> float:
+    """Return the brightness of the margin outside the aperture, 0 when none shows.
+
+    Why: the margin is not always black. A hazy or re-exported photograph (scatter from a
+    cataract, a contrast stretch, a grey letterbox) has a margin at 30-60 grey levels, above a
+    fixed fraction of the retina's brightness, and the whole frame then passed for the FOV,
+    inflating the diameter and so the pixel scale. An aperture leaves the four corners
+    outside the circle unless the photograph was cropped inside it; corners clearly darker
+    than the retina are margin.
+    """
+    h, w = bright.shape
+    k = max(2, min(h, w) // 16)
+    corners = np.concatenate([bright[:k, :k].ravel(), bright[:k, -k:].ravel(),
+                              bright[-k:, :k].ravel(), bright[-k:, -k:].ravel()])
+    level = float(np.median(corners))
+    return level if level < 0.5 * typical else 0.0
+
+
 def find_fov(rgb: np.ndarray, threshold: float | None = None) -> FieldOfView:
     """Find the field of view of a colour fundus photograph.
 
@@ -84,9 +102,9 @@ def find_fov(rgb: np.ndarray, threshold: float | None = None) -> FieldOfView:
     rgb
         H×W×3 uint8 RGB (or H×W grey) photograph.
     threshold
-        Brightness (0..255, max over channels) separating aperture from black margin;
-        default: 0.2 × the FOV's typical brightness, at least 8, so dim photographs keep
-        their dark periphery.
+        Brightness (0..255, max over channels) separating aperture from margin; default:
+        the margin's level plus 0.2 × the FOV's typical brightness above it, at least 8
+        above it, so dim photographs keep their dark periphery (:func:`_margin_level`).
 
     Returns
     -------
@@ -115,7 +133,8 @@ def find_fov(rgb: np.ndarray, threshold: float | None = None) -> FieldOfView:
     small = small.astype(np.float32)
     if threshold is None:
         typical = float(np.percentile(small, 90))
-        threshold = max(8.0, 0.2 * typical)
+        margin = _margin_level(small, typical)
+        threshold = margin + max(8.0, 0.2 * (typical - margin))
     coarse = (small > threshold).astype(np.uint8)
     coarse = cv2.morphologyEx(coarse, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(coarse, connectivity=8)

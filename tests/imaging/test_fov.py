@@ -34,6 +34,28 @@ def test_cropped_circle_keeps_the_true_diameter():
     assert fov.coverage < 0.95
 
 
+@pytest.mark.parametrize("margin", [30, 50, 70])
+def test_grey_margin_is_not_taken_for_retina(margin):
+    # A hazy or contrast-stretched photograph: the margin is grey, not black. Taking it for
+    # retina would make the FOV the whole frame and the pixel scale 30 % wrong.
+    img, inside = _disc(400, 500, 250, 200, 180)
+    img[~inside] = margin
+    fov = find_fov(img)
+    assert fov.radius_px == pytest.approx(180, abs=2)
+    assert (fov.mask ^ inside).mean() < 0.01
+
+
+def test_dim_periphery_above_a_grey_margin_stays_in_the_fov():
+    img, inside = _disc(400, 500, 250, 200, 180)
+    yy, xx = np.mgrid[:400, :500]
+    rim = inside & ((xx - 250) ** 2 + (yy - 200) ** 2 > 150 ** 2)
+    img[~inside] = 40
+    img[rim] = (75, 60, 50)  # a vignetted rim, well below the centre's 160 but above the margin
+    fov = find_fov(img)
+    assert fov.radius_px == pytest.approx(180, abs=2)
+    assert fov.mask[rim].mean() > 0.95
+
+
 def test_dark_lesions_inside_do_not_make_holes():
     img, inside = _disc(300, 300, 150, 150, 120)
     img[140:160, 140:160] = 0
