@@ -1,11 +1,7 @@
-"""The glance pipeline: saliency, prompts, the SAM runtime, the domain-knowledge filter, lesions."""
+"""The glance pipeline: saliency, prompts, the SAM runtime, the domain-knowledge filter, lesions.
 
-from appliance.glance.engine import GlanceEngine, ImageSession, LesionEvent
-from appliance.glance.lesions import Lesion, SegmentationResult
-from appliance.glance.live import GlancePipeline, LiveReader, segment_gaze
-from appliance.glance.scan import segment_photograph
-
-__all__ = [
-    "GlanceEngine", "ImageSession", "LesionEvent", "Lesion", "SegmentationResult", "GlancePipeline",
-    "LiveReader", "segment_gaze", "segment_photograph",
-]
+The package imports nothing itself, so ``glanceseg --help`` and the commands of other areas do
+not load onnxruntime, OpenCV and SciPy; import from the modules: :mod:`engine`
+(``GlanceEngine``), :mod:`live` (``GlancePipeline``, ``segment_gaze``), :mod:`scan`
+(``segment_photograph``), :mod:`lesions`.
+"""

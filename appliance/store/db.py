@@ -24,6 +24,8 @@ from appliance.errors import StoreError
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: The database file inside the data folder; the store, the UI and the sync all open this one.
+DB_NAME = "glanceseg.db"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
 
 
@@ -67,6 +69,11 @@ def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+def database_path(data_dir: Path) -> Path:
+    """Return the path of the appliance's database in ``data_dir``."""
+    return Path(data_dir) / DB_NAME
+
+
 def connect(path: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
     """Open the database with the appliance's durability settings.
 
@@ -81,6 +88,30 @@ def connect(path: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+    return conn
+
+
+def open_database(data_dir: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
+    """Open the data folder's database and bring its schema up to date.
+
+    Every process opens it this way (the UI server, the store, a ``sync --once`` from the timer),
+    so whichever starts first on a fresh data folder creates the whole schema.
+
+    Raises
+    ------
+    StoreError
+        If the file cannot be opened or migrated.
+    """
+    conn: Optional[sqlite3.Connection] = None
+    try:
+        conn = connect(database_path(data_dir), busy_timeout_s)
+        migrate(conn)
+    except BaseException as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"Cannot open the database in {data_dir}: {exc}.") from exc
+        raise
     return conn
 
 
@@ -163,10 +194,21 @@ def migrate(conn: sqlite3.Connection, migrations: Optional[list[Migration]] = No
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if _recorded(conn, migration):
+                # Another process (the UI and a timer-started sync on a fresh data folder) applied
+                # it between our check and our BEGIN IMMEDIATE; its transaction is the one kept.
+                logger.info("migration %04d_%s was applied by another process", migration.version, migration.name)
+                continue
             raise StoreError(f"Migration {migration.path.name} failed: {exc}.") from exc
         logger.info("applied migration %04d_%s", migration.version, migration.name)
         done.append(migration.version)
     return done
+
+
+def _recorded(conn: sqlite3.Connection, migration: Migration) -> bool:
+    """Return whether ``schema_migrations`` holds ``migration``."""
+    row = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)).fetchone()
+    return row is not None
 
 
 def next_seq(conn: sqlite3.Connection) -> int:

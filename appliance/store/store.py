@@ -30,7 +30,6 @@ from appliance.store.results import StoredResult, build_result_files, load_store
 
 logger = logging.getLogger(__name__)
 
-DB_NAME = "glanceseg.db"
 WRITE_LOCK = "store.lock"
 EYES = ("L", "R")
 
@@ -60,11 +59,7 @@ class Store(DecisionsMixin, OutboxMixin):
             raise StoreError(f"Cannot create the data folder {self.root}: {exc.strerror or exc}.") from exc
         self._lock = threading.RLock()
         self._change_listeners: list[Any] = []
-        try:
-            self._conn = db.connect(self.root / DB_NAME, config.data.busy_timeout_s)
-            db.migrate(self._conn)
-        except sqlite3.Error as exc:
-            raise StoreError(f"Cannot open the database in {self.root}: {exc}.") from exc
+        self._conn = db.open_database(self.root, config.data.busy_timeout_s)
         self._sweep_orphans()
 
     def add_change_listener(self, listener: Any) -> None:

@@ -1,6 +1,5 @@
-"""The touchscreen web UI: Flask app factory, blueprints, templates and static assets."""
+"""The touchscreen web UI: Flask app factory (:mod:`app`), blueprints, templates and static assets.
 
-from appliance.ui.app import create_app
-from appliance.ui.services import Services, build_services
-
-__all__ = ["create_app", "Services", "build_services"]
+The package imports nothing itself, so ``glanceseg`` commands other than ``serve`` do not load
+Flask: ``from appliance.ui.app import create_app``, ``from appliance.ui.services import Services``.
+"""

@@ -19,7 +19,7 @@ from flask import Flask, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from appliance.config import Config, load_config
-from appliance.ui import db as uidb
+from appliance.store import db as store_db
 from appliance.ui.audit import AuditLog
 from appliance.ui.i18n import translate
 from appliance.ui.live import LiveHub
@@ -60,8 +60,7 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
     services = services or Services(config=config)
     data_dir = config.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    db_path = uidb.database_path(data_dir)
-    uidb.ensure_schema(db_path)
+    store_db.open_database(data_dir, config.data.busy_timeout_s).close()
 
     app = Flask(__name__)
     tls = bool(config.ui.tls_cert and config.ui.tls_key)
@@ -74,7 +73,7 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
         MAX_CONTENT_LENGTH=int(config.data.max_upload_mb) * 2 ** 20,
         GLANCESEG=config,
         GLANCESEG_SERVICES=services,
-        GLANCESEG_DB=db_path,
+        GLANCESEG_DB=store_db.database_path(data_dir),
     )
 
     app.extensions["glanceseg_hub"] = LiveHub(lambda photo: services.live_factory(photo, services),
@@ -134,7 +133,7 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
 def get_db() -> sqlite3.Connection:
     """Return this request's connection."""
     if "db" not in g:
-        g.db = uidb.connect(current_app.config["GLANCESEG_DB"])
+        g.db = store_db.connect(current_app.config["GLANCESEG_DB"], current_app.config["GLANCESEG"].data.busy_timeout_s)
     return g.db
 
 

@@ -43,16 +43,14 @@ def prepare_demo(config: Config, services: Any) -> str:
     The admin PIN is the clinician's reversed (printed by ``serve``), so one number is enough to
     explore every screen.
     """
-    from appliance.ui import db as uidb
+    from appliance.store import db as store_db
     from appliance.ui.audit import AuditLog
     from appliance.ui.importing import import_bytes
     from appliance.ui.users import UserStore
 
     data_dir = config.data_dir
-    db_path = uidb.database_path(data_dir)
-    uidb.ensure_schema(db_path)
     pin = f"{secrets.randbelow(10 ** 6):06d}"
-    conn = uidb.connect(db_path)
+    conn = store_db.open_database(data_dir, config.data.busy_timeout_s)
     try:
         users = UserStore(conn)
         users.create("admin", "admin", pin[::-1], created_by="demo")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,33 @@ def test_migrations_apply_in_order_once(tmp_path):
     assert [r[0] for r in rows] == versions
     assert {"studies", "images", "results", "decisions", "outbox", "store_counter"} <= {
         r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Overtaken(db.Migration):
+    """A migration that another process applies between our check and our transaction."""
+
+    other_conn: object = None
+
+    @property
+    def sql(self) -> str:
+        db.migrate(self.other_conn)  # the other process runs every migration first
+        return super().sql
+
+
+def test_migration_applied_meanwhile_by_another_process(tmp_path):
+    # The UI server and a timer-started ``sync --once`` opening a fresh data folder at once.
+    ours, theirs = db.connect(tmp_path / "x.db"), db.connect(tmp_path / "x.db")
+    first, *rest = db.discover_migrations()
+    raced = _Overtaken(first.version, first.name, first.path, other_conn=theirs)
+    assert db.migrate(ours, [raced, *rest]) == []
+    assert db.current_version(ours) == max(m.version for m in rest)
+
+
+def test_open_database_refuses_a_file_that_is_not_sqlite(tmp_path):
+    db.database_path(tmp_path).write_bytes(b"not a database, just bytes " * 100)
+    with pytest.raises(StoreError, match="Cannot open the database"):
+        db.open_database(tmp_path)
 
 
 def _copy_migrations(tmp_path: Path) -> Path:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from appliance.config import Config, load_config
-from appliance.ui import Services, create_app
-from appliance.ui import db as uidb
+from appliance.ui.app import create_app
+from appliance.ui.services import Services
+from appliance.store import db as store_db
 from appliance.ui.users import UserStore
 
 from .helpers import ADMIN_PIN, PIN, fundus_crop
@@ -51,7 +52,7 @@ def services(ui_config: Config, engine):
 
 def add_users(config: Config) -> None:
     """An admin, a clinician (clara) and a technician (tom)."""
-    conn = uidb.connect(uidb.database_path(config.data_dir))
+    conn = store_db.open_database(config.data_dir)
     users = UserStore(conn)
     users.create("admin", "admin", ADMIN_PIN)
     users.create("clara", "clinician", PIN)

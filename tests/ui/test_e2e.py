@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from appliance.gaze.base import SourceStatus
-from appliance.ui import Services, create_app
+from appliance.ui.app import create_app
+from appliance.ui.services import Services
 from appliance.ui.engine_live import image_px_per_deg
 
 from .browser import SCREENSHOTS, chrome, need_browser, served, shot

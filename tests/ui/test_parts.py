@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from appliance.errors import ConfigError
-from appliance.ui import build_services, create_app
+from appliance.ui.app import create_app
+from appliance.ui.services import build_services
 from appliance.ui import i18n
 from appliance.ui.demo import prepare_demo
 from appliance.ui.server import is_loopback, serve
@@ -173,10 +174,10 @@ def test_sync_page_over_real_store(ui_config):
     store = Store(ui_config)
     try:
         app = create_app(ui_config, build_services(ui_config, store=store))
-        from appliance.ui import db as uidb
+        from appliance.store import db as store_db
         from appliance.ui.users import UserStore
 
-        conn = uidb.connect(uidb.database_path(ui_config.data_dir))
+        conn = store_db.open_database(ui_config.data_dir)
         UserStore(conn).create("admin", "admin", "1234")
         UserStore(conn).create("tom", "technician", PIN)
         conn.close()

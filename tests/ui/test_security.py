@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from appliance.ui import create_app
-from appliance.ui import db as uidb
+from appliance.ui.app import create_app
+from appliance.store import db as store_db
 from appliance.ui.audit import AuditLog
 from .helpers import ADMIN_PIN, PIN, csrf_of, login
 
@@ -164,7 +164,7 @@ def test_audit_log_hash_chain(app):
     login(client, "admin", ADMIN_PIN)
     page = client.get("/admin/audit").get_data(as_text=True)
     assert 'id="chain-ok"' in page and "login" in page
-    conn = uidb.connect(app.config["GLANCESEG_DB"])
+    conn = store_db.connect(app.config["GLANCESEG_DB"])
     with pytest.raises(Exception, match="append-only"):
         conn.execute("UPDATE ui_audit SET actor='mallory' WHERE seq=1")
     # Tampering that bypasses the triggers is caught by the chain.

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from appliance.errors import ConfigError
-from appliance.ui import create_app
+from appliance.ui.app import create_app
 from appliance.ui.server import build_server
 
 
