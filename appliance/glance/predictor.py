@@ -37,7 +37,7 @@ from typing import Hashable, Iterable, Optional
 import numpy as np
 import numpy.typing as npt
 
-from appliance.glance.runtime.base import SamRuntime
+from appliance.glance.runtime.base import MAX_DECODE_BATCH, SamRuntime
 from appliance.glance.spill import EmbeddingSpill
 from appliance.imaging.tiling import Tile, TileGrid
 
@@ -47,8 +47,6 @@ DEFAULT_OVERLAP_PX = 64
 DEFAULT_MARGIN_PX = 8
 #: dtype the embedding cache keeps (float16 halves it; masks agree, see docs/performance.md)
 DEFAULT_CACHE_DTYPE = np.float16
-#: most prompts one decoder call takes (bounds the decoder's activation memory)
-DEFAULT_DECODE_BATCH = 16
 
 
 @dataclass
@@ -119,7 +117,7 @@ class SamPredictor:
 
     def __init__(self, runtime: SamRuntime, cache_tiles: int = 512, overlap_px: int = DEFAULT_OVERLAP_PX,
                  margin_px: int = DEFAULT_MARGIN_PX, cache_dtype: npt.DTypeLike = DEFAULT_CACHE_DTYPE,
-                 decode_batch: int = DEFAULT_DECODE_BATCH, spill: Optional[EmbeddingSpill] = None) -> None:
+                 decode_batch: int = MAX_DECODE_BATCH, spill: Optional[EmbeddingSpill] = None) -> None:
         if cache_tiles < 1:
             raise ValueError("cache_tiles must be at least 1.")
         if decode_batch < 1:

@@ -1,4 +1,4 @@
-"""``glanceseg models keygen|sign|install|rollback|list|verify`` and ``glanceseg software ...``.
+"""``glanceseg models keygen|sign|install|rollback|list|check|warmup|verify`` and ``glanceseg software ...``.
 
 Signing happens on a workstation holding the private key; everything else runs on the
 appliance, which holds only the public key (``[updates] public_key``).
@@ -58,6 +58,10 @@ def register(subparsers: Any) -> None:
 
     p = msub.add_parser("check", help="check the active model files against their manifest (sha256)")
     p.set_defaults(handler=run_check)
+
+    p = msub.add_parser("warmup", help="open the model sessions as the appliance does and run each once "
+                                      "(builds and caches TensorRT engines; firmware_scripts/build-trt-engines)")
+    p.set_defaults(handler=run_warmup)
 
     p = msub.add_parser("verify", help="check a bundle's signature and hashes without installing")
     p.add_argument("source", type=Path, help="bundle file or folder")
@@ -161,6 +165,36 @@ def run_check(args: argparse.Namespace, config: Config) -> int:
     files = load_for_config(config)
     checked = verify_all(files)
     print(f"models ok: {files.name} in {files.dir} ({len(checked)} files, manifest sha256 {files.manifest_sha256[:16]})")
+    return 0
+
+
+def run_warmup(args: argparse.Namespace, config: Config) -> int:
+    """Open the encoder and decoder exactly as the appliance will and run each once.
+
+    Why: onnxruntime's TensorRT provider builds its engines when a session first runs, which
+    takes minutes on a Jetson; ``firmware_scripts/build-trt-engines`` calls this at
+    provisioning so that the engines the appliance will look for (the variant
+    ``[model] variant`` resolves to, the decoder's batch profile) are in the cache before the
+    first reading. On a CPU build it checks that the models load and run. Prints one JSON line.
+    """
+    import time
+
+    import numpy as np
+
+    from appliance.glance.runtime.base import MAX_DECODE_BATCH
+    from appliance.glance.runtime.factory import build_runtime
+
+    t0 = time.monotonic()
+    runtime = build_runtime(config)
+    size = runtime.input_size
+    embedding = runtime.encode(np.zeros((size, size, 3), np.uint8))
+    boxes = np.tile(np.array([[size / 4, size / 4, size / 2, size / 2]], np.float32), (MAX_DECODE_BATCH, 1))
+    for n in (1, MAX_DECODE_BATCH):  # both ends of the decoder's batch profile
+        runtime.decode(embedding, boxes[:n])
+    print(json.dumps({"model": runtime.name, "variant": getattr(runtime, "variant", None),
+                      "providers": getattr(runtime, "providers", None),
+                      "seconds": round(time.monotonic() - t0, 1)}))
+    runtime.close()
     return 0
 
 

@@ -12,7 +12,9 @@ import pytest
 from appliance.config import ModelConfig
 from appliance.errors import ModelError
 from appliance.glance.runtime.factory import build_runtime
-from appliance.glance.runtime.onnx import choose_providers, make_session, resolve_variant, session_options
+from appliance.glance.runtime.base import MAX_DECODE_BATCH
+from appliance.glance.runtime.onnx import (choose_providers, make_session, resolve_variant, session_options,
+                                          with_trt_profile)
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -35,6 +37,18 @@ def test_auto_prefers_tensorrt_then_cuda_then_cpu():
     assert chosen[0][1]["trt_engine_cache_path"] == "/tmp/trt" and chosen[0][1]["trt_fp16_enable"] is True
     assert [n for n, _ in choose_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], model)] == ALL[1:]
     assert [n for n, _ in choose_providers("auto", ["CPUExecutionProvider"], model)] == ["CPUExecutionProvider"]
+
+
+def test_decoder_engine_profile_spans_every_batch_a_call_can_bring():
+    chosen = choose_providers("auto", ALL, ModelConfig(trt_cache_dir=Path("/tmp/trt")))
+    profiled = with_trt_profile(chosen, "boxes", (4,), 8, MAX_DECODE_BATCH)
+    trt = dict(profiled)["TensorrtExecutionProvider"]
+    assert trt["trt_profile_min_shapes"] == "boxes:1x4"
+    assert trt["trt_profile_opt_shapes"] == "boxes:8x4"
+    assert trt["trt_profile_max_shapes"] == f"boxes:{MAX_DECODE_BATCH}x4"
+    assert trt["trt_engine_cache_path"] == "/tmp/trt"  # the provider's own options stay
+    assert dict(profiled)["CUDAExecutionProvider"] == {} and dict(profiled)["CPUExecutionProvider"] == {}
+    assert "trt_profile_max_shapes" not in dict(chosen)["TensorrtExecutionProvider"]  # a copy, not in place
 
 
 def test_explicit_list_skips_what_the_build_lacks_and_keeps_cpu(caplog):
@@ -142,3 +156,17 @@ def test_batched_decode_equals_one_by_one(int8_runtime, idrid_photo):
         np.testing.assert_allclose(iou_s[0], iou_b[k], atol=1e-4)
     empty, iou_e = int8_runtime.decode(emb, np.zeros((0, 4), np.float32))
     assert empty.shape == (0, 256, 256) and iou_e.shape == (0,)
+
+
+def test_a_batch_longer_than_the_engine_profile_is_split_in_order(int8_runtime, idrid_photo):
+    # A GPU engine is built for at most MAX_DECODE_BATCH prompts; longer batches go in slices.
+    tile = np.ascontiguousarray(idrid_photo[0][1400:1656, 1400:1656])
+    emb = int8_runtime.encode(tile)
+    xy = np.random.default_rng(3).uniform(16, 240, (MAX_DECODE_BATCH + 5, 2))
+    boxes = np.concatenate([xy - 9, xy + 9], axis=1).astype(np.float32)
+    logits, iou = int8_runtime.decode(emb, boxes)
+    assert logits.shape == (len(boxes), 256, 256) and iou.shape == (len(boxes),)
+    for k in (0, MAX_DECODE_BATCH - 1, MAX_DECODE_BATCH, len(boxes) - 1):
+        single, iou_s = int8_runtime.decode(emb, boxes[k:k + 1])
+        np.testing.assert_allclose(single[0], logits[k], atol=1e-3)
+        np.testing.assert_allclose(iou_s[0], iou[k], atol=1e-4)

@@ -14,6 +14,14 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+#: Most box prompts one decoder call takes; a runtime splits a longer batch. It bounds the
+#: decoder's activation memory (N × S × S logits and the upscaled mask features), and it is the
+#: top of the TensorRT optimisation profile the ONNX runtime builds the decoder's engine for,
+#: so no call falls outside the cached engine and sets the TensorRT builder off mid-reading.
+MAX_DECODE_BATCH = 16
+#: The decoder batch a GPU engine is tuned for: per-prompt time is flat from about 8 prompts up.
+OPT_DECODE_BATCH = 8
+
 
 class SamRuntime(ABC):
     """A SAM-family model split into an image encoder and a batched box decoder.
@@ -56,7 +64,8 @@ class SamRuntime(ABC):
         embedding
             What :meth:`encode` returned for the tile.
         boxes
-            Nx4 float ``(x0, y0, x1, y1)`` in tile px, N >= 0.
+            Nx4 float ``(x0, y0, x1, y1)`` in tile px, N >= 0 (split into calls of at most
+            :data:`MAX_DECODE_BATCH`).
 
         Returns
         -------

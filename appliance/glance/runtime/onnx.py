@@ -17,7 +17,7 @@ from appliance.config import ModelConfig
 from appliance.errors import ModelError
 from appliance.glance.agreement import normalise_tile
 from appliance.glance.modelfiles import ModelFiles
-from appliance.glance.runtime.base import SamRuntime
+from appliance.glance.runtime.base import MAX_DECODE_BATCH, OPT_DECODE_BATCH, SamRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,22 @@ def resolve_variant(model: ModelConfig, providers: Sequence[tuple[str, dict]]) -
     return "int8" if providers[0][0] == "CPUExecutionProvider" else "fp32"
 
 
+def with_trt_profile(providers: Sequence[tuple[str, dict]], input_name: str, row_shape: Sequence[int],
+                     opt_rows: int, max_rows: int) -> list[tuple[str, dict]]:
+    """``providers`` with a TensorRT optimisation profile for an input whose first dimension varies.
+
+    Why: without one, onnxruntime's TensorRT provider builds the engine for the first shape it
+    sees and rebuilds it (minutes on a Jetson) whenever a call brings a larger batch. With the
+    profile the engine covers 1..``max_rows`` rows from the start, and the engine that
+    ``glanceseg models warmup`` caches is the one every later call uses.
+    """
+    dims = "x".join(str(int(d)) for d in row_shape)
+    profile = {f"trt_profile_{k}_shapes": f"{input_name}:{n}x{dims}"
+               for k, n in (("min", 1), ("opt", opt_rows), ("max", max_rows))}
+    return [(name, {**options, **profile} if name == "TensorrtExecutionProvider" else options)
+            for name, options in providers]
+
+
 def open_session(data: bytes, providers: Sequence[tuple[str, dict]], label: str, sess_options: Any = None) -> Any:
     """``onnxruntime.InferenceSession`` over model bytes: a clear error, and a logged fallback.
 
@@ -193,7 +209,8 @@ class OnnxSamRuntime(SamRuntime):
         self.variant = resolve_variant(model, providers)
         self._size = files.input_size
         self._encoder = make_session(files.read_verified("encoder", self.variant), model, "encoder", providers)
-        self._decoder = make_session(files.read_verified("decoder", self.variant), model, "decoder", providers)
+        self._decoder = make_session(files.read_verified("decoder", self.variant), model, "decoder",
+                                     with_trt_profile(providers, "boxes", (4,), OPT_DECODE_BATCH, MAX_DECODE_BATCH))
 
     @property
     def input_size(self) -> int:
@@ -217,6 +234,9 @@ class OnnxSamRuntime(SamRuntime):
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         if len(boxes) == 0:
             return np.zeros((0, self._size, self._size), np.float32), np.zeros(0, np.float32)
-        masks, iou = self._decoder.run(["masks", "iou_predictions"],
-                                       {"image_embeddings": embedding, "boxes": boxes})
-        return masks[:, 0], iou[:, 0]
+        parts = [self._decoder.run(["masks", "iou_predictions"],
+                                   {"image_embeddings": embedding, "boxes": boxes[i:i + MAX_DECODE_BATCH]})
+                 for i in range(0, len(boxes), MAX_DECODE_BATCH)]
+        if len(parts) == 1:
+            return parts[0][0][:, 0], parts[0][1][:, 0]
+        return (np.concatenate([m[:, 0] for m, _ in parts]), np.concatenate([iou[:, 0] for _, iou in parts]))
