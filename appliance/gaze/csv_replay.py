@@ -31,6 +31,11 @@ COLUMNS = ("timestamp_ns", "x", "y", "worn", "px_per_deg")
 REQUIRED = ("timestamp_ns", "x", "y")
 
 PathLike = Union[str, Path]
+#: Smallest median step between consecutive rows that nanosecond timestamps can have: 0.1 ms,
+#: ten times a 1 kHz tracker's. Seconds, milliseconds or microseconds all fall below it.
+MIN_MEDIAN_STEP_NS = 100_000
+#: Rows needed before the step is judged (a file of a few samples says little).
+MIN_ROWS_FOR_STEP = 20
 
 
 def _parse_float(text: str, where: str) -> float:
@@ -98,8 +103,27 @@ def read_gaze_csv(path: Union[PathLike, TextIO], default_px_per_deg: float = mat
         except OSError as exc:
             raise GazeError(f"Cannot read gaze CSV {path}: {exc.strerror or exc}.") from exc
         name = path.name
+    _check_time_unit(samples, name)
     logger.info("read %d gaze samples from %s", len(samples), name)
     return samples
+
+
+def _check_time_unit(samples: list[GazeSample], name: str) -> None:
+    """Refuse timestamps that cannot be nanoseconds.
+
+    Why: a recording written in seconds (or ms, or µs) reads as a whole reading squeezed into
+    a few nanoseconds. No fixation then lasts its minimum duration, and the result would be an
+    empty lesion list with no word of why. One clock jump or gap does not move the median.
+    """
+    if len(samples) < MIN_ROWS_FOR_STEP:
+        return
+    steps = sorted(abs(b.timestamp_ns - a.timestamp_ns) for a, b in zip(samples, samples[1:]))
+    median = steps[len(steps) // 2]
+    if median < MIN_MEDIAN_STEP_NS:
+        raise GazeError(
+            f"Gaze CSV {name}: consecutive samples are a median {median} ns apart, but timestamp_ns must "
+            "be nanoseconds (a 200 Hz tracker steps 5000000 ns). Were the times written in seconds, "
+            "milliseconds or microseconds? Multiply them to nanoseconds.")
 
 
 def _read_rows(fh: TextIO, name: str, default_px_per_deg: float) -> list[GazeSample]:

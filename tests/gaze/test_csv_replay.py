@@ -63,6 +63,25 @@ def test_malformed_files_raise(tmp_path: Path, text: str, message: str) -> None:
         read_gaze_csv(path)
 
 
+@pytest.mark.parametrize("unit_ns", [1_000_000_000, 1_000_000, 1_000])  # seconds, ms, µs
+def test_timestamps_that_cannot_be_nanoseconds_are_refused(tmp_path: Path, unit_ns: int) -> None:
+    # 10 s at 200 Hz written in another unit: read as ns it would be one instant, no fixations.
+    rows = [f"{k * 0.005 * 1e9 / unit_ns:.6f},{300 + k % 3},{300}" for k in range(2000)]
+    path = tmp_path / "gaze.csv"
+    path.write_text("timestamp_ns,x,y\n" + "\n".join(rows) + "\n")
+    with pytest.raises(GazeError, match="must be nanoseconds"):
+        read_gaze_csv(path)
+
+
+def test_a_gap_or_a_clock_jump_does_not_look_like_a_wrong_unit(tmp_path: Path) -> None:
+    times = [k * 5_000_000 for k in range(40)]
+    times[20:] = [t - 3_000_000_000 for t in times[20:]]  # clock jumps back 3 s mid-way
+    times[30:] = [t + 60_000_000_000 for t in times[30:]]  # then a minute of track loss
+    path = tmp_path / "gaze.csv"
+    path.write_text("timestamp_ns,x,y\n" + "".join(f"{t},10,10\n" for t in times))
+    assert [s.timestamp_ns for s in read_gaze_csv(path)] == times
+
+
 def test_missing_file_raises(tmp_path: Path) -> None:
     with pytest.raises(GazeError):
         read_gaze_csv(tmp_path / "absent.csv")
