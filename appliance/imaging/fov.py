@@ -84,13 +84,13 @@ def _margin_level(bright: np.ndarray, typical: float) -> float:
     fixed fraction of the retina's brightness, and the whole frame then passed for the FOV,
     inflating the diameter and so the pixel scale. An aperture leaves the four corners
     outside the circle unless the photograph was cropped inside it; corners clearly darker
-    than the retina are margin.
+    than the retina are margin. The darkest corner decides: a photograph cropped into the
+    circle at the top and bottom only has retina in none of them, one cropped tighter may have
+    it in some.
     """
     h, w = bright.shape
     k = max(2, min(h, w) // 16)
-    corners = np.concatenate([bright[:k, :k].ravel(), bright[:k, -k:].ravel(),
-                              bright[-k:, :k].ravel(), bright[-k:, -k:].ravel()])
-    level = float(np.median(corners))
+    level = min(float(np.median(c)) for c in (bright[:k, :k], bright[:k, -k:], bright[-k:, :k], bright[-k:, -k:]))
     return level if level < 0.5 * typical else 0.0
 
 

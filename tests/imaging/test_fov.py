@@ -56,6 +56,17 @@ def test_dim_periphery_above_a_grey_margin_stays_in_the_fov():
     assert fov.mask[rim].mean() > 0.95
 
 
+def test_retina_in_two_corners_does_not_raise_the_threshold():
+    # Cropped into the circle on one side: the left corners hold retina, the right ones margin.
+    img, inside = _disc(300, 300, 60, 150, 200)
+    xx = np.mgrid[:300, :300][1]
+    img[inside & (xx < 30)] = (100, 70, 40)  # vignetted retina in the left corners
+    dim = inside & (xx > 200)
+    img[dim] = (45, 30, 20)  # a dim band of retina near the aperture's rim
+    fov = find_fov(img)
+    assert fov.mask[dim].mean() > 0.95
+
+
 def test_dark_lesions_inside_do_not_make_holes():
     img, inside = _disc(300, 300, 150, 150, 120)
     img[140:160, 140:160] = 0
