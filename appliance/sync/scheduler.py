@@ -64,6 +64,11 @@ class SyncScheduler:
         self._stop = threading.Event()
         self._triggered = False
         self._listeners: list[Callable[[SyncIndicator], None]] = []
+        # One notification at a time, each reading the state when its turn comes: the store's
+        # threads and this one all notify, and two LED updates at once left the LEDs half one
+        # state and half another (ready and pending lit together). Re-entrant: a listener may
+        # change the store, which notifies again on the same thread.
+        self._notify_lock = threading.RLock()
         self._syncing = False
         self._error = False
         self._reachable: Optional[bool] = None
@@ -102,8 +107,9 @@ class SyncScheduler:
 
     def add_listener(self, listener: Callable[[SyncIndicator], None]) -> None:
         """Call ``listener(indicator)`` on every change, and once now."""
-        self._listeners.append(listener)
-        listener(self.indicator())
+        with self._notify_lock:
+            self._listeners.append(listener)
+            listener(self.indicator())
 
     def __enter__(self) -> "SyncScheduler":
         return self.start()
@@ -119,12 +125,13 @@ class SyncScheduler:
                              error=self._error, reachable=self._reachable, last_error=self._last_error)
 
     def _notify(self) -> None:
-        indicator = self.indicator()
-        for listener in list(self._listeners):
-            try:
-                listener(indicator)
-            except Exception:  # noqa: BLE001 - a broken LED must never stop delivery
-                logger.exception("sync listener failed")
+        with self._notify_lock:
+            indicator = self.indicator()
+            for listener in list(self._listeners):
+                try:
+                    listener(indicator)
+                except Exception:  # noqa: BLE001 - a broken LED must never stop delivery
+                    logger.exception("sync listener failed")
 
     def _on_progress(self, phase: str) -> None:
         self._syncing = phase == "syncing"

@@ -195,9 +195,12 @@ def test_background_sync_with_status_panel_and_button(tmp_path, clean_orthanc):
             while store.sync_status().pending and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert store.sync_status().pending == 0
-            while not panel.leds["ready"].pin.state and time.monotonic() < deadline:
+            def shows_ready() -> bool:  # one update writes the four LEDs in turn: wait for all of them
+                return panel.leds["ready"].pin.state and not pending_led.state and not panel.leds["error"].pin.state
+
+            while not shows_ready() and time.monotonic() < deadline:
                 time.sleep(0.02)
-            assert panel.leds["ready"].pin.state and not pending_led.state and not panel.leds["error"].pin.state
+            assert shows_ready()
         finally:
             scheduler.stop()
         assert check_server(store, clean_orthanc).lost == 0
