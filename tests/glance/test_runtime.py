@@ -13,8 +13,8 @@ from appliance.config import ModelConfig
 from appliance.errors import ModelError
 from appliance.glance.runtime.factory import build_runtime
 from appliance.glance.runtime.base import MAX_DECODE_BATCH
-from appliance.glance.runtime.onnx import (choose_providers, make_session, resolve_variant, session_options,
-                                          with_trt_profile)
+from appliance.glance.runtime.onnx import (choose_providers, engine_cache_dir, make_session, resolve_variant,
+                                          session_options, trt_batch_profile, with_trt_options)
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -41,7 +41,7 @@ def test_auto_prefers_tensorrt_then_cuda_then_cpu():
 
 def test_decoder_engine_profile_spans_every_batch_a_call_can_bring():
     chosen = choose_providers("auto", ALL, ModelConfig(trt_cache_dir=Path("/tmp/trt")))
-    profiled = with_trt_profile(chosen, "boxes", (4,), 8, MAX_DECODE_BATCH)
+    profiled = with_trt_options(chosen, trt_batch_profile("boxes", (4,), 8, MAX_DECODE_BATCH))
     trt = dict(profiled)["TensorrtExecutionProvider"]
     assert trt["trt_profile_min_shapes"] == "boxes:1x4"
     assert trt["trt_profile_opt_shapes"] == "boxes:8x4"
@@ -49,6 +49,28 @@ def test_decoder_engine_profile_spans_every_batch_a_call_can_bring():
     assert trt["trt_engine_cache_path"] == "/tmp/trt"  # the provider's own options stay
     assert dict(profiled)["CUDAExecutionProvider"] == {} and dict(profiled)["CPUExecutionProvider"] == {}
     assert "trt_profile_max_shapes" not in dict(chosen)["TensorrtExecutionProvider"]  # a copy, not in place
+
+
+def test_each_model_and_precision_has_its_own_engine_cache():
+    # onnxruntime keys engines on graph names, not weights: an updated model must not find the old engines.
+    model = ModelConfig(trt_cache_dir=Path("/var/cache/glanceseg/trt"), fp16=True)
+    old, new = engine_cache_dir(model, "ab" * 32), engine_cache_dir(model, "cd" * 32)
+    assert old.parent == new.parent == Path("/var/cache/glanceseg/trt") and old != new
+    assert engine_cache_dir(ModelConfig(trt_cache_dir=model.trt_cache_dir, fp16=False), "ab" * 32) != old
+
+
+def test_the_runtime_asks_tensorrt_for_its_model_folder_and_the_decoder_profile(tensorrt_without_libnvinfer,
+                                                                                 config, tmp_path):
+    cfg = config.replace(model={"trt_cache_dir": tmp_path / "trt", "fp16": True})
+    runtime = build_runtime(cfg)
+    encoder, decoder = tensorrt_without_libnvinfer
+    expected = engine_cache_dir(cfg.model, runtime.model_sha256)
+    assert expected.is_dir() and expected.parent == tmp_path / "trt"
+    assert encoder["trt_engine_cache_path"] == decoder["trt_engine_cache_path"] == str(expected)
+    assert decoder["trt_profile_max_shapes"] == f"boxes:{MAX_DECODE_BATCH}x4" and "trt_profile_max_shapes" not in encoder
+    assert runtime.variant == "fp32"  # TensorRT led, so auto took the fp32 files; they run on the CPU here
+    emb = runtime.encode(np.zeros((256, 256, 3), np.uint8))
+    assert runtime.decode(emb, np.array([[10, 10, 40, 40]], np.float32))[0].shape == (1, 256, 256)
 
 
 def test_explicit_list_skips_what_the_build_lacks_and_keeps_cpu(caplog):

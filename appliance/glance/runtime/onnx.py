@@ -128,9 +128,13 @@ def resolve_variant(model: ModelConfig, providers: Sequence[tuple[str, dict]]) -
     return "int8" if providers[0][0] == "CPUExecutionProvider" else "fp32"
 
 
-def with_trt_profile(providers: Sequence[tuple[str, dict]], input_name: str, row_shape: Sequence[int],
-                     opt_rows: int, max_rows: int) -> list[tuple[str, dict]]:
-    """``providers`` with a TensorRT optimisation profile for an input whose first dimension varies.
+def with_trt_options(providers: Sequence[tuple[str, dict]], options: dict) -> list[tuple[str, dict]]:
+    """``providers`` with ``options`` added to the TensorRT provider's own (a copy; others unchanged)."""
+    return [(name, {**opts, **options} if name == "TensorrtExecutionProvider" else opts) for name, opts in providers]
+
+
+def trt_batch_profile(input_name: str, row_shape: Sequence[int], opt_rows: int, max_rows: int) -> dict[str, str]:
+    """TensorRT optimisation-profile options for an input whose first dimension varies.
 
     Why: without one, onnxruntime's TensorRT provider builds the engine for the first shape it
     sees and rebuilds it (minutes on a Jetson) whenever a call brings a larger batch. With the
@@ -138,10 +142,21 @@ def with_trt_profile(providers: Sequence[tuple[str, dict]], input_name: str, row
     ``glanceseg models warmup`` caches is the one every later call uses.
     """
     dims = "x".join(str(int(d)) for d in row_shape)
-    profile = {f"trt_profile_{k}_shapes": f"{input_name}:{n}x{dims}"
-               for k, n in (("min", 1), ("opt", opt_rows), ("max", max_rows))}
-    return [(name, {**options, **profile} if name == "TensorrtExecutionProvider" else options)
-            for name, options in providers]
+    return {f"trt_profile_{k}_shapes": f"{input_name}:{n}x{dims}"
+            for k, n in (("min", 1), ("opt", opt_rows), ("max", max_rows))}
+
+
+def engine_cache_dir(model: ModelConfig, manifest_sha256: str) -> Path:
+    """The TensorRT engine cache folder of one model and precision, under ``[model] trt_cache_dir``.
+
+    Why a folder per model: onnxruntime keys a cached engine on the graph's structure and
+    tensor names, not its weights. After a model update that keeps the graph (a fine-tuned
+    decoder, ``glanceseg models install``) it would load the previous model's engine and run
+    the previous weights, silently. The manifest's sha256 changes with any model file, so a new
+    model builds engines of its own (``firmware_scripts/build-trt-engines`` removes old ones).
+    """
+    precision = "fp16" if model.fp16 else "fp32"
+    return Path(model.trt_cache_dir).expanduser() / f"{manifest_sha256[:16]}-{precision}"
 
 
 def open_session(data: bytes, providers: Sequence[tuple[str, dict]], label: str, sess_options: Any = None) -> Any:
@@ -206,11 +221,16 @@ class OnnxSamRuntime(SamRuntime):
         self.name = files.name
         self.model_sha256 = files.manifest_sha256
         providers = configured_providers(model)
+        if any(name == "TensorrtExecutionProvider" for name, _ in providers):
+            cache = engine_cache_dir(model, files.manifest_sha256)
+            cache.mkdir(parents=True, exist_ok=True)
+            providers = with_trt_options(providers, {"trt_engine_cache_path": str(cache)})
         self.variant = resolve_variant(model, providers)
         self._size = files.input_size
         self._encoder = make_session(files.read_verified("encoder", self.variant), model, "encoder", providers)
         self._decoder = make_session(files.read_verified("decoder", self.variant), model, "decoder",
-                                     with_trt_profile(providers, "boxes", (4,), OPT_DECODE_BATCH, MAX_DECODE_BATCH))
+                                     with_trt_options(providers, trt_batch_profile("boxes", (4,), OPT_DECODE_BATCH,
+                                                                                   MAX_DECODE_BATCH)))
 
     @property
     def input_size(self) -> int:
