@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from typing import Any
+from typing import Any, Optional
 
 from appliance.config import Config
 
@@ -115,13 +115,15 @@ def status_document(config: Config) -> dict[str, Any]:
             providers = [name for name, _ in configured_providers(config.model)]
         except ImportError:
             providers = []
+        model = {**services.model_info(), "providers": providers}
+        model["trt_engines"] = _trt_engines(config, providers, model["sha256"])
         try:
             app_version = version("glanceseg")
         except PackageNotFoundError:
             app_version = "unknown"
         return {
             "version": app_version,
-            "model": {**services.model_info(), "providers": providers},
+            "model": model,
             "disk_free_mb": round(services.disk_free_mb(), 1),
             "store": {"min_free_mb": config.data.min_free_mb, "data_dir": str(config.data_dir)},
             "tracker": {"source": config.gaze.source, "kind": tracker.kind, "connected": tracker.connected},
@@ -141,6 +143,19 @@ def status_document(config: Config) -> dict[str, Any]:
         store.close()
 
 
+def _trt_engines(config: Config, providers: list[str], manifest_sha256: str) -> Optional[int]:
+    """TensorRT engines cached for the active model, or None where TensorRT does not run it.
+
+    Why: after a model update the engines are built at the first start, which takes minutes on
+    a Jetson; ``healthcheck`` warns at 0 so a technician runs ``build-trt-engines`` first.
+    """
+    if "TensorrtExecutionProvider" not in providers or manifest_sha256 in ("", "missing"):
+        return None
+    from appliance.glance.runtime.onnx import engine_cache_dir
+
+    return len(list(engine_cache_dir(config.model, manifest_sha256).glob("*.engine")))
+
+
 def run_status(args: argparse.Namespace, config: Config) -> int:
     """Print model, disk, tracker and sync status."""
     out = status_document(config)
@@ -150,6 +165,9 @@ def run_status(args: argparse.Namespace, config: Config) -> int:
         model, sync, tracker = out["model"], out["sync"], out["tracker"]
         print(f"glanceseg  {out['version']}")
         print(f"model      {model['name']} {model['version']} sha256 {model['sha256'][:16]} ({', '.join(model['providers'])})")
+        if model["trt_engines"] is not None:
+            print(f"           {model['trt_engines']} TensorRT engine(s) built for it"
+                  + ("" if model["trt_engines"] else ": run firmware_scripts/build-trt-engines"))
         print(f"disk free  {out['disk_free_mb']:.0f} MB (new studies refused under {out['store']['min_free_mb']} MB)")
         print(f"tracker    {tracker['source']} ({'connected' if tracker['connected'] else 'not connected'})")
         print(f"sync       {sync['pending']} pending, {sync['failed']} failing, last success {sync['last_success'] or 'never'}")

@@ -100,6 +100,13 @@ def test_cpu_fallback_on_a_jetson_warns(check: Callable, staged_root: Path) -> N
     assert check(cpu)[1]["runtime"] == "WARNING"
 
 
+def test_tensorrt_without_engines_for_the_active_model_warns(check: Callable) -> None:
+    assert check(status(model={"trt_engines": 0}))[1]["runtime"] == "WARNING"
+    assert check(status(model={"trt_engines": 2}))[1]["runtime"] == "OK"
+    cpu = status(model={"providers": ["CPUExecutionProvider"], "trt_engines": None})
+    assert check(cpu)[1]["runtime"] == "OK"  # TensorRT does not run the model: nothing to build
+
+
 def test_no_app_status_is_unknown(check: Callable) -> None:
     code, levels = check(None)
     assert code == 3
