@@ -76,6 +76,11 @@ def _fit_circle(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, float]:
     return float(cx), float(cy), r
 
 
+#: Largest median absolute deviation (grey levels) of a corner that is margin: a margin is
+#: flat (sensor noise, JPEG ringing), retina has vessels, texture and vignetting in it.
+MARGIN_MAD = 2.0
+
+
 def _margin_level(bright: np.ndarray, typical: float) -> float:
     """Return the brightness of the margin outside the aperture, 0 when none shows.
 
@@ -83,15 +88,19 @@ def _margin_level(bright: np.ndarray, typical: float) -> float:
     cataract, a contrast stretch, a grey letterbox) has a margin at 30-60 grey levels, above a
     fixed fraction of the retina's brightness, and the whole frame then passed for the FOV,
     inflating the diameter and so the pixel scale. An aperture leaves the four corners
-    outside the circle unless the photograph was cropped inside it; corners clearly darker
-    than the retina are margin. The darkest corner decides: a photograph cropped into the
-    circle at the top and bottom only has retina in none of them, one cropped tighter may have
-    it in some.
+    outside the circle unless the photograph was cropped inside it; a corner that is flat and
+    clearly darker than the retina is margin, and the darkest such corner gives the level. A
+    photograph cropped into the circle may have retina in some corners, and dim, vignetted
+    retina is not flat, so it is not taken for margin.
     """
     h, w = bright.shape
     k = max(2, min(h, w) // 16)
-    level = min(float(np.median(c)) for c in (bright[:k, :k], bright[:k, -k:], bright[-k:, :k], bright[-k:, -k:]))
-    return level if level < 0.5 * typical else 0.0
+    levels = []
+    for corner in (bright[:k, :k], bright[:k, -k:], bright[-k:, :k], bright[-k:, -k:]):
+        level = float(np.median(corner))
+        if float(np.median(np.abs(corner - level))) <= MARGIN_MAD and level < 0.5 * typical:
+            levels.append(level)
+    return min(levels, default=0.0)
 
 
 def find_fov(rgb: np.ndarray, threshold: float | None = None) -> FieldOfView:

@@ -67,6 +67,17 @@ def test_retina_in_two_corners_does_not_raise_the_threshold():
     assert fov.mask[dim].mean() > 0.95
 
 
+def test_dim_textured_corners_of_a_crop_inside_the_aperture_are_not_margin():
+    # Cropped inside the aperture, heavy vignetting: the corners are dim retina, not a margin.
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:300, :300]
+    fall = np.hypot(xx - 150, yy - 150) / np.hypot(150, 150)
+    level = 170 - 115 * fall ** 2 + rng.normal(0, 6, (300, 300))
+    img = np.clip(np.stack([level, level * 0.55, level * 0.25], axis=2), 0, 255).astype(np.uint8)
+    fov = find_fov(img)
+    assert fov.mask.mean() > 0.99
+
+
 def test_dark_lesions_inside_do_not_make_holes():
     img, inside = _disc(300, 300, 150, 150, 120)
     img[140:160, 140:160] = 0
