@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from appliance.config import ImagingConfig
 from appliance.errors import ImageError
@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 DICOM_MAGIC_OFFSET = 128
 #: PIL modes accepted, and what they become. Grey ("L", 16-bit "I;16") is a red-free
 #: photograph: its single channel is used as all three, so the green channel carries it.
+#: The EXIF tag saying how the stored pixels must be turned for display.
+_EXIF_ORIENTATION = 0x0112
 _ACCEPTED_MODES = {"RGB", "RGBA", "L", "P", "I;16", "I;16B", "I;16L", "CMYK", "YCbCr"}
 
 
@@ -173,6 +175,10 @@ def _decode_raster(raw: bytes, source: str, config: ImagingConfig) -> np.ndarray
             raise ImageError(f"{source}: the file is truncated or corrupt ({exc}).") from exc
         finally:
             Image.MAX_IMAGE_PIXELS = previous
+    if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+        # A camera held sideways (or a phone adapter) stores the pixels as shot and says how to
+        # turn them; every viewer, OpenCV included, shows them turned, so lesions are placed there.
+        image = ImageOps.exif_transpose(image)
     return _to_rgb8(image)
 
 

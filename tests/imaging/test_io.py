@@ -48,6 +48,25 @@ def test_reads_16bit_grey_as_red_free() -> None:
     np.testing.assert_array_equal(photo.rgb[:, :, 1], (grey >> 8).astype(np.uint8))
 
 
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_applied_as_viewers_apply_it(tmp_path: Path, orientation: int) -> None:
+    # OpenCV's reader turns the pixels by the EXIF tag, as browsers and PACS viewers do: the oracle.
+    import cv2
+
+    rgb = np.zeros((60, 100, 3), np.uint8)
+    rgb[5:20, 5:30] = (250, 40, 40)  # a red patch near the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "turned.jpg"
+    path.write_bytes(_encode(rgb, "JPEG", exif=exif, quality=95))
+    shown = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    photo = load_photograph(path, CFG)
+    assert photo.rgb.shape == shown.shape
+    assert photo.rgb.shape[:2] == ((60, 100) if orientation == 3 else (100, 60))
+    np.testing.assert_allclose(photo.rgb.astype(int), shown.astype(int), atol=2)
+    assert not np.array_equal(photo.rgb[5:20, 5:30, 0] > 128, rgb[5:20, 5:30, 0] > 128)
+
+
 def test_reads_path_and_records_name(tmp_path: Path) -> None:
     path = tmp_path / "eye.png"
     path.write_bytes(_encode(_fundus_like(), "PNG"))
