@@ -53,9 +53,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ImagingConfig:
-    """How photographs are read and judged."""
+    """How photographs are read and judged.
+
+    ``fov_deg``: the camera's field angle, which the field of view's diameter in px turns
+    into micrometres per pixel (DICOM photographs state their own). ``um_per_px``: the
+    pixel size itself, for a camera whose photographs are cropped inside the aperture, so
+    no edge of the field of view is there to measure; 0 derives it from the field of view.
+    """
 
     fov_deg: float = 45.0
+    um_per_px: float = 0.0
     max_megapixels: float = 60.0
     max_file_mb: int = 200
 

@@ -45,6 +45,8 @@ def run_segment(args: argparse.Namespace, config: Config) -> int:
     shown = len(result.shown)
     print(f"{args.image.name}: {len(result.lesions)} candidates, {shown} shown"
           f"{'' if result.gradable else ' (ungradable: retake advised)'} -> {args.out}")
+    for reason in result.quality_reasons.values():
+        print(f"  {reason}")
     return 0
 
 

@@ -33,8 +33,8 @@ from appliance.glance.predictor import PromptResult, SamPredictor
 from appliance.glance.spill import EmbeddingSpill
 from appliance.imaging.fov import FieldOfView, find_fov
 from appliance.imaging.io import Photograph
-from appliance.imaging.quality import assess_quality
-from appliance.imaging.scale import um_per_px
+from appliance.imaging.quality import check_quality
+from appliance.imaging.scale import photograph_scale
 from appliance.imaging.tiling import Tile, TileGrid
 
 logger = logging.getLogger(__name__)
@@ -163,8 +163,9 @@ class ImageSession:
         self.config = engine.config
         self.fov: FieldOfView = find_fov(photo.rgb)
         self.fov_deg = photo.fov_deg or self.config.imaging.fov_deg
-        self.um_per_px = um_per_px(self.fov.diameter_px, self.fov_deg)
-        self.quality = assess_quality(photo.rgb, self.fov)
+        configured = self.config.imaging.um_per_px
+        self.um_per_px = photograph_scale(self.fov.diameter_px, self.fov_deg, configured)
+        self.quality = check_quality(photo.rgb, self.fov, self.um_per_px, scale_known=configured > 0)
         self.cells = TileGrid(photo.width, photo.height, size=self.config.gaze.roi_cell_px, overlap=0)
         self.lesions: dict[int, Lesion] = {}
         self.done: dict[tuple[int, int], CellResult] = {}
@@ -377,7 +378,8 @@ class ImageSession:
             width=self.photo.width, height=self.photo.height, mode=mode, lesions=lesions,
             display_threshold=self.config.glance.display_threshold,
             model_name=self.engine.model_name, model_sha256=self.engine.model_sha256,
-            timings_ms=timings, gradable=self.quality.gradable, quality=dict(self.quality.measures),
+            timings_ms=timings, um_per_px=self.um_per_px, gradable=self.quality.gradable, quality=dict(self.quality.measures),
+            quality_reasons=dict(self.quality.reasons),
         )
 
     def scan(self, use_model: bool = True) -> SegmentationResult:

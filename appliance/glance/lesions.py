@@ -75,8 +75,11 @@ class SegmentationResult:
         Model family and the sha256 of ``models/manifest.json`` as loaded.
     timings_ms
         Named stage timings.
-    gradable, quality
-        The image-quality verdict and its measures.
+    um_per_px
+        The pixel size every µm rule was applied at (None where not recorded).
+    gradable, quality, quality_reasons
+        The image-quality verdict, its measures, and a sentence per failed measure keyed
+        by the measure (:class:`~appliance.imaging.quality.QualityReport`).
     gaze_calibration
         Gaze mode: the tracker offset fitted from the dwells and used in the scores
         (:class:`~appliance.glance.gaze_calibration.GazeCalibration` as a dict), or None.
@@ -90,8 +93,10 @@ class SegmentationResult:
     model_name: str
     model_sha256: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    um_per_px: Optional[float] = None
     gradable: bool = True
     quality: dict[str, float] = field(default_factory=dict)
+    quality_reasons: dict[str, str] = field(default_factory=dict)
     gaze_calibration: Optional[dict[str, Any]] = None
 
     @property

@@ -38,12 +38,16 @@ class FieldOfView:
         circle is cropped).
     diameter_px
         ``2 * radius_px``; the length the camera's field angle spans.
+    edge_seen
+        False when no stretch of the aperture's edge is in the photograph (a crop inside
+        the aperture): the circle is then a guess, and so is any scale derived from it.
     """
 
     mask: np.ndarray
     center_xy: tuple[float, float]
     radius_px: float
     diameter_px: float
+    edge_seen: bool = True
 
     @property
     def area_px(self) -> int:
@@ -120,8 +124,9 @@ def find_fov(rgb: np.ndarray, threshold: float | None = None) -> FieldOfView:
     FieldOfView
         ``mask`` is the bright region (largest component, holes filled) within the fitted
         circle. With too few inner boundary points (a photograph cropped to a rectangle
-        inside the aperture) the circle is the one circumscribing the image, so the scale
-        stays a lower bound rather than nonsense.
+        inside the aperture) the circle is the one circumscribing the image and
+        ``edge_seen`` is False: the scale derived from it is a guess, which the quality
+        check reports (:func:`appliance.imaging.quality.check_quality`).
 
     Raises
     ------
@@ -161,7 +166,8 @@ def find_fov(rgb: np.ndarray, threshold: float | None = None) -> FieldOfView:
     pts = np.concatenate([c.reshape(-1, 2) for c in contours]) if contours else np.zeros((0, 2))
     inner = (pts[:, 0] > 1) & (pts[:, 0] < sw - 2) & (pts[:, 1] > 1) & (pts[:, 1] < sh - 2)
     pts = pts[inner].astype(np.float64)
-    if pts.shape[0] >= 20:
+    edge_seen = pts.shape[0] >= 20
+    if edge_seen:
         cx, cy, r = _fit_circle(pts[:, 0], pts[:, 1])
         for _ in range(2):  # drop outliers (notches, glare) and refit
             resid = np.abs(np.hypot(pts[:, 0] - cx, pts[:, 1] - cy) - r)
@@ -180,4 +186,4 @@ def find_fov(rgb: np.ndarray, threshold: float | None = None) -> FieldOfView:
     logger.debug("FOV centre (%.1f, %.1f) radius %.1f px, %.0f%% of image", cx, cy, r,
                  100.0 * mask.mean())
     return FieldOfView(mask=mask, center_xy=(float(cx), float(cy)), radius_px=float(r),
-                       diameter_px=float(2.0 * r))
+                       diameter_px=float(2.0 * r), edge_seen=edge_seen)

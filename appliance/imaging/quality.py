@@ -70,12 +70,13 @@ class QualityReport:
         ``focus``, ``median_luma``, ``dark_fraction``, ``saturated_fraction``,
         ``circle_coverage``, ``image_fraction``.
     reasons
-        One sentence per failed measure.
+        One sentence per failed measure, keyed by the measure's name (``fov_edge`` when
+        the scale is a guess), so a page can name the fault in its own language.
     """
 
     gradable: bool
     measures: dict[str, float] = field(default_factory=dict)
-    reasons: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 def focus_measure(rgb: np.ndarray, fov: FieldOfView, um_per_px: float) -> float:
@@ -89,7 +90,7 @@ def focus_measure(rgb: np.ndarray, fov: FieldOfView, um_per_px: float) -> float:
 
 
 def check_quality(rgb: np.ndarray, fov: FieldOfView, um_per_px: float,
-                  limits: QualityThresholds = QualityThresholds()) -> QualityReport:
+                  limits: QualityThresholds = QualityThresholds(), scale_known: bool = False) -> QualityReport:
     """Judge whether a photograph is gradable.
 
     Parameters
@@ -102,6 +103,12 @@ def check_quality(rgb: np.ndarray, fov: FieldOfView, um_per_px: float,
         Image pixel size in µm.
     limits
         Thresholds.
+    scale_known
+        True when ``um_per_px`` was configured rather than derived from the field of view.
+        Without it, a photograph whose field-of-view edge is not visible is ungradable:
+        every MA size rule would rest on a guessed scale (a 100 px crop was read at
+        90 µm/px, its MAs as single pixels). The focus verdict is then left out, since
+        its detail band sits on that guessed grid.
 
     Returns
     -------
@@ -114,7 +121,7 @@ def check_quality(rgb: np.ndarray, fov: FieldOfView, um_per_px: float,
     luma = 0.299 * small[:, :, 0] + 0.587 * small[:, :, 1] + 0.114 * small[:, :, 2]
     inside = fov.mask[::step, ::step]
     m: dict[str, float] = {}
-    reasons: list[str] = []
+    reasons: dict[str, str] = {}
     m["image_fraction"] = float(fov.mask.mean())
     m["circle_coverage"] = fov.coverage
     if inside.any():
@@ -126,31 +133,22 @@ def check_quality(rgb: np.ndarray, fov: FieldOfView, um_per_px: float,
     else:
         m.update(median_luma=0.0, dark_fraction=1.0, saturated_fraction=0.0, focus=0.0)
     if m["image_fraction"] < limits.min_image_fraction:
-        reasons.append(f"The field of view fills only {100 * m['image_fraction']:.0f}% of the image.")
+        reasons["image_fraction"] = f"The field of view fills only {100 * m['image_fraction']:.0f}% of the image."
     if m["circle_coverage"] < limits.min_circle_coverage:
-        reasons.append(f"Only {100 * m['circle_coverage']:.0f}% of the field of view is in the image.")
+        reasons["circle_coverage"] = f"Only {100 * m['circle_coverage']:.0f}% of the field of view is in the image."
+    scale_guessed = not (fov.edge_seen or scale_known)
+    if scale_guessed:
+        reasons["fov_edge"] = ("No edge of the field of view is in the photograph, so its scale is unknown; "
+                               "set [imaging] um_per_px for this camera.")
     if m["median_luma"] < limits.min_median_luma:
-        reasons.append(f"The photograph is too dark (median luminance {m['median_luma']:.0f}).")
+        reasons["median_luma"] = f"The photograph is too dark (median luminance {m['median_luma']:.0f})."
     if m["dark_fraction"] > limits.max_dark_fraction:
-        reasons.append(f"{100 * m['dark_fraction']:.0f}% of the field of view is too dark to read.")
+        reasons["dark_fraction"] = f"{100 * m['dark_fraction']:.0f}% of the field of view is too dark to read."
     if m["saturated_fraction"] > limits.max_saturated_fraction:
-        reasons.append(f"{100 * m['saturated_fraction']:.0f}% of the field of view is overexposed.")
-    if m["focus"] < limits.min_focus:
-        reasons.append(f"The photograph is out of focus (fine detail {m['focus']:.4f}).")
+        reasons["saturated_fraction"] = f"{100 * m['saturated_fraction']:.0f}% of the field of view is overexposed."
+    if m["focus"] < limits.min_focus and not scale_guessed:  # measured on a grid set by the scale
+        reasons["focus"] = f"The photograph is out of focus (fine detail {m['focus']:.4f})."
     report = QualityReport(gradable=not reasons, measures=m, reasons=reasons)
     logger.debug("quality %s: %s", "gradable" if report.gradable else "ungradable", m)
     return report
 
-
-def assess_quality(rgb: np.ndarray, fov: FieldOfView, um_per_px: float | None = None,
-                   fov_deg: float = 45.0, limits: QualityThresholds = QualityThresholds()) -> QualityReport:
-    """:func:`check_quality` with the scale derived from the FOV when not given.
-
-    Every measure is normalised, so the default 45° angle only sets the focus measure's
-    working grid; a wrong angle changes it by the ratio of angles at most.
-    """
-    if um_per_px is None:
-        from appliance.imaging.scale import um_per_px as _scale
-
-        um_per_px = _scale(fov.diameter_px, fov_deg)
-    return check_quality(rgb, fov, um_per_px, limits)

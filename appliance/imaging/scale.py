@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 
+from appliance.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 #: Retinal distance per degree of visual angle near the posterior pole (µm/deg).
@@ -46,6 +48,28 @@ def um_per_px(diameter_px: float, fov_deg: float, um_per_deg: float = UM_PER_DEG
     if um_per_deg <= 0:
         raise ValueError("Micrometres per degree must be positive.")
     return fov_deg * um_per_deg / float(diameter_px)
+
+
+def photograph_scale(diameter_px: float, fov_deg: float, configured_um_per_px: float = 0.0) -> float:
+    """Return the pixel size of a photograph: the configured one, else from its FOV.
+
+    ``configured_um_per_px`` (``[imaging] um_per_px``) serves cameras whose photographs
+    are cropped inside the aperture, where no FOV diameter can be measured; 0 means unset.
+
+    Raises
+    ------
+    ConfigError
+        If the configured size is negative or the field angle implausible: settings a
+        technician must correct, not a fault of the photograph.
+    """
+    if configured_um_per_px < 0:
+        raise ConfigError(f"[imaging] um_per_px must be positive, or 0 to derive it; got {configured_um_per_px}.")
+    if configured_um_per_px:
+        return float(configured_um_per_px)
+    try:
+        return um_per_px(diameter_px, fov_deg)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} Check [imaging] fov_deg.") from exc
 
 
 def px_from_um(length_um: float, scale_um_per_px: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -169,9 +170,7 @@ class DecisionsMixin:
         states, added = self.lesion_states(result_id)
         final, table = final_lesions(auto, states, added)
         res = auto.result
-        res_final = type(res)(width=res.width, height=res.height, mode=res.mode, lesions=final,
-                              display_threshold=0.0, model_name=res.model_name, model_sha256=res.model_sha256,
-                              timings_ms={}, gradable=res.gradable, quality=res.quality)
+        res_final = dataclasses.replace(res, lesions=final, display_threshold=0.0, timings_ms={})
         payload = {"kind": "reviewed", "based_on": result_id, "gaze": auto.payload.get("gaze", {}), "grade": grade,
                    "referral": referral, "signed_by": actor, "decisions": table}
         json_bytes, npz_bytes = build_result_files(res_final, [int(l.id) for l in final], payload)

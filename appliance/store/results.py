@@ -92,8 +92,10 @@ def build_result_files(
         "display_threshold": float(result.display_threshold),
         "model": {"name": result.model_name, "sha256": result.model_sha256},
         "timings_ms": _jsonable(result.timings_ms),
+        "um_per_px": result.um_per_px,
         "gradable": bool(result.gradable),
         "quality": _jsonable(result.quality),
+        "quality_reasons": dict(result.quality_reasons),
         "lesions": lesions,
         "mask_lesion_ids": [int(i) for i in mask_lesion_ids],
         **_jsonable(payload),
@@ -131,9 +133,10 @@ def load_stored_result(json_path: Path, json_sha: str, masks_path: Path, masks_s
         display_threshold=float(doc["display_threshold"]), model_name=doc["model"]["name"],
         model_sha256=doc["model"]["sha256"], timings_ms=doc.get("timings_ms", {}),
         gradable=bool(doc.get("gradable", True)), quality=doc.get("quality", {}),
+        quality_reasons=doc.get("quality_reasons", {}), um_per_px=doc.get("um_per_px"),
     )
     known = {"width", "height", "mode", "display_threshold", "model", "timings_ms", "gradable", "quality",
-             "lesions", "mask_lesion_ids"}
+             "quality_reasons", "um_per_px", "lesions", "mask_lesion_ids"}
     payload = {k: v for k, v in doc.items() if k not in known}
     return StoredResult(result, [int(i) for i in doc["mask_lesion_ids"]], payload)
 

@@ -174,7 +174,8 @@ def report_pdf(study_id: int) -> Any:
     for s in ctx["summaries"]:
         pdf.line(f"Photograph {s.image.name}: microaneurysms confirmed {s.ma_count} "
                  f"(accepted {s.accepted}, added {s.added}; rejected {s.rejected}; not reviewed {s.undecided})"
-                 + ("" if s.image.gradable else " - flagged ungradable"), bold=True)
+                 + ("" if s.image.gradable else " - flagged ungradable"
+                    + (": " + ", ".join(s.image.faults) if s.image.faults else "")), bold=True)
         jpeg, w, h = overlay_jpeg(s.image, s.lesions, max_side=1200)
         pdf.image(jpeg, w, h, max_height_pt=260)
         for les in s.lesions[:40]:

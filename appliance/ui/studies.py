@@ -28,6 +28,16 @@ logger = logging.getLogger(__name__)
 
 STATUSES = ("new", "read", "pending_sync", "synced")
 DECISION_WORDS = {"accept": "accepted", "reject": "rejected"}
+#: The measures of :func:`appliance.imaging.quality.check_quality`, as the badge names them.
+QUALITY_FAULTS = {
+    "focus": "out of focus",
+    "median_luma": "too dark",
+    "dark_fraction": "partly too dark",
+    "saturated_fraction": "overexposed",
+    "circle_coverage": "field of view cut off",
+    "image_fraction": "field of view too small",
+    "fov_edge": "scale unknown: no edge of the field of view",
+}
 _CACHE_MAX = 64
 
 
@@ -43,6 +53,8 @@ class ImageRow:
     width: int
     height: int
     gradable: bool
+    #: What made it ungradable, as short English phrases (message ids the pages translate).
+    faults: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -104,7 +116,8 @@ class StoreStudies:
         else:
             status = "read" if self.store.decisions(rec.auto_result_id) else "new"
         img = ImageRow(image.id, rec.id, rec.auto_result_id, image.source_name or f"image {image.id}",
-                       image.sha256, image.width, image.height, bool(result.gradable))
+                       image.sha256, image.width, image.height, bool(result.gradable),
+                       [QUALITY_FAULTS.get(k, k) for k in result.quality_reasons])
         return StudyRow(rec.id, rec.patient_id, rec.eye, status, rec.created_at, rec.auto_result_id, [img])
 
     def studies(self, limit: int = 200) -> list[StudyRow]:

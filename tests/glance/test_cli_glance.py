@@ -92,3 +92,26 @@ def test_segment_refuses_bad_input_with_a_clear_error(tmp_path: Path, capsys, pa
     assert main(["segment", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o" / "lesions.json").exists()
+
+
+def test_segment_reports_the_scale_and_why_a_crop_inside_the_aperture_is_ungradable(
+        crop: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("GLANCESEG_DATA_DIR", str(tmp_path / "data"))
+    guessed = tmp_path / "guessed"
+    assert main(["segment", str(crop), "--no-model", "--out", str(guessed)]) == 0
+    doc = json.loads((guessed / "lesions.json").read_text())
+    # No aperture edge in a 640 px crop: the circle circumscribing it stands in, 45° across it.
+    assert doc["um_per_px"] == pytest.approx(45 * 290 / (640 * 2 ** 0.5), rel=1e-3)
+    assert doc["gradable"] is False and set(doc["quality_reasons"]) == {"fov_edge"}
+    assert "um_per_px" in capsys.readouterr().out  # the console says what to set
+
+    monkeypatch.setenv("GLANCESEG_IMAGING_UM_PER_PX", "3.9")  # IDRiD's pixel at the default 45°
+    known = tmp_path / "known"
+    assert main(["segment", str(crop), "--no-model", "--out", str(known)]) == 0
+    doc = json.loads((known / "lesions.json").read_text())
+    assert doc["um_per_px"] == 3.9
+    assert doc["gradable"] is True and doc["quality_reasons"] == {}
+
+    monkeypatch.setenv("GLANCESEG_IMAGING_UM_PER_PX", "-1")
+    assert main(["segment", str(crop), "--no-model", "--out", str(tmp_path / "bad")]) != 0
+    assert "um_per_px" in capsys.readouterr().err

@@ -32,6 +32,7 @@ def test_cropped_circle_keeps_the_true_diameter():
     fov = find_fov(img)
     assert fov.radius_px == pytest.approx(200, rel=0.02)
     assert fov.coverage < 0.95
+    assert fov.edge_seen
 
 
 @pytest.mark.parametrize("margin", [30, 50, 70])
@@ -76,6 +77,7 @@ def test_dim_textured_corners_of_a_crop_inside_the_aperture_are_not_margin():
     img = np.clip(np.stack([level, level * 0.55, level * 0.25], axis=2), 0, 255).astype(np.uint8)
     fov = find_fov(img)
     assert fov.mask.mean() > 0.99
+    assert not fov.edge_seen  # so the scale is a guess, which the quality check reports
 
 
 def test_dark_lesions_inside_do_not_make_holes():

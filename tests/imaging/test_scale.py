@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.imaging.scale import UM_PER_DEG, px_from_um, um_per_px
+from appliance.errors import ConfigError
+from appliance.imaging.scale import UM_PER_DEG, photograph_scale, px_from_um, um_per_px
 
 
 def test_idrid_scale():
@@ -23,3 +24,15 @@ def test_scale_follows_resolution_and_angle():
 def test_rejects_implausible_values(diameter, angle):
     with pytest.raises(ValueError):
         um_per_px(diameter, angle)
+
+
+def test_a_configured_pixel_size_wins_over_the_field_of_view():
+    assert photograph_scale(3410, 50.0) == pytest.approx(um_per_px(3410, 50.0))
+    assert photograph_scale(3410, 50.0, configured_um_per_px=6.5) == 6.5
+
+
+@pytest.mark.parametrize("angle, configured", [(500.0, 0.0), (45.0, -1.0)])
+def test_bad_scale_settings_are_configuration_errors(angle, configured):
+    # A technician's setting to correct, named, rather than a traceback.
+    with pytest.raises(ConfigError, match="fov_deg|um_per_px"):
+        photograph_scale(3410, angle, configured)

@@ -102,6 +102,18 @@ def test_pointer_gaze_decisions_undo_signoff_and_pdf(app, services, fundus_png):
     assert b"Mild non-proliferative DR" in pdf and b"/DCTDecode" in pdf
 
 
+def test_ungradable_badge_names_what_to_fix(app, services, fundus_png):
+    # The crop holds no edge of the aperture, so its scale is a guess: the pages say so, not just "retake".
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services)
+    badge = "Ungradable: retake (scale unknown: no edge of the field of view)"
+    assert badge in client.get("/").get_data(as_text=True)
+    assert badge in client.get(f"/reader/{study.image_id}").get_data(as_text=True)
+    report = services.store.load_result(study.auto_result_id).result
+    assert set(report.quality_reasons) == {"fov_edge"} and report.um_per_px > 10
+
+
 def test_unknown_live_lesion_is_recorded_as_added(app, services, fundus_png):
     """A live lesion whose id the stored result lacks (it should not happen) is stored as added."""
     from appliance.glance.lesions import Lesion
