@@ -91,6 +91,8 @@ def read_gaze_csv(path: Union[PathLike, TextIO], default_px_per_deg: float = mat
     ------
     GazeError
         If the file cannot be read, lacks a required column, or a value is not a number.
+        A bad last row alone is left out with a warning: it is what a recorder that lost
+        power mid-write leaves.
     """
     if hasattr(path, "read"):
         name = getattr(path, "name", "gaze CSV") if isinstance(getattr(path, "name", None), str) else "gaze CSV"
@@ -126,6 +128,17 @@ def _check_time_unit(samples: list[GazeSample], name: str) -> None:
             "milliseconds or microseconds? Multiply them to nanoseconds.")
 
 
+def _parse_row(row: dict, where: str, default_px_per_deg: float) -> GazeSample:
+    ppd = _parse_float(row.get("px_per_deg") or "", where)
+    return GazeSample(
+        timestamp_ns=_parse_timestamp(row.get("timestamp_ns") or "", where),
+        x=_parse_float(row.get("x") or "", where),
+        y=_parse_float(row.get("y") or "", where),
+        worn=_parse_worn(row.get("worn") or "", where),
+        px_per_deg=ppd if math.isfinite(ppd) else default_px_per_deg,
+    )
+
+
 def _read_rows(fh: TextIO, name: str, default_px_per_deg: float) -> list[GazeSample]:
     try:
         reader = csv.DictReader(fh)
@@ -136,18 +149,23 @@ def _read_rows(fh: TextIO, name: str, default_px_per_deg: float) -> list[GazeSam
                             f"the header must start with {','.join(REQUIRED)}.")
         reader.fieldnames = header
         samples = []
+        bad: Optional[GazeError] = None
         for row in reader:
             where = f"{name} line {reader.line_num}"
             if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
                 continue  # blank line
-            ppd = _parse_float(row.get("px_per_deg") or "", where)
-            samples.append(GazeSample(
-                timestamp_ns=_parse_timestamp(row.get("timestamp_ns") or "", where),
-                x=_parse_float(row.get("x") or "", where),
-                y=_parse_float(row.get("y") or "", where),
-                worn=_parse_worn(row.get("worn") or "", where),
-                px_per_deg=ppd if math.isfinite(ppd) else default_px_per_deg,
-            ))
+            if bad is not None:
+                raise bad  # a bad row with rows after it: the file is malformed, not cut short
+            try:
+                samples.append(_parse_row(row, where, default_px_per_deg))
+            except GazeError as exc:
+                bad = exc
+        if bad is not None and not samples:
+            raise bad
+        if bad is not None:
+            # Only the last row is bad: a recorder stopped mid-write (power cut, full disk). The
+            # reading before it is whole, so it is kept rather than refused for one torn line.
+            logger.warning("%s; the last row looks cut short and is left out", bad)
     except csv.Error as exc:
         raise GazeError(f"Gaze CSV {name} is malformed: {exc}.") from exc
     except UnicodeDecodeError as exc:

@@ -52,15 +52,25 @@ def test_empty_px_per_deg_cell_takes_default(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text, message", [
     ("t,x,y\n0,1,2\n", "timestamp_ns"),
-    ("timestamp_ns,x,y\n0,abc,2\n", "line 2"),
-    ("timestamp_ns,x,y\nnow,1,2\n", "timestamp"),
-    ("timestamp_ns,x,y,worn\n0,1,2,maybe\n", "worn"),
+    ("timestamp_ns,x,y\n0,abc,2\n5000000,1,2\n", "line 2"),
+    ("timestamp_ns,x,y\nnow,1,2\n5000000,1,2\n", "timestamp"),
+    ("timestamp_ns,x,y,worn\n0,1,2,maybe\n5000000,1,2,1\n", "worn"),
+    ("timestamp_ns,x,y\n0,abc,2\n", "line 2"),  # the only row: nothing to keep
 ])
 def test_malformed_files_raise(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "gaze.csv"
     path.write_text(text)
     with pytest.raises(GazeError, match=message):
         read_gaze_csv(path)
+
+
+def test_a_last_row_cut_short_is_left_out(tmp_path: Path, caplog) -> None:
+    # A recorder that lost power mid-write leaves a torn last line; the reading before it is kept.
+    path = tmp_path / "gaze.csv"
+    path.write_text("timestamp_ns,x,y,worn,px_per_deg\n0,10,20,1,50\n5000000,11,21,1,50\n10000000,12,2.5e")
+    got = read_gaze_csv(path)
+    assert [(s.timestamp_ns, s.x) for s in got] == [(0, 10.0), (5_000_000, 11.0)]
+    assert "line 4" in caplog.text and "cut short" in caplog.text
 
 
 @pytest.mark.parametrize("unit_ns", [1_000_000_000, 1_000_000, 1_000])  # seconds, ms, µs
