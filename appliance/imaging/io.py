@@ -212,14 +212,11 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
             f"{source}: unsupported bit depth or channel layout ({bits} bits, {samples} samples per pixel)."
         )
     try:
+        # pydicom >= 3 returns YCbCr photographs (YBR_FULL, and the YBR_FULL_422 of a JPEG
+        # Baseline export, what most fundus cameras write) already turned to RGB.
         pixels = ds.pixel_array
     except (ValueError, RuntimeError, NotImplementedError, OSError, AttributeError) as exc:
         raise ImageError(f"{source}: the DICOM pixel data cannot be decoded ({exc}).") from exc
-    photometric = str(ds.get("PhotometricInterpretation", "RGB"))
-    if samples == 3 and photometric.startswith("YBR"):
-        from pydicom.pixels import convert_color_space
-
-        pixels = convert_color_space(pixels, photometric, "RGB")
     if bits == 16:
         stored = int(ds.get("BitsStored", 16))
         pixels = (pixels.astype(np.uint32) * 255 // max(1, (1 << stored) - 1)).astype(np.uint8)

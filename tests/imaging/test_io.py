@@ -105,6 +105,32 @@ def test_reads_dicom_ophthalmic_photograph_with_fov() -> None:
     assert photo.dicom["Modality"] == "OP"
 
 
+@pytest.mark.parametrize("encoding", ["native YBR_FULL", "JPEG Baseline YBR_FULL_422"])
+def test_reads_ycbcr_dicom_photographs_in_true_colour(encoding: str) -> None:
+    # Most fundus cameras export JPEG Baseline, YBR_FULL_422; pydicom returns it as RGB already,
+    # and a second conversion (once made here) turned a fundus photograph blue-green.
+    import cv2
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import convert_color_space
+    from pydicom.uid import JPEGBaseline8Bit
+
+    demo = Path(__file__).resolve().parents[2] / "appliance" / "demo" / "IDRiD_03.jpg"
+    rgb = np.ascontiguousarray(cv2.imread(str(demo))[1000:1128, 1250:1378, ::-1])
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(rgb)))
+    if encoding.startswith("native"):
+        ds.PhotometricInterpretation = "YBR_FULL"
+        ds.PixelData = convert_color_space(rgb, "RGB", "YBR_FULL").tobytes()
+    else:
+        ok, jpeg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+        ds.PixelData = encapsulate([jpeg.tobytes()])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    photo = load_photograph(buf.getvalue(), CFG)
+    assert np.abs(photo.rgb.astype(int) - rgb).mean() < 3.0
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="no such file"):
         load_photograph(tmp_path / "nope.jpg", CFG)
