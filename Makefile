@@ -8,7 +8,7 @@ BUILD_STAMP := $(BUILD_VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test test-fast venv build-venv models eval bench lint clean
+.PHONY: run test test-fast venv build-venv models eval bench clean
 
 run: $(STAMP)
 	$(BIN)/glanceseg models check

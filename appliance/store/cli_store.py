@@ -69,8 +69,10 @@ def run_add(args: argparse.Namespace, config: Config) -> int:
     from appliance.glance.scan import segment_photograph
     from appliance.imaging.io import load_photograph
     from appliance.store import files
+    from appliance.store.records import check_study_keys
     from appliance.store.store import Store
 
+    check_study_keys(args.patient, args.eye)  # before the slow segmentation; add_study checks again
     photo = load_photograph(args.image, config.imaging)
     files.makedirs_durable(config.data_dir)
     # Refuse before the (slow) segmentation when space is already short; add_study checks again.

@@ -3,9 +3,38 @@
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from appliance.errors import StoreError
+
+#: A pseudonymous patient code. No spaces or ``^`` (no names: they would travel to the PACS as
+#: PatientID), no ``\`` (DICOM's value separator), and well inside the 64 characters of DICOM's
+#: LO value representation.
+PATIENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+EYES = ("L", "R")
+
+
+def check_study_keys(patient_id: str, eye: str) -> tuple[str, str]:
+    """Return the patient ID (stripped) and eye of a new study, or say what is allowed.
+
+    Every way in (the import page, ``glanceseg study add``, :meth:`Store.add_study`) checks
+    here, before any work, so a name typed into the ID field never reaches the store.
+
+    Raises
+    ------
+    StoreError
+        With a sentence fit to show as is.
+    """
+    patient_id = str(patient_id).strip()
+    if not PATIENT_ID_RE.match(patient_id):
+        raise StoreError("The patient ID must be a pseudonymous code of 1 to 32 letters, digits, dots, "
+                         "dashes or underscores.")
+    if eye not in EYES:
+        raise StoreError("Choose the left (L) or right (R) eye.")
+    return patient_id, eye
 
 
 def new_uid() -> str:

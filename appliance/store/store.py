@@ -23,7 +23,8 @@ from appliance.config import Config
 from appliance.errors import StoreError
 from appliance.store import db, files
 from appliance.store.results import utc_now
-from appliance.store.records import ImageRecord, OutboxKind, ResultRecord, StudyRecord, new_uid
+from appliance.store.records import (ImageRecord, OutboxKind, ResultRecord, StudyRecord, check_study_keys,
+                                     new_uid)
 from appliance.store._decisions import DecisionsMixin
 from appliance.store._outbox import OutboxMixin
 from appliance.store.results import StoredResult, build_result_files, load_stored_result
@@ -31,8 +32,6 @@ from appliance.store.results import StoredResult, build_result_files, load_store
 logger = logging.getLogger(__name__)
 
 WRITE_LOCK = "store.lock"
-EYES = ("L", "R")
-
 
 
 
@@ -173,14 +172,12 @@ class Store(DecisionsMixin, OutboxMixin):
         Raises
         ------
         ValueError
-            If ``eye`` is not L or R, the patient id is empty, or the result's size differs.
+            If the photograph is not H×W×3 uint8 or the result's size differs.
         StoreError
-            If space is short (checked before anything is written) or a write fails.
+            If the patient ID or eye is not allowed (:func:`~appliance.store.records.check_study_keys`),
+            if space is short (checked before anything is written) or a write fails.
         """
-        if eye not in EYES:
-            raise ValueError(f"The eye must be 'L' or 'R', not {eye!r}.")
-        if not str(patient_id).strip():
-            raise ValueError("The patient id must not be empty.")
+        patient_id, eye = check_study_keys(patient_id, eye)
         rgb = np.ascontiguousarray(photo.rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError("The photograph must be an H×W×3 uint8 array.")
@@ -189,7 +186,7 @@ class Store(DecisionsMixin, OutboxMixin):
         files.check_space(self.root, int(rgb.nbytes * self.config.data.study_space_factor), self.config.data.min_free_mb)
 
         with self._writing():
-            study = self._add_study(photo, str(patient_id).strip(), eye, result, gaze_summary, rgb)
+            study = self._add_study(photo, patient_id, eye, result, gaze_summary, rgb)
         self._changed()
         return study
 

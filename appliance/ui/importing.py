@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from appliance.config import Config
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, StoreError
+from appliance.store.records import check_study_keys
 
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".dcm", ""}
-PATIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 
 
 class ImportRefused(ValueError):
@@ -47,14 +46,11 @@ def check_name(name: str) -> str:
 
 
 def check_patient(patient_id: str, eye: str) -> tuple[str, str]:
-    """Validate a pseudonymous patient ID (no names: letters, digits, . _ -) and the eye."""
-    patient_id = patient_id.strip()
-    if not PATIENT_RE.match(patient_id):
-        raise ImportRefused("The patient ID must be a pseudonymous code of 1 to 32 letters, digits, dots, "
-                            "dashes or underscores.")
-    if eye not in ("L", "R"):
-        raise ImportRefused("Choose the left (L) or right (R) eye.")
-    return patient_id, eye
+    """Validate a pseudonymous patient ID and the eye (:func:`appliance.store.records.check_study_keys`)."""
+    try:
+        return check_study_keys(patient_id, eye)
+    except StoreError as exc:
+        raise ImportRefused(str(exc)) from exc
 
 
 def import_bytes(raw: bytes, name: str, patient_id: str, eye: str, config: Config, services: Any) -> Imported:

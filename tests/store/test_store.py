@@ -40,11 +40,14 @@ def test_add_study_stores_verified_files_and_queues_three_instances(store):
 
 def test_bad_inputs_are_refused_before_writing(store):
     photo, result = make_study_inputs(2)
-    with pytest.raises(ValueError, match="eye"):
+    with pytest.raises(StoreError, match="eye"):
         store.add_study(photo, "P", "X", result)
-    with pytest.raises(ValueError, match="patient"):
-        store.add_study(photo, " ", "L", result)
+    # Empty, a name (DICOM's ^ and spaces), DICOM's value separator, longer than the ID field.
+    for patient in (" ", "Doe^John", "Jane Doe", "P\\1", "P" * 33):
+        with pytest.raises(StoreError, match="pseudonymous"):
+            store.add_study(photo, patient, "L", result)
     assert store.worklist() == [] and not (store.root / "studies").exists()
+    assert store.add_study(photo, " P-1.a_b ", "L", result).patient_id == "P-1.a_b"
 
 
 def test_corrupt_file_is_reported_not_used(store):
