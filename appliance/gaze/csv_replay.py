@@ -115,11 +115,13 @@ def _check_time_unit(samples: list[GazeSample], name: str) -> None:
 
     Why: a recording written in seconds (or ms, or µs) reads as a whole reading squeezed into
     a few nanoseconds. No fixation then lasts its minimum duration, and the result would be an
-    empty lesion list with no word of why. One clock jump or gap does not move the median.
+    empty lesion list with no word of why. One clock jump or gap does not move the median,
+    and repeated timestamps (a writer that logs some samples twice) are not steps.
     """
     if len(samples) < MIN_ROWS_FOR_STEP:
         return
     steps = sorted(abs(b.timestamp_ns - a.timestamp_ns) for a, b in zip(samples, samples[1:]))
+    steps = [s for s in steps if s] or [0]
     median = steps[len(steps) // 2]
     if median < MIN_MEDIAN_STEP_NS:
         raise GazeError(

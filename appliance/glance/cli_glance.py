@@ -47,6 +47,10 @@ def run_segment(args: argparse.Namespace, config: Config) -> int:
           f"{'' if result.gradable else ' (ungradable: retake advised)'} -> {args.out}")
     for reason in result.quality_reasons.values():
         print(f"  {reason}")
+    counts = result.gaze_samples
+    if counts is not None and not counts.get("fixations"):
+        seen = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v) or "no samples"
+        print(f"  No fixation in the gaze recording ({seen}): nothing was glanced at.")
     return 0
 
 

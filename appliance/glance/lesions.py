@@ -80,6 +80,10 @@ class SegmentationResult:
     gradable, quality, quality_reasons
         The image-quality verdict, its measures, and a sentence per failed measure keyed
         by the measure (:class:`~appliance.imaging.quality.QualityReport`).
+    gaze_samples
+        Gaze mode: the fixation detector's counts (samples accepted, fixations found, and
+        samples dropped by kind: not worn, no gaze, off the image, backwards, ...), so a
+        reading that yields no lesion says why; None in scan mode.
     gaze_calibration
         Gaze mode: the tracker offset fitted from the dwells and used in the scores
         (:class:`~appliance.glance.gaze_calibration.GazeCalibration` as a dict), or None.
@@ -97,6 +101,7 @@ class SegmentationResult:
     gradable: bool = True
     quality: dict[str, float] = field(default_factory=dict)
     quality_reasons: dict[str, str] = field(default_factory=dict)
+    gaze_samples: Optional[dict[str, int]] = None
     gaze_calibration: Optional[dict[str, Any]] = None
 
     @property

@@ -228,7 +228,7 @@ class GlancePipeline:
         if calibration is not None:
             result.gaze_calibration = asdict(calibration)
         result.display_threshold = self.session.config.glance.gaze_display_threshold
-        result.timings_ms["fixations"] = float(self.stats.fixations)
+        result.gaze_samples = dict(self.gaze_map.counters)
         return result
 
 

@@ -39,6 +39,7 @@ def lesions_document(result: SegmentationResult, image_name: str) -> dict[str, A
         "quality_reasons": dict(result.quality_reasons),
         "lesions": [lesion.to_json() for lesion in result.lesions],
         "timings_ms": {k: round(float(v), 1) for k, v in result.timings_ms.items()},
+        **({"gaze_samples": result.gaze_samples} if result.gaze_samples is not None else {}),
         **({"gaze_calibration": result.gaze_calibration} if result.gaze_calibration else {}),
     }
 

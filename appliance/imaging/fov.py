@@ -177,7 +177,8 @@ def find_fov(rgb: np.ndarray, threshold: float | None = None) -> FieldOfView:
             cx, cy, r = _fit_circle(pts[keep, 0], pts[keep, 1])
         cx, cy, r = (cx + 0.5) / scale - 0.5, (cy + 0.5) / scale - 0.5, r / scale
     else:
-        logger.warning("FOV boundary not visible; assuming the circle circumscribing the image")
+        # Not a warning here: the quality check reports it unless a pixel size is configured.
+        logger.info("FOV boundary not visible; assuming the circle circumscribing the image")
         cx, cy, r = (w - 1) / 2.0, (h - 1) / 2.0, float(np.hypot(w, h) / 2.0)
     big = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
     yy, xx = np.ogrid[:h, :w]

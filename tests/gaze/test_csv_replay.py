@@ -83,6 +83,13 @@ def test_timestamps_that_cannot_be_nanoseconds_are_refused(tmp_path: Path, unit_
         read_gaze_csv(path)
 
 
+def test_repeated_timestamps_do_not_look_like_a_wrong_unit(tmp_path: Path) -> None:
+    path = tmp_path / "gaze.csv"
+    rows = "".join(f"{(i // 2) * 5_000_000},{i},{i}\n" for i in range(60))  # every time logged twice
+    path.write_text("timestamp_ns,x,y\n" + rows)
+    assert len(read_gaze_csv(path)) == 60
+
+
 def test_a_gap_or_a_clock_jump_does_not_look_like_a_wrong_unit(tmp_path: Path) -> None:
     times = [k * 5_000_000 for k in range(40)]
     times[20:] = [t - 3_000_000_000 for t in times[20:]]  # clock jumps back 3 s mid-way

@@ -78,6 +78,7 @@ def test_segment_gaze_mode_processes_only_glanced_ground(crop: Path, tmp_path: P
     out = tmp_path / "out"
     assert main(["segment", str(crop), "--gaze", str(gaze), "--no-model", "--out", str(out)]) == 0
     doc = _check_contract(out, "gaze", 640, 640)
+    assert doc["gaze_samples"]["fixations"] == 1 and doc["gaze_samples"]["no_gaze"] == 1
     for l in doc["lesions"]:  # one 1-degree-sigma fixation covers ~2 degrees around the spot
         assert abs(l["x"] - 150) < 4 * 60 and abs(l["y"] - 160) < 4 * 60
     scan = tmp_path / "scan"
@@ -115,3 +116,16 @@ def test_segment_reports_the_scale_and_why_a_crop_inside_the_aperture_is_ungrada
     monkeypatch.setenv("GLANCESEG_IMAGING_UM_PER_PX", "-1")
     assert main(["segment", str(crop), "--no-model", "--out", str(tmp_path / "bad")]) != 0
     assert "um_per_px" in capsys.readouterr().err
+
+
+def test_segment_says_why_a_gaze_recording_gave_nothing(crop: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    # The tracker was never worn: no fixation, no lesion, and the counts say so instead of silence.
+    monkeypatch.setenv("GLANCESEG_DATA_DIR", str(tmp_path / "data"))
+    gaze = tmp_path / "gaze.csv"
+    write_gaze_csv(gaze, [GazeSample(i * 5_000_000, 150.0, 160.0, False, 60.0) for i in range(200)])
+    out = tmp_path / "out"
+    assert main(["segment", str(crop), "--gaze", str(gaze), "--no-model", "--out", str(out)]) == 0
+    doc = json.loads((out / "lesions.json").read_text())
+    assert doc["lesions"] == [] and doc["gaze_samples"]["not_worn"] == 200
+    assert doc["gaze_samples"]["fixations"] == 0
+    assert "No fixation in the gaze recording (not worn 200)" in capsys.readouterr().out
