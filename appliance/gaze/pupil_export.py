@@ -11,15 +11,25 @@ The export's gaze is in *scene-camera* px. Two steps bring it to image px:
    or recorded (zoom and pan changes), which also gives ``px_per_deg``.
 
 Column names are those of the Neon Player / Pupil Cloud "Timeseries" export:
-``gaze.csv``: ``timestamp [ns]``, ``gaze x [px]``, ``gaze y [px]``, ``worn`` (1.0 / 0.0),
-``blink id`` (set during a blink), among others; ``fixations.csv``: ``start timestamp
-[ns]``, ``end timestamp [ns]``, ``fixation x [px]``, ``fixation y [px]``. A fixations-only
-export is replayed as samples at ``sample_rate_hz`` across each fixation, with one empty
-sample between fixations so the detector never merges two.
+``gaze.csv``: ``timestamp [ns]``, ``gaze x [px]``, ``gaze y [px]``, ``worn`` (1.0 / 0.0
+from Pupil Cloud and Neon Player 5, True / False from Pupil Labs' ``pl-rec-export``, 255 / 0
+from ``pl-neon-recording``), ``blink id`` (set during a blink), among others; blinks are
+also read from a ``blinks.csv`` beside it (``start timestamp [ns]``, ``end timestamp
+[ns]``), which exporters keep even when they leave ``blink id`` empty, since Neon's gaze
+during a blink is erratic. ``fixations.csv``: ``start timestamp [ns]``, ``end timestamp
+[ns]``, ``fixation x [px]``, ``fixation y [px]``. A fixations-only export is replayed as
+samples at ``sample_rate_hz`` across each fixation, with one empty sample between
+fixations so the detector never merges two. Timestamps must be integer nanoseconds: a
+file re-saved by a spreadsheet (``1.636e+18``) has lost them and is refused.
 
 Mapping file (JSON) read by :func:`load_screen_mapping`: either
 ``{"homography": [[...], [...], [...]]}`` or ``{"homographies": [{"timestamp_ns": T,
-"homography": [[...]] or null}, ...]}``.
+"homography": [[...]] or null}, ...]}``. Its homographies take the export's own scene px
+(as in ``gaze.csv``: not undistorted) and its times are the export's clock (the Companion
+device's UTC ns). The live :class:`~appliance.gaze.screen_mapping.ScreenMapper` works on
+undistorted px in the appliance's clock instead; its recordings are not meant for this
+replay (undistortion moves a point by 0.2° on average, 0.6° at most, less than the
+tracker's own error, but the clocks differ by the measured offset).
 """
 
 from __future__ import annotations
@@ -43,6 +53,9 @@ from appliance.gaze.replay import SampleReplay
 logger = logging.getLogger(__name__)
 
 GAZE_TS, GAZE_X, GAZE_Y, WORN, BLINK = "timestamp [ns]", "gaze x [px]", "gaze y [px]", "worn", "blink id"
+#: Share of rows whose timestamp may fail to parse before the file is refused rather than thinned
+#: (a spreadsheet's or pandas' round trip turns the whole column to floats; a stray row does not).
+MAX_BAD_TIMESTAMP_SHARE = 0.5
 FIX_START, FIX_END, FIX_X, FIX_Y = ("start timestamp [ns]", "end timestamp [ns]",
                                     "fixation x [px]", "fixation y [px]")
 
@@ -154,10 +167,15 @@ def _rows(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
             reader = csv.DictReader(fh)
             missing = [c for c in required if c not in (reader.fieldnames or [])]
             if missing:
-                raise GazeError(f"{path.name} lacks the column(s) {', '.join(missing)}.")
+                hint = (" This is a Neon Player 4 export; export again with Neon Player 5 or from Pupil Cloud."
+                        if (path.parent / "gaze_positions.csv").is_file() else "")
+                raise GazeError(f"{path.name} lacks the column(s) {', '.join(missing)}.{hint}")
             return list(reader)
     except OSError as exc:
         raise GazeError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+    except (UnicodeError, csv.Error) as exc:
+        raise GazeError(f"Cannot read {path.name}: {exc}. Expected a UTF-8 CSV as Pupil Cloud or "
+                        "Neon Player export it (was it re-saved by a spreadsheet?).") from exc
 
 
 def _num(text: Optional[str]) -> float:
@@ -165,6 +183,56 @@ def _num(text: Optional[str]) -> float:
         return float(text) if text not in (None, "") else math.nan
     except ValueError:
         return math.nan
+
+
+def _worn(text: Optional[str]) -> bool:
+    """1.0 / 0.0, True / False or 255 / 0 (see the module docstring); empty or missing: worn."""
+    value = (text or "").strip().lower()
+    if value == "false":
+        return False
+    number = _num(value)
+    return math.isnan(number) or number != 0.0
+
+
+def _timestamps(rows: list[dict[str, str]], columns: Sequence[str], path: Path) -> list[Optional[tuple[int, ...]]]:
+    """Each row's integer-ns timestamps in ``columns``, None where one does not parse.
+
+    Raises
+    ------
+    GazeError
+        When more than :data:`MAX_BAD_TIMESTAMP_SHARE` of the rows fail: then the file was
+        not written by a Pupil Labs exporter as is (a spreadsheet turns the int64 ns into
+        floats, which cannot hold them), and a thinned replay would pass for a real one.
+    """
+    out: list[Optional[tuple[int, ...]]] = []
+    first_bad = None
+    for row in rows:
+        try:
+            out.append(tuple(int(row[c]) for c in columns))
+        except (TypeError, ValueError):
+            out.append(None)
+            first_bad = first_bad if first_bad is not None else row.get(columns[0])
+    bad = sum(v is None for v in out)
+    if bad and bad > MAX_BAD_TIMESTAMP_SHARE * len(rows):
+        raise GazeError(f"{path.name}: {bad} of {len(rows)} rows have no integer timestamp in ns (the first: "
+                        f"{first_bad!r}). Export again from Pupil Cloud or Neon Player; a file re-saved by a "
+                        "spreadsheet has lost the nanoseconds.")
+    if bad:
+        logger.warning("%s: skipped %d rows without a valid timestamp", path.name, bad)
+    return out
+
+
+def _blinks(path: Path) -> list[tuple[int, int]]:
+    """Blink intervals ``[start, end)`` in ns from ``blinks.csv``, sorted; [] when absent."""
+    if not path.is_file():
+        return []
+    rows = _rows(path, (FIX_START, FIX_END))
+    return sorted(v for v in _timestamps(rows, (FIX_START, FIX_END), path) if v is not None)  # type: ignore[misc]
+
+
+def _in_blink(t: int, blinks: list[tuple[int, int]], starts: list[int]) -> bool:
+    i = bisect.bisect_right(starts, t) - 1
+    return i >= 0 and t < blinks[i][1]
 
 
 def _to_image(t: int, sx: float, sy: float, mapping: "MappingLike", views: ViewTimeline,
@@ -187,26 +255,24 @@ def read_pupil_gaze(path: PathLike, mapping: "MappingLike", views: ViewTimeline,
                     screen_px_per_degree: float) -> list[GazeSample]:
     """Read an export's ``gaze.csv`` and map it to image px.
 
-    Rows that cannot be parsed (no timestamp) are skipped and logged; a row in a blink,
-    off screen or without a mapping becomes a sample with NaN gaze.
+    A few rows without a timestamp are skipped and logged (more refuse the file, see
+    :func:`_timestamps`); a row in a blink (its ``blink id``, or an interval of
+    ``blinks.csv`` beside it), off screen or without a mapping becomes a sample with NaN gaze.
     """
     path = Path(path)
+    rows = _rows(path, (GAZE_TS, GAZE_X, GAZE_Y))
+    blinks = _blinks(path.parent / "blinks.csv")
+    starts = [b[0] for b in blinks]
     samples = []
-    skipped = 0
-    for row in _rows(path, (GAZE_TS, GAZE_X, GAZE_Y)):
-        try:
-            t = int(row[GAZE_TS])
-        except (TypeError, ValueError):
-            skipped += 1
+    for row, ts in zip(rows, _timestamps(rows, (GAZE_TS,), path)):
+        if ts is None:
             continue
-        worn = _num(row.get(WORN)) != 0.0  # a missing column (NaN) means worn
+        t = ts[0]
         sx, sy = _num(row[GAZE_X]), _num(row[GAZE_Y])
-        if (row.get(BLINK) or "").strip():
+        if (row.get(BLINK) or "").strip() or (blinks and _in_blink(t, blinks, starts)):
             sx = sy = math.nan
         x, y, ppd = _to_image(t, sx, sy, mapping, views, screen_px_per_degree)
-        samples.append(GazeSample(t, x, y, worn, ppd))
-    if skipped:
-        logger.warning("%s: skipped %d rows without a valid timestamp", path.name, skipped)
+        samples.append(GazeSample(t, x, y, _worn(row.get(WORN)), ppd))
     return samples
 
 
@@ -214,22 +280,24 @@ def read_pupil_fixations(path: PathLike, mapping: "MappingLike", views: ViewTime
                          screen_px_per_degree: float, sample_rate_hz: float = 200.0) -> list[GazeSample]:
     """Read an export's ``fixations.csv`` and expand it into image-px samples.
 
-    Each fixation becomes samples at ``sample_rate_hz`` from its start to its end at its
-    mapped position (mapping and view taken at its start), followed by one no-gaze
-    sample, so the fixation detector recovers each fixation whole and apart.
+    Each fixation becomes samples at ``sample_rate_hz`` from its start to its exact end at
+    its mapped position (mapping and view taken at its start), followed by one no-gaze
+    sample before the next fixation starts, so the fixation detector recovers each fixation
+    whole and apart, in time order.
     """
     path = Path(path)
     step = int(round(1e9 / sample_rate_hz))
+    rows = _rows(path, (FIX_START, FIX_END, FIX_X, FIX_Y))
+    fixations = sorted((ts, row) for ts, row in zip(_timestamps(rows, (FIX_START, FIX_END), path), rows)
+                       if ts is not None and ts[1] >= ts[0])
     samples: list[GazeSample] = []
-    for row in _rows(path, (FIX_START, FIX_END, FIX_X, FIX_Y)):
-        try:
-            t0, t1 = int(row[FIX_START]), int(row[FIX_END])
-        except (TypeError, ValueError):
-            continue
+    for k, ((t0, t1), row) in enumerate(fixations):
         x, y, ppd = _to_image(t0, _num(row[FIX_X]), _num(row[FIX_Y]), mapping, views, screen_px_per_degree)
-        for t in range(t0, t1 + 1, step):
-            samples.append(GazeSample(t, x, y, True, ppd))
-        samples.append(GazeSample(t1 + step, math.nan, math.nan, True, ppd))
+        times = list(range(t0, t1, step)) + [t1]
+        samples.extend(GazeSample(t, x, y, True, ppd) for t in times)
+        next_t0 = fixations[k + 1][0][0] if k + 1 < len(fixations) else t1 + step + 1
+        gap_t = min(t1 + step, max(t1 + 1, next_t0 - 1))
+        samples.append(GazeSample(gap_t, math.nan, math.nan, True, ppd))
     return samples
 
 

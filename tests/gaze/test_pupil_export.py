@@ -134,3 +134,56 @@ def test_a_live_mapper_with_map_serves_as_mapping(tmp_path: Path) -> None:
     path = write(tmp_path / "gaze.csv", GAZE_HEADER, [gaze_row(1000, 1.0, 1.0), gaze_row(3000, 1.0, 1.0)])
     got = read_pupil_gaze(path, Mapper(), ViewTimeline.fixed(VIEW), SPD)
     assert math.isnan(got[0].x) and (got[1].x, got[1].y) == pytest.approx((1000.0, 500.0))
+
+
+def test_worn_as_every_pupil_labs_exporter_writes_it(tmp_path: Path) -> None:
+    # Cloud / Neon Player 5: 1.0 / 0.0; pl-rec-export: True / False; pl-neon-recording: 255 / 0.
+    cells = ["1.0", "0.0", "True", "False", "false", "255", "0", ""]
+    path = write(tmp_path / "gaze.csv", GAZE_HEADER,
+                 [gaze_row(1000 * (i + 1), 350.0, 175.0, worn=c) for i, c in enumerate(cells)])
+    got = read_pupil_gaze(path, ScreenMapping.fixed(H), ViewTimeline.fixed(VIEW), SPD)
+    assert [s.worn for s in got] == [True, False, True, False, False, True, False, True]
+
+
+def test_blinks_csv_blanks_gaze_when_blink_ids_are_missing(tmp_path: Path) -> None:
+    # Neon Player 5 and pl-rec-export can leave "blink id" empty and keep blinks in blinks.csv.
+    path = write(tmp_path / "gaze.csv", GAZE_HEADER, [gaze_row(t, 350.0, 175.0) for t in (1000, 1010, 1015, 1020)])
+    write(tmp_path / "blinks.csv", ["section id", "recording id", "blink id", "start timestamp [ns]",
+                                    "end timestamp [ns]", "duration [ms]"], [["s1", "r1", 1, 1010, 1020, 0.00001]])
+    got = read_pupil_gaze(path, ScreenMapping.fixed(H), ViewTimeline.fixed(VIEW), SPD)
+    assert [math.isnan(s.x) for s in got] == [False, True, True, False]  # [start, end)
+
+
+@pytest.mark.parametrize("stamp", ["1.636035190021016e+18", "1636035190021016000.0", "1.63604E+18"])
+def test_timestamps_a_spreadsheet_turned_to_floats_are_refused(tmp_path: Path, stamp: str) -> None:
+    path = write(tmp_path / "gaze.csv", GAZE_HEADER, [gaze_row(stamp, 350.0, 175.0)] * 3)  # type: ignore[arg-type]
+    with pytest.raises(GazeError, match="integer timestamp in ns"):
+        read_pupil_gaze(path, ScreenMapping.fixed(H), ViewTimeline.fixed(VIEW), SPD)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
+def test_a_file_that_is_not_utf8_is_a_gaze_error(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "gaze.csv"
+    path.write_text(",".join(GAZE_HEADER) + "\n" + "s1,r1,1000,350,175,1.0,,,0,0,Müller\n", encoding=encoding)
+    with pytest.raises(GazeError, match="UTF-8"):
+        read_pupil_gaze(path, ScreenMapping.fixed(H), ViewTimeline.fixed(VIEW), SPD)
+
+
+def test_fixations_closer_than_a_sample_stay_in_order_and_whole(tmp_path: Path) -> None:
+    path = write(tmp_path / "fixations.csv", FIX_HEADER, [
+        ["s1", "r1", 1, 0, 302_000_000, 302.0, 350.0, 175.0, 0, 0],
+        ["s1", "r1", 2, 305_000_000, 600_000_000, 295.0, 400.0, 200.0, 0, 0],  # 3 ms later
+    ])
+    samples = read_pupil_fixations(path, ScreenMapping.fixed(H), ViewTimeline.fixed(VIEW), SPD)
+    times = [s.timestamp_ns for s in samples]
+    assert times == sorted(times)
+    fixes, counters = detect_fixations(samples, image_size=(2000, 1000))
+    assert counters["backwards"] == 0
+    assert [round(f.duration_ms) for f in fixes] == [302, 295]
+
+
+def test_a_neon_player_4_export_is_named(tmp_path: Path) -> None:
+    write(tmp_path / "gaze_positions.csv", ["timestamp [s]", "gaze x [px]", "gaze y [px]"], [[1.0, 2, 3]])
+    write(tmp_path / "fixations.csv", ["id", "start_timestamp", "duration"], [[1, 1.0, 300]])
+    with pytest.raises(GazeError, match="Neon Player 4"):
+        PupilExportSource(tmp_path, ScreenMapping.fixed(H), VIEW, SPD)
