@@ -26,6 +26,15 @@ from appliance.errors import ImageError
 logger = logging.getLogger(__name__)
 
 DICOM_MAGIC_OFFSET = 128
+JPEG_MAGIC = b"\xff\xd8\xff"
+#: Lossy transfer syntaxes and the compression method each declares (PS3.3 C.7.6.1.1.5.1).
+LOSSY_TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",  # JPEG Extended
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.91": "ISO_15444_1",  # JPEG 2000
+    "1.2.840.10008.1.2.4.203": "ISO_15444_15",  # High-Throughput JPEG 2000
+}
 #: PIL modes accepted, and what they become. Grey ("L", 16-bit "I;16") is a red-free
 #: photograph: its single channel is used as all three, so the green channel carries it.
 #: The EXIF tag saying how the stored pixels must be turned for display.
@@ -49,8 +58,11 @@ class Photograph:
     fov_deg
         The camera's field-of-view angle when the file states it (DICOM), else None.
     dicom
-        Selected non-identifying DICOM attributes (modality, manufacturer, laterality, ...)
-        when the input was DICOM; empty otherwise.
+        Non-identifying DICOM attributes the export carries on: the camera's (modality,
+        manufacturer, laterality, ...) when the input was DICOM, and whether its pixels went
+        through lossy compression (``LossyImageCompression`` "01", method and ratio) for a
+        JPEG or a DICOM with a lossy transfer syntax, which the exported photograph must
+        declare (PS3.3 C.7.6.1.1.5); empty for PNG and TIFF.
     """
 
     rgb: np.ndarray = field(repr=False)
@@ -120,6 +132,8 @@ def load_photograph(
         rgb, fov_deg, meta = _decode_dicom(raw, source, config)
     else:
         rgb, fov_deg, meta = _decode_raster(raw, source, config), None, {}
+        if raw[:3] == JPEG_MAGIC:
+            meta = _lossy(rgb.nbytes / len(raw))
     logger.debug("loaded %s (%dx%d)", source, rgb.shape[1], rgb.shape[0])
     return Photograph(rgb=np.ascontiguousarray(rgb), source=source, sha256=digest, fov_deg=fov_deg, dicom=meta)
 
@@ -191,6 +205,25 @@ def _to_rgb8(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def _lossy(ratio: float, method: Optional[str] = None, source: Any = None) -> dict[str, str]:
+    """The lossy-compression record of a photograph; a DICOM ``source``'s own values win.
+
+    Multi-valued ones (a photograph compressed twice) keep every value, ``\\``-joined as
+    DICOM writes them.
+    """
+    def own(keyword: str) -> str:
+        if source is None or source.get(keyword) in (None, ""):
+            return ""
+        from pydicom.multival import MultiValue
+
+        value = source.get(keyword)
+        return "\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value)
+
+    return {"LossyImageCompression": "01",
+            "LossyImageCompressionMethod": own("LossyImageCompressionMethod") or method or "ISO_10918_1",
+            "LossyImageCompressionRatio": own("LossyImageCompressionRatio") or f"{ratio:.2f}"}
+
+
 def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.ndarray, Optional[float], dict[str, Any]]:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -229,4 +262,7 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
         for key in ("Modality", "Manufacturer", "ManufacturerModelName", "ImageLaterality", "SOPClassUID")
         if key in ds
     }
+    syntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", ""))
+    if ds.get("LossyImageCompression") == "01" or syntax in LOSSY_TRANSFER_SYNTAXES:
+        meta.update(_lossy(rows * cols * samples * bits / 8 / len(raw), LOSSY_TRANSFER_SYNTAXES.get(syntax), ds))
     return pixels, (float(fov) if fov not in (None, "") else None), meta

@@ -40,10 +40,10 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian
 
-import appliance
 from appliance.errors import SyncError
 from appliance.store.records import OutboxItem
 from appliance.store.results import StoredResult
+from appliance.sync.software_updates import running_software_version
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,13 @@ SERIES_NUMBERS = {"photo": 1, "seg": 2, "sr": 3}
 
 
 def _dt(iso: str) -> datetime:
-    return datetime.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S")
+    """The store's UTC ISO time as an aware local datetime (DICOM DA/TM are local time)."""
+    return datetime.strptime(iso[:19] + "+0000", "%Y-%m-%dT%H:%M:%S%z").astimezone()
+
+
+def _tz_now() -> str:
+    """The station's UTC offset now (``+HHMM``): highdicom stamps SEG and SR in local time."""
+    return datetime.now().astimezone().strftime("%z")
 
 
 def _code_item(code: Code) -> Dataset:
@@ -95,7 +101,7 @@ def build_photo(rgb: np.ndarray, study: Any, image: Any) -> Dataset:
     ds.SeriesDescription = "Fundus photograph"
     # General Equipment
     ds.Manufacturer, ds.ManufacturerModelName = image.camera.get("Manufacturer", ""), image.camera.get("ManufacturerModelName", "")
-    ds.SoftwareVersions = f"glanceseg {getattr(appliance, '__version__', '0')}"
+    ds.SoftwareVersions = f"glanceseg {running_software_version()}"
     # General Image / Ophthalmic Photography Image / Multi-frame
     ds.InstanceNumber = 1
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
@@ -122,6 +128,19 @@ def build_photo(rgb: np.ndarray, study: Any, image: Any) -> Dataset:
                     "ImagePathFilterTypeStackCodeSequence", "LensesCodeSequence"):
         setattr(ds, keyword, DicomSequence([]))
     ds.DetectorType = ""
+    ds.RefractiveStateSequence = DicomSequence([])  # Type 2 (C.8.17.4)
+    ds.PatientOrientation = ""  # General Image, Type 2C: no Image Orientation (Patient) here
+    # Synchronization (mandatory in the OP IODs): the station's clock, synchronised to nothing.
+    ds.SynchronizationFrameOfReferenceUID = "1.2.840.10008.15.1.1"  # Universal Coordinated Time
+    ds.SynchronizationTrigger, ds.AcquisitionTimeSynchronized = "NO TRIGGER", "N"
+    # DA and TM are local time; the offset says which (SOP Common), so a PACS files the study
+    # on the day and hour it happened wherever the station's clock is set.
+    ds.TimezoneOffsetFromUTC = when.strftime("%z")
+    # A photograph that came as JPEG stays lossy in any copy (C.7.6.1.1.5): say so, and how.
+    if image.camera.get("LossyImageCompression") == "01":
+        ds.LossyImageCompression = "01"
+        ds.LossyImageCompressionMethod = image.camera.get("LossyImageCompressionMethod", "ISO_10918_1")
+        ds.LossyImageCompressionRatio = image.camera.get("LossyImageCompressionRatio", "")
     return ds
 
 
@@ -161,7 +180,7 @@ def build_seg(photo: Dataset, stored: StoredResult, item: OutboxItem, reviewed: 
             segment_descriptions=[description], series_instance_uid=item.series_uid,
             series_number=SERIES_NUMBERS["seg"], sop_instance_uid=item.sop_uid, instance_number=1,
             manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
-            software_versions=f"glanceseg {getattr(appliance, '__version__', '0')}", device_serial_number="0",
+            software_versions=f"glanceseg {running_software_version()}", device_serial_number="0",
             omit_empty_frames=False, content_label="REVIEWED" if reviewed else "AUTOMATIC",
             content_description="Clinician-reviewed microaneurysms" if reviewed else "Automatic microaneurysm candidates",
             series_description="MA segmentation (reviewed)" if reviewed else "MA segmentation (automatic)",
@@ -173,6 +192,8 @@ def build_seg(photo: Dataset, stored: StoredResult, item: OutboxItem, reviewed: 
         measures = group.get("PixelMeasuresSequence")
         if measures is not None and all("PixelSpacing" not in m for m in measures):
             del group.PixelMeasuresSequence
+    seg.PatientOrientation = ""  # General Image 2C: no Image Orientation (Patient) without a frame of reference
+    seg.TimezoneOffsetFromUTC = _tz_now()
     return seg
 
 
@@ -189,7 +210,8 @@ def _text(name: str, value: str) -> Any:
                                  relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
 
 
-def build_sr(photo: Dataset, seg: Dataset, stored: StoredResult, item: OutboxItem, result_json: dict[str, Any]) -> Dataset:
+def build_sr(photo: Dataset, seg: Dataset, stored: StoredResult, item: OutboxItem, result_json: dict[str, Any],
+             previous: Any = None) -> Dataset:
     """Build the Comprehensive SR of a result (see the module docstring for its content)."""
     import highdicom as hd
 
@@ -241,9 +263,11 @@ def build_sr(photo: Dataset, seg: Dataset, stored: StoredResult, item: OutboxIte
             verifying_observer_name=_person(str(payload.get("signed_by") or "")) if reviewed else None,
             verifying_organization="GlanceSeg station" if reviewed else None,
             series_description="MA report (reviewed)" if reviewed else "MA report (automatic)",
+            previous_versions=previous or None,
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise SyncError(f"The report could not be built: {exc}.") from exc
+    sr.TimezoneOffsetFromUTC = _tz_now()
     return sr
 
 

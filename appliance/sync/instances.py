@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import ComprehensiveSRStorage
 
 from appliance.errors import StoreError, SyncError
 from appliance.store import files
@@ -59,7 +60,19 @@ def build_dataset(store: Store, item: OutboxItem) -> Dataset:
     seg = export.build_seg(photo, stored, seg_item, reviewed)
     record = store.get_result(item.result_id)  # type: ignore[arg-type]
     doc = json.loads(store.path(record.json_path).read_bytes())
-    return export.build_sr(photo, seg, stored, item, doc)
+    # The study's earlier reports, which this one supersedes (its Predecessor Documents): their
+    # UIDs were fixed when they were queued, so a rebuilt report names the same ones.
+    previous = [_reference(other, ComprehensiveSRStorage) for other in store.outbox(study_id=item.study_id)
+                if other.kind == "sr" and other.seq < item.seq]
+    return export.build_sr(photo, seg, stored, item, doc, previous)
+
+
+def _reference(other: OutboxItem, sop_class: str) -> Dataset:
+    """The UIDs of a queued instance, as highdicom takes a referenced document."""
+    ds = Dataset()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = other.study_uid, other.series_uid, other.sop_uid
+    ds.SOPClassUID = sop_class
+    return ds
 
 
 def materialise(store: Store, item: OutboxItem) -> tuple[Path, str]:

@@ -129,6 +129,9 @@ def test_reads_ycbcr_dicom_photographs_in_true_colour(encoding: str) -> None:
     ds.save_as(buf, enforce_file_format=True)
     photo = load_photograph(buf.getvalue(), CFG)
     assert np.abs(photo.rgb.astype(int) - rgb).mean() < 3.0
+    # A JPEG-coded source stays lossy in any copy: the export must say so (PS3.3 C.7.6.1.1.5).
+    lossy = photo.dicom.get("LossyImageCompression")
+    assert lossy == (None if encoding.startswith("native") else "01")
 
 
 def test_missing_file(tmp_path: Path) -> None:

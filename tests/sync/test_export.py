@@ -150,3 +150,87 @@ def test_cli_export_usb_and_status(tmp_path):
     assert listed.returncode == 0 and json.loads(listed.stdout.splitlines()[0])["delivery"] == "pending"
     missing = run("export-usb", str(tmp_path / "not-mounted"))
     assert missing.returncode == 2 and "not a folder" in missing.stderr
+
+
+@pytest.fixture
+def station_west_of_utc(monkeypatch):
+    """The station's clock set 5 hours west of UTC (a POSIX TZ rule: no tz database needed)."""
+    import time
+
+    monkeypatch.setenv("TZ", "GLS+5")
+    time.tzset()
+    yield "-0500"
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _moment(date: str, time_: str, offset: str):
+    from datetime import datetime
+
+    return datetime.strptime(date + time_.split(".")[0] + offset, "%Y%m%d%H%M%S%z")
+
+
+def test_times_are_local_with_their_offset_in_every_instance(store, station_west_of_utc):
+    # DA/TM are local time: without the offset a PACS files the study 5 hours (or a day) off.
+    from datetime import datetime, timezone
+
+    study = add_study(store, 7)
+    built = {i.kind: pydicom.dcmread(str(materialise(store, i)[0])) for i in store.outbox()}
+    created = datetime.strptime(study.created_at[:19] + "+0000", "%Y-%m-%dT%H:%M:%S%z")
+    for kind, ds in built.items():
+        assert ds.TimezoneOffsetFromUTC == station_west_of_utc, kind
+        assert _moment(ds.StudyDate, ds.StudyTime, ds.TimezoneOffsetFromUTC) == created, kind
+        made = _moment(ds.ContentDate, ds.ContentTime, ds.TimezoneOffsetFromUTC)
+        assert abs((made - datetime.now(timezone.utc)).total_seconds()) < 600, kind
+
+
+def test_photograph_carries_the_mandatory_modules_and_its_lossy_past(store, tmp_path):
+    import cv2
+
+    from appliance.imaging.io import load_photograph
+
+    _, result = make_study_inputs(8)
+    rgb = np.random.default_rng(8).integers(0, 256, (result.height, result.width, 3), dtype=np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    photo = load_photograph(jpeg.tobytes(), store.config.imaging, name="eye.jpg")
+    assert photo.dicom["LossyImageCompression"] == "01"
+    store.add_study(photo, "P-8", "L", result)
+    ds = pydicom.dcmread(str(materialise(store, store.outbox()[0])[0]))
+    assert ds.LossyImageCompression == "01" and ds.LossyImageCompressionMethod == "ISO_10918_1"
+    assert float(ds.LossyImageCompressionRatio) == pytest.approx(rgb.nbytes / len(jpeg), rel=0.01)
+    # Synchronization (M in the OP 8 bit IOD), Type 2 RefractiveStateSequence, 2C PatientOrientation.
+    assert ds.SynchronizationFrameOfReferenceUID == "1.2.840.10008.15.1.1"
+    assert ds.SynchronizationTrigger == "NO TRIGGER" and ds.AcquisitionTimeSynchronized == "N"
+    assert "RefractiveStateSequence" in ds and "PatientOrientation" in ds
+    assert ds.SoftwareVersions.startswith("glanceseg ") and ds.SoftwareVersions != "glanceseg 0"
+    png = [i for i in store.outbox() if i.kind == "photo"]
+    add_study(store, 9)  # a lossless source stays "00"
+    lossless = pydicom.dcmread(str(materialise(store, [i for i in store.outbox() if i.kind == "photo"][-1])[0]))
+    assert len(png) == 1 and lossless.LossyImageCompression == "00"
+
+
+def test_an_amended_report_names_the_reports_it_supersedes(store):
+    study = add_study(store, 10)
+    first = store.sign_off(study.auto_result_id, "R1", "no referral", "Dr Who")
+    second = store.sign_off(study.auto_result_id, "R2", "refer", "Dr Who")
+    srs = [i for i in store.outbox() if i.kind == "sr"]
+    assert [i.result_id for i in srs] == [study.auto_result_id, first.id, second.id]
+    latest = pydicom.dcmread(str(materialise(store, srs[-1])[0]))
+    named = {r.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+             for s in latest.PredecessorDocumentsSequence for r in s.ReferencedSeriesSequence}
+    assert named == {srs[0].sop_uid, srs[1].sop_uid}
+    assert "PredecessorDocumentsSequence" not in pydicom.dcmread(str(materialise(store, srs[0])[0]))
+
+
+def test_instances_pass_dciodvfy(store, dciodvfy):
+    # The validator checks every Type 1/2 attribute, condition and value of each instance against
+    # the standard's module tables; its warnings (a private coding scheme, no Study ID) are left alone.
+    import subprocess
+
+    study = add_study(store, 11, "PAT-11", "R")
+    store.sign_off(study.auto_result_id, "R2", "refer", "Dr Ünïcode Müller")
+    for item in store.outbox():
+        path, _ = materialise(store, item)
+        out = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
+        errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, (item.kind, errors)
