@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 from typing import Any, Iterator, Optional
 
@@ -208,7 +209,13 @@ def replay(image_id: int) -> Any:
         abort(400, description=f"The gaze recording cannot be read: {exc}")
     if not samples:
         abort(400, description="The gaze recording is empty.")
-    speed = min(max(float(request.form.get("speed", 1.0) or 1.0), 0.1), 10.0)
+    try:
+        speed = float(request.form.get("speed", 1.0) or 1.0)
+    except ValueError:
+        speed = math.nan
+    if not math.isfinite(speed):
+        abort(400, description="The replay speed must be a number.")
+    speed = min(max(speed, 0.1), 10.0)
     _session(image_id).start_replay(samples, speed)
     audit("gaze_replay", f"image:{image_id}", {"samples": len(samples)})
     return jsonify({"ok": True, "samples": len(samples)})

@@ -150,6 +150,11 @@ def test_replay_rejects_bad_csv(app, services, fundus_png):
     resp = client.post(f"/api/reader/{study.image_id}/replay", data={"gaze": (io.BytesIO(b"a,b\n1,2\n"), "g.csv")},
                        headers={"X-CSRF-Token": token}, content_type="multipart/form-data")
     assert resp.status_code == 400 and "cannot be read" in resp.get_json()["error"]
+    good = b"timestamp_ns,x,y\n0,10,10\n5000000,11,11\n"
+    for speed in ("fast", "nan"):  # a bad form value is a 400 with a reason, not a server error
+        resp = client.post(f"/api/reader/{study.image_id}/replay", content_type="multipart/form-data",
+                           data={"gaze": (io.BytesIO(good), "g.csv"), "speed": speed}, headers={"X-CSRF-Token": token})
+        assert resp.status_code == 400 and "speed" in resp.get_json()["error"]
 
 
 def test_demo_imports_samples_through_the_worker(ui_config, engine, monkeypatch, tmp_path):
