@@ -87,12 +87,16 @@ class DecisionsMixin:
         return self._insert_decision(result_id, None, "add", None, actor, lesion, np.packbits(mask).tobytes())
 
     def undo(self, result_id: int, actor: str) -> Optional[DecisionRecord]:
-        """Undo the latest decision on a result not undone yet; None when there is nothing to undo."""
+        """Undo ``actor``'s latest decision on a result not undone yet; None when there is nothing to undo.
+
+        Only the actor's own: with two clinicians on one photograph, an Undo must not take back
+        the colleague's decision unseen.
+        """
         self._auto_result_row(result_id)
         log = self.decisions(result_id)
         undone = {d.undoes for d in log if d.action == "undo"}
         for d in reversed(log):
-            if d.action != "undo" and d.id not in undone:
+            if d.action != "undo" and d.id not in undone and d.actor == actor:
                 return self._insert_decision(result_id, d.lesion_id, "undo", d.id, actor, None, None)
         return None
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 
@@ -17,9 +19,15 @@ bp = Blueprint("auth", __name__)
 
 
 def _safe_next(target: str) -> str:
-    """Only same-site relative paths are followed after login (no open redirect)."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
+    """Only same-site relative paths are followed after login (no open redirect).
+
+    Whitespace and control characters are refused outright: browsers and Werkzeug drop a tab
+    from ``/\t/evil.example`` and read the rest as ``//evil.example``, another host.
+    """
+    if (target.startswith("/") and target.isprintable() and not any(c.isspace() or c == "\\" for c in target)):
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and not parts.path.startswith("//"):
+            return target
     return url_for("worklist.index")
 
 
@@ -36,19 +44,16 @@ def login() -> Any:
         if outcome is LoginOutcome.OK and user is not None:
             session.clear()
             session["uid"] = user.id
-            import time
-
             session["seen"] = time.time()
             csrf_token()
             g.user = user
             audit("login", f"user:{user.id}")
             return redirect(_safe_next(request.form.get("next", "")))
-        if outcome is LoginOutcome.LOCKED:
-            flash("Too many wrong PINs. This account is locked for a few minutes.")
-            audit("login_locked", "", {"name": name[:40]})
-        else:
-            flash("Wrong name or PIN.")
-            audit("login_failed", "", {"name": name[:40]})
+        # One message for a wrong PIN, an unknown name and a locked account, so the page does
+        # not tell a guesser which names exist; it says what a locked-out user needs to know.
+        flash(f"Wrong name or PIN. After {users.lockout_attempts} wrong PINs in a row an account is locked "
+              f"for {max(1, round(users.lockout_s / 60))} minutes.")
+        audit("login_locked" if outcome is LoginOutcome.LOCKED else "login_failed", "", {"name": name[:40]})
         return render_template("login.html", next=request.form.get("next", ""), name=name), 401
     return render_template("login.html", next=request.args.get("next", ""), name="")
 

@@ -96,6 +96,19 @@ def test_decisions_undo_and_sign_off_queue_new_instances(store):
         store.decide(review.id, shown[0], "accept", "dr")
 
 
+def test_undo_takes_back_only_the_callers_own_decision(store):
+    # Two clinicians on one photograph: clara's Undo must not revert carl's later rejection.
+    study = add_study(store, 12)
+    rid = study.auto_result_id
+    a, b = list(store.load_result(rid).mask_lesion_ids)[:2]
+    store.decide(rid, a, "accept", "clara")
+    store.decide(rid, b, "reject", "carl")
+    assert store.undo(rid, "clara").lesion_id == a
+    assert store.lesion_states(rid)[0] == {b: "reject"}
+    assert store.undo(rid, "clara") is None  # nothing of hers left to undo
+    assert store.undo(rid, "carl").lesion_id == b
+
+
 def test_wrong_wall_clock_never_reorders(store, monkeypatch):
     """Studies added while the clock runs backwards still list in the order they were made."""
     stamps = iter(["2030-01-01T00:00:00.000000Z", "1999-01-01T00:00:00.000000Z", "2001-06-01T00:00:00.000000Z"])

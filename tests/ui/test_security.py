@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -56,6 +57,23 @@ def test_lockout_after_repeated_failures(app):
     resp = client.post("/login", data={"name": "clara", "pin": PIN, "csrf_token": token})
     assert resp.status_code == 401 and b"locked" in resp.data
     assert client.get("/").status_code == 302  # still not logged in
+    # A name that does not exist gets the same page: the lockout does not reveal who has an account.
+    for _ in range(4):
+        unknown = client.post("/login", data={"name": "nosuchuser", "pin": "111111", "csrf_token": token})
+    assert unknown.status_code == 401
+    flash = lambda r: r.get_data(as_text=True).split('class="flash')[1].split("</")[0]  # noqa: E731
+    assert flash(unknown) == flash(resp)
+
+
+@pytest.mark.parametrize("target", ["/\t/evil.example", "/%09/evil.example", "//evil.example", "/\\evil.example",
+                                    "https://evil.example/", "/\n/x", "/ /evil.example"])
+def test_login_never_redirects_off_site(app, target):
+    client = app.test_client()
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    resp = client.post("/login", data={"name": "clara", "pin": PIN, "csrf_token": token, "next": target})
+    assert resp.status_code == 302
+    location = resp.headers["Location"]
+    assert not location.startswith("//") and urlsplit(location).netloc in ("", "localhost"), location
 
 
 def test_csrf_rejected(app):
