@@ -24,6 +24,12 @@ from appliance.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a client has to complete the TLS handshake: a connection that never sends its
+#: ClientHello would otherwise hold a thread forever.
+TLS_HANDSHAKE_S = 10.0
+#: Open TLS connections at most; more are closed at once, so no LAN host can exhaust threads.
+MAX_TLS_CONNECTIONS = 64
+
 
 def is_loopback(host: str) -> bool:
     """bool: True for 127.0.0.0/8, ::1 and ``localhost``."""
@@ -69,16 +75,30 @@ def _tls_proxy(listen_host: str, listen_port: int, target_port: int, cert: str, 
                 except OSError:
                     pass
 
+    slots = threading.BoundedSemaphore(MAX_TLS_CONNECTIONS)
+
     def handle(raw: socket.socket) -> None:
         try:
-            conn = ctx.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            logger.warning("TLS handshake failed: %s", exc)
-            raw.close()
-            return
-        upstream = socket.create_connection(("127.0.0.1", target_port))
-        threading.Thread(target=pipe, args=(upstream, conn), name="tls-down", daemon=True).start()
-        pipe(conn, upstream)
+            raw.settimeout(TLS_HANDSHAKE_S)
+            try:
+                conn = ctx.wrap_socket(raw, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                logger.warning("TLS handshake failed: %s", exc)
+                raw.close()
+                return
+            conn.settimeout(None)  # an event stream may stay quiet for long
+            try:
+                upstream = socket.create_connection(("127.0.0.1", target_port))
+            except OSError as exc:
+                logger.error("the UI server does not answer on port %d: %s", target_port, exc)
+                conn.close()
+                return
+            down = threading.Thread(target=pipe, args=(upstream, conn), name="tls-down", daemon=True)
+            down.start()
+            pipe(conn, upstream)
+            down.join()
+        finally:
+            slots.release()
 
     def accept() -> None:
         while True:
@@ -86,6 +106,10 @@ def _tls_proxy(listen_host: str, listen_port: int, target_port: int, cert: str, 
                 raw, _ = listener.accept()
             except OSError:  # listener closed
                 return
+            if not slots.acquire(blocking=False):
+                logger.warning("%d TLS connections open; refusing another", MAX_TLS_CONNECTIONS)
+                raw.close()
+                continue
             threading.Thread(target=handle, args=(raw,), name="tls-conn", daemon=True).start()
 
     threading.Thread(target=accept, name="tls-listener", daemon=True).start()

@@ -69,3 +69,40 @@ def test_tls_serves_with_secure_cookies(ui_config, tmp_path):
         server.close()
         listener.close()
         app.extensions["glanceseg_hub"].close()
+
+
+def test_tls_terminator_drops_silent_connections_and_caps_them(ui_config, tmp_path, monkeypatch):
+    # LAN hosts that connect and never say hello must not pile up threads until the UI stops.
+    import socket
+    import time
+
+    from appliance.ui import server as server_module
+
+    monkeypatch.setattr(server_module, "TLS_HANDSHAKE_S", 0.5)
+    monkeypatch.setattr(server_module, "MAX_TLS_CONNECTIONS", 3)
+    cert, key = _self_signed(tmp_path)
+    config = ui_config.replace(ui={"host": "127.0.0.1", "port": 0, "tls_cert": str(cert), "tls_key": str(key)})
+    app = create_app(config)
+    server, _, listener = build_server(app, config)
+    port = listener.getsockname()[1]
+    threading.Thread(target=server.run, name="ui-tls-cap", daemon=True).start()
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    try:
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert extra.recv(1) == b""  # over the cap: closed at once
+        extra.close()
+        started = time.monotonic()
+        for s in silent:  # each is dropped once the handshake time is up
+            assert s.recv(1) == b""
+        assert time.monotonic() - started < 5
+        ctx = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200  # the slots came back
+        conn.close()
+    finally:
+        for s in silent:
+            s.close()
+        server.close()
+        listener.close()
+        app.extensions["glanceseg_hub"].close()
