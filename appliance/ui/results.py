@@ -130,6 +130,13 @@ def results(study_id: int) -> Any:
         if error:
             flash(error, "error")
             return render_template("results.html", **ctx), 400
+        signed = ctx["signoff"]
+        if request.form.get("signed_id", "") != (str(signed["id"]) if signed else ""):
+            # The page was shown before someone (or a double tap) signed this study off: a second
+            # sign-off would silently replace that grade, or queue the same one to the PACS twice.
+            flash(f"{signed['signed_by']} signed this study off meanwhile ({signed['grade']}). Check it; to change "
+                  "it, sign again from this page.", "error")
+            return render_template("results.html", **ctx), 409
         summary = {"ma_count": sum(s.ma_count for s in ctx["summaries"]),
                    "accepted": sum(s.accepted for s in ctx["summaries"]),
                    "rejected": sum(s.rejected for s in ctx["summaries"]),
@@ -182,7 +189,10 @@ def report_pdf(study_id: int) -> Any:
             pdf.line(f"  #{les['id']}  x {les['x']:.0f}  y {les['y']:.0f}  area {les['area_px']} px  "
                      f"score {les['score']:.2f}  {les['decision'] or 'not reviewed'}")
         pdf.gap()
-    if signoff:
+    if signoff and signoff["changed"]:
+        pdf.line("Draft: decisions changed after the last sign-off, not signed yet.", bold=True)
+        pdf.line(f"Last sign-off: {signoff['grade']}, {signoff['signed_by']}, {signoff['signed_at']} UTC")
+    elif signoff:
         pdf.line(f"Clinician's grade: {signoff['grade']}", bold=True)
         pdf.line(f"Referral: {signoff['referral']}")
         pdf.line(f"Signed off by {signoff['signed_by']} at {signoff['signed_at']} UTC")

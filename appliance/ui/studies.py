@@ -187,9 +187,16 @@ class StoreStudies:
         return int(self.store.sign_off(study.result_id, grade, referral, user).id)
 
     def last_signoff(self, study_id: int) -> Optional[dict[str, Any]]:
-        """The latest sign-off: ``grade`` and ``referral`` as worded at sign-off, who, when."""
-        reviewed = [r for r in self.store.results_for_study(study_id) if r.kind == "reviewed"]
+        """The latest sign-off: ``grade`` and ``referral`` as worded at sign-off, who, when.
+
+        ``id`` is the signed result's; ``changed`` is True when decisions were made after it,
+        which the pages must not show under its signature (they await a new sign-off).
+        """
+        results = self.store.results_for_study(study_id)
+        reviewed = [r for r in results if r.kind == "reviewed"]
         if not reviewed:
             return None
         r = reviewed[-1]
-        return {"grade": r.grade, "referral": r.referral, "signed_by": r.signed_by, "signed_at": r.created_at}
+        changed = any(d.seq > r.seq for res in results if res.kind == "auto" for d in self.store.decisions(res.id))
+        return {"id": r.id, "grade": r.grade, "referral": r.referral, "signed_by": r.signed_by,
+                "signed_at": r.created_at, "changed": changed}

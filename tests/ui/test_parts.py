@@ -100,6 +100,23 @@ def test_pointer_gaze_decisions_undo_signoff_and_pdf(app, services, fundus_png):
     for n, off in enumerate(offsets, start=1):
         assert pdf[off:].startswith(f"{n} 0 obj".encode())
     assert b"Mild non-proliferative DR" in pdf and b"/DCTDecode" in pdf
+    # The same form sent again (a double tap, or a colleague's page from before this sign-off) is
+    # refused: it would queue a second report, or replace the grade unseen.
+    stale = client.post(f"/study/{study.id}/results", data={"csrf_token": token, "grade": "4", "maculopathy": "yes",
+                                                             "referral": "urgent", "signed_id": ""})
+    assert stale.status_code == 409 and b"signed this study off meanwhile" in stale.data
+    assert len([r for r in services.store.results_for_study(study.id) if r.kind == "reviewed"]) == 1
+    # A decision after the sign-off is not shown under its signature: the pages say it awaits a new one.
+    assert b"changed-since" not in client.get(f"/study/{study.id}/results").data
+    other = next(l for l in shown if l["id"] != target["id"])
+    assert post(f"/api/reader/{image}/decision", {"lesion_id": other["id"], "decision": "rejected"}).status_code == 200
+    assert b"changed-since" in client.get(f"/study/{study.id}/results").data
+    assert b"Draft: decisions changed" in client.get(f"/study/{study.id}/report").data
+    assert b"Draft: decisions changed" in client.get(f"/study/{study.id}/report.pdf").data
+    amend = client.post(f"/study/{study.id}/results", data={"csrf_token": token, "grade": "1", "maculopathy": "no",
+                                                             "referral": "routine", "signed_id": str(reviewed[0].id)})
+    assert amend.status_code == 302
+    assert b"changed-since" not in client.get(f"/study/{study.id}/results").data
 
 
 def test_ungradable_badge_names_what_to_fix(app, services, fundus_png):
