@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flask import Flask, current_app, g, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import Conflict, HTTPException
 
 from appliance.config import Config, load_config
+from appliance.errors import StoreError
 from appliance.store import db as store_db
 from appliance.ui.audit import AuditLog
 from appliance.ui.i18n import translate
@@ -120,11 +121,18 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
             404: "Not found.",
             413: f"The file is too large. The limit is {config.data.max_upload_mb} MB.",
         }.get(exc.code or 500, exc.description or exc.name)
-        if exc.code == 400 and exc.description:
+        if exc.code in (400, 409, 410) and exc.description:
             message = exc.description
         if request.is_json or request.headers.get("X-CSRF-Token") or request.path.startswith("/api/"):
             return jsonify({"error": translate(config.ui.language, message)}), exc.code
         return render_template("error.html", message=message, code=exc.code), exc.code
+
+    @app.errorhandler(StoreError)
+    def store_error(exc: StoreError) -> Any:
+        # The store's sentences are written to be shown (a photograph removed by retention, a
+        # corrupt file): a clinician reads why, not "Internal Server Error".
+        logger.warning("store refused %s: %s", request.path, exc)
+        return http_error(Conflict(description=str(exc)))
 
     logger.info("UI app created (data in %s)", data_dir)
     return app

@@ -66,6 +66,12 @@ def import_photos() -> Any:
     return render_template("import.html", folders=candidate_folders(config), results=results), status
 
 
+#: Folders under the data folder holding browser copies of stored photographs, by sha256.
+CACHE_FOLDERS = ("display", "thumbs")
+RETAINED_AWAY = ("This photograph was removed by the retention policy after the central server confirmed "
+                 "its delivery; it is on the PACS.")
+
+
 def _cached_jpeg(image_id: int, kind: str, max_side: int = 0) -> Path:
     """Return the cached JPEG of a stored photograph (``display`` full size, ``thumb`` small), made once."""
     config, studies = get_config(), get_studies()
@@ -73,6 +79,11 @@ def _cached_jpeg(image_id: int, kind: str, max_side: int = 0) -> Path:
     if image is None:
         abort(404)
     cache = config.data_dir / kind / f"{image.sha256}.jpg"
+    if studies.store.get_image(image_id).deleted_at:
+        # Retention removed the photograph: its browser copies go with it, never served again.
+        for folder in CACHE_FOLDERS:
+            (config.data_dir / folder / f"{image.sha256}.jpg").unlink(missing_ok=True)
+        abort(410, description=RETAINED_AWAY)
     if not cache.exists():
         bgr = cv2.cvtColor(studies.load_rgb(image_id), cv2.COLOR_RGB2BGR)
         if max_side and max(bgr.shape[:2]) > max_side:
@@ -86,13 +97,19 @@ def _cached_jpeg(image_id: int, kind: str, max_side: int = 0) -> Path:
     return cache
 
 
+def _no_store(resp: Any) -> Any:
+    """A patient photograph must not stay in a shared browser's disk cache after logout."""
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
 @bp.route("/image/<int:image_id>/display.jpg")
 def display(image_id: int) -> Any:
     """The photograph as a JPEG the browser can show (TIFF and DICOM are converted once)."""
-    return send_file(_cached_jpeg(image_id, "display"), mimetype="image/jpeg", max_age=0)
+    return _no_store(send_file(_cached_jpeg(image_id, "display"), mimetype="image/jpeg", max_age=0))
 
 
 @bp.route("/image/<int:image_id>/thumb.jpg")
 def thumb(image_id: int) -> Any:
     """A small JPEG for the worklist."""
-    return send_file(_cached_jpeg(image_id, "thumbs", 320), mimetype="image/jpeg", max_age=0)
+    return _no_store(send_file(_cached_jpeg(image_id, "thumbs", 320), mimetype="image/jpeg", max_age=0))

@@ -131,6 +131,29 @@ def test_ungradable_badge_names_what_to_fix(app, services, fundus_png):
     assert set(report.quality_reasons) == {"fov_edge"} and report.um_per_px > 10
 
 
+def test_a_photograph_removed_by_retention_is_neither_served_nor_a_crash(app, services, fundus_png, ui_config):
+    from appliance.store import db as store_db
+
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services)
+    image = services.store.get_image(study.image_id)
+    resp = client.get(f"/image/{study.image_id}/display.jpg")
+    assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
+    cached = ui_config.data_dir / "display" / f"{image.sha256}.jpg"
+    assert cached.exists()
+    # What retention does once delivery is confirmed: mark the row, remove the photograph.
+    conn = store_db.open_database(ui_config.data_dir)
+    with conn:
+        conn.execute("UPDATE images SET deleted_at = ? WHERE id = ?", ("2026-01-01T00:00:00Z", study.image_id))
+    conn.close()
+    services.store.path(image.path).unlink()
+    gone = client.get(f"/image/{study.image_id}/display.jpg")
+    assert gone.status_code == 410 and not cached.exists()
+    page = client.get(f"/image/{study.image_id}/overlay.jpg")
+    assert page.status_code == 409 and b"retention" in page.data  # the store's sentence, not a server error
+
+
 def test_unknown_live_lesion_is_recorded_as_added(app, services, fundus_png):
     """A live lesion whose id the stored result lacks (it should not happen) is stored as added."""
     from appliance.glance.lesions import Lesion
