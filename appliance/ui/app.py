@@ -23,12 +23,15 @@ from appliance.errors import StoreError
 from appliance.store import db as store_db
 from appliance.ui.audit import AuditLog
 from appliance.ui.i18n import translate
-from appliance.ui.live import LiveHub
+from appliance.ui.live import LiveHub, StreamSlots
 from appliance.ui.security import csrf_token, load_user
 from appliance.ui.services import Services
 from appliance.ui.users import UserStore
 
 logger = logging.getLogger(__name__)
+
+#: Waitress workers kept free of reader event streams, for the pages, the API and /healthz.
+RESERVED_THREADS = 4
 
 
 def _secret_key(data_dir: Path) -> bytes:
@@ -82,6 +85,8 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
     from appliance.ui.gaze_link import GazeLinks
 
     app.extensions["glanceseg_hub"].gaze = GazeLinks(config)
+    # Reader event streams may hold all but RESERVED_THREADS of waitress's workers.
+    app.extensions["glanceseg_streams"] = StreamSlots(config.ui.threads - RESERVED_THREADS)
 
     from appliance.ui import admin, auth, reader, results, worklist
 
@@ -121,7 +126,7 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
             404: "Not found.",
             413: f"The file is too large. The limit is {config.data.max_upload_mb} MB.",
         }.get(exc.code or 500, exc.description or exc.name)
-        if exc.code in (400, 409, 410) and exc.description:
+        if exc.code in (400, 409, 410, 429) and exc.description:
             message = exc.description
         if request.is_json or request.headers.get("X-CSRF-Token") or request.path.startswith("/api/"):
             return jsonify({"error": translate(config.ui.language, message)}), exc.code

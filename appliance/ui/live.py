@@ -253,3 +253,37 @@ class LiveHub:
             for s in self.sessions.values():
                 s.close()
             self.sessions.clear()
+
+
+class StreamSlots:
+    """Bounds the reader pages' event streams, each of which holds a server thread while open.
+
+    Why: with every worker thread streaming, no page loads and ``/healthz`` stops answering,
+    so the watchdog restarts the appliance mid-reading. ``total`` leaves threads free for the
+    other pages; ``per_user`` stops one account (tabs left open, a browser's auto-reconnect)
+    from taking them all.
+    """
+
+    def __init__(self, total: int, per_user: int = 3) -> None:
+        self.total = max(1, total)
+        self.per_user = max(1, per_user)
+        self._open: dict[Any, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, user: Any) -> bool:
+        """Take a slot for ``user``; False when none is free."""
+        with self._lock:
+            if sum(self._open.values()) >= self.total or self._open.get(user, 0) >= self.per_user:
+                return False
+            self._open[user] = self._open.get(user, 0) + 1
+            return True
+
+    def release(self, user: Any) -> None:
+        """Give a slot back."""
+        with self._lock:
+            left = self._open.get(user, 0) - 1
+            if left > 0:
+                self._open[user] = left
+            else:
+                self._open.pop(user, None)
+

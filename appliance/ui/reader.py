@@ -8,7 +8,7 @@ import math
 import queue
 from typing import Any, Iterator, Optional
 
-from flask import Blueprint, Response, abort, g, jsonify, render_template, request, stream_with_context
+from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, request, stream_with_context
 
 from appliance.errors import ApplianceError, StoreError
 from appliance.glance.lesions import Lesion
@@ -104,23 +104,29 @@ def marker(marker_id: int) -> Any:
 def events(image_id: int) -> Any:
     """Server-sent events: lesions as the pipeline emits them, gaze points, replay state."""
     session = _session(image_id)
+    slots, user = current_app.extensions["glanceseg_streams"], g.user.id
+    if not slots.acquire(user):
+        abort(429, description="Too many reader pages are open; close one and reload this page.")
     q = session.subscribe()
 
     def stream() -> Iterator[str]:
-        try:
-            yield "retry: 2000\n\n"
-            while True:
-                try:
-                    event = q.get(timeout=KEEPALIVE_S)
-                except queue.Empty:
-                    yield ": keepalive\n\n"
-                    continue
-                yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
-        finally:
-            session.unsubscribe(q)
+        yield "retry: 2000\n\n"
+        while True:
+            try:
+                event = q.get(timeout=KEEPALIVE_S)
+            except queue.Empty:
+                yield ": keepalive\n\n"
+                continue
+            yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
-    return Response(stream_with_context(stream()), mimetype="text/event-stream",
+    def closed() -> None:  # runs when the server closes the response, started or not
+        session.unsubscribe(q)
+        slots.release(user)
+
+    resp = Response(stream_with_context(stream()), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    resp.call_on_close(closed)
+    return resp
 
 
 @bp.route("/api/reader/<int:image_id>/view", methods=["POST"])

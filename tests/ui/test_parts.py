@@ -154,6 +154,43 @@ def test_a_photograph_removed_by_retention_is_neither_served_nor_a_crash(app, se
     assert page.status_code == 409 and b"retention" in page.data  # the store's sentence, not a server error
 
 
+def test_reader_event_streams_leave_threads_for_the_other_pages(ui_config, services, fundus_png):
+    # Each open reader page's event stream holds a server thread; they must never take them all.
+    from .conftest import add_users
+
+    config = ui_config.replace(ui={"threads": 6})  # 2 for streams, 4 kept for pages and /healthz
+    app = create_app(config, services)
+    app.config["TESTING"] = True
+    add_users(config)
+    slots = app.extensions["glanceseg_streams"]
+    try:
+        client = app.test_client()
+        _, token = login(client)
+        study = import_photo(client, token, fundus_png, services)
+        url = f"/reader/{study.image_id}/events"
+        stream = client.get(url, buffered=False)
+        assert stream.status_code == 200 and next(stream.response).startswith(b"retry:")
+        assert slots.acquire("another reader")  # the second and last slot
+        refused = client.get(url)
+        assert refused.status_code == 429 and b"Too many reader pages" in refused.data
+        stream.close()  # the page went away: its slot comes back
+        assert slots.acquire("a third reader") and not slots.acquire("a fourth")
+        slots.release("another reader")
+        assert client.get(url, buffered=False).status_code == 200
+    finally:
+        app.extensions["glanceseg_hub"].close()
+
+
+def test_stream_slots_bound_each_user_and_the_total():
+    from appliance.ui.live import StreamSlots
+
+    slots = StreamSlots(total=4, per_user=2)
+    assert slots.acquire("clara") and slots.acquire("clara") and not slots.acquire("clara")
+    assert slots.acquire("carl") and slots.acquire("carl") and not slots.acquire("tom")  # all 4 taken
+    slots.release("clara")
+    assert slots.acquire("tom") and not slots.acquire("clara")
+
+
 def test_unknown_live_lesion_is_recorded_as_added(app, services, fundus_png):
     """A live lesion whose id the stored result lacks (it should not happen) is stored as added."""
     from appliance.glance.lesions import Lesion
