@@ -52,7 +52,10 @@ def users() -> Any:
     status = 200
     if request.method == "POST":
         if request.form.get("action") == "disable":
-            uid = int(request.form.get("user_id", "0"))
+            try:
+                uid = int(request.form.get("user_id", ""))
+            except ValueError:
+                abort(400, description="Unknown user.")
             if uid == g.user.id:
                 flash("You cannot disable yourself.", "error")
             else:

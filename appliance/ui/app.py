@@ -116,6 +116,8 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
         resp.headers.setdefault("Referrer-Policy", "no-referrer")
         if request.endpoint != "static":
             resp.headers.setdefault("Cache-Control", "no-store")
+        if config.ui.tls_cert:  # served over TLS: browsers must never fall back to plain HTTP
+            resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return resp
 
     @app.errorhandler(HTTPException)

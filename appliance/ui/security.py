@@ -25,7 +25,7 @@ PUBLIC_ENDPOINTS = {"auth.login", "auth.setup", "static", "auth.logout", "health
 #: Logging out needs no token: forcing a log-off is harmless, and an expired session has none.
 CSRF_EXEMPT = {"auth.logout"}
 #: Requests that do not count as user activity (background streams and polls).
-PASSIVE_ENDPOINTS = {"reader.events"}
+PASSIVE_ENDPOINTS = {"reader.events", "reader.tracker"}  # the page's own polls are not a person at work
 
 
 def csrf_token() -> str:

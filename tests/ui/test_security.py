@@ -101,6 +101,26 @@ def test_idle_logoff(app):
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
 
 
+def test_the_readers_own_polls_do_not_keep_an_unattended_session_alive(app):
+    import time
+
+    app.config["GLANCESEG"] = app.config["GLANCESEG"].replace(ui={"idle_logout_s": 1.0})
+    client = app.test_client()
+    login(client)
+    for _ in range(3):  # the tracker badge polls every few seconds while nobody touches the page
+        time.sleep(0.45)
+        client.get("/api/reader/1/tracker")
+    resp = client.get("/device")
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+
+
+def test_bad_user_id_in_the_admin_form_is_a_400(app):
+    client = app.test_client()
+    _, token = login(client, "admin", ADMIN_PIN)
+    resp = client.post("/admin/users", data={"csrf_token": token, "action": "disable", "user_id": "abc"})
+    assert resp.status_code == 400
+
+
 def test_roles(app):
     client = app.test_client()
     login(client, "tom", PIN)

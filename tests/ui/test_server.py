@@ -60,6 +60,7 @@ def test_tls_serves_with_secure_cookies(ui_config, tmp_path):
         assert resp.status == 200 and b"First start" in body
         cookie = resp.getheader("Set-Cookie") or ""
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert resp.getheader("Strict-Transport-Security", "").startswith("max-age=")
         conn.close()
         plain = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
