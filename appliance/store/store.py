@@ -311,6 +311,11 @@ class Store(DecisionsMixin, OutboxMixin):
             sop_uid=r["sop_uid"], created_at=r["created_at"], deleted_at=r["deleted_at"],
         )
 
+    def study_of_source(self, source_sha256: str) -> Optional[StudyRecord]:
+        """Return the first study made from the file with this sha256, or None (a re-import check)."""
+        rows = self._q("SELECT study_id FROM images WHERE source_sha256 = ? ORDER BY seq LIMIT 1", (source_sha256,))
+        return self.get_study(rows[0]["study_id"]) if rows else None
+
     def load_image_rgb(self, image_id: int) -> np.ndarray:
         """Return the stored photograph as H×W×3 uint8 RGB, verified against its sha256.
 

@@ -72,6 +72,14 @@ def import_bytes(raw: bytes, name: str, patient_id: str, eye: str, config: Confi
         photo = services.load_photograph(raw, config.imaging, name=name)
     except ApplianceError as exc:
         raise ImportRefused(f"This file cannot be used: {exc}") from exc
+    # The same file again is a double submit or a mix-up, never a new examination: a second study
+    # would go to the PACS too, perhaps under another patient.
+    earlier = services.store.study_of_source(photo.sha256)
+    if earlier is not None:
+        raise ImportRefused(f"\u201c{name}\u201d was already imported: patient {earlier.patient_id}, "
+                            f"{'left' if earlier.eye == 'L' else 'right'} eye, {earlier.created_at[:16].replace('T', ' ')} UTC.")
+    if any(j.photo.sha256 == photo.sha256 and j.state != "failed" for j in services.analysis.jobs()):
+        raise ImportRefused(f"\u201c{name}\u201d is already being analysed.")
     job = services.analysis.submit(photo, patient_id, eye, name)
     logger.info("photograph accepted (%dx%d), analysis job %d", photo.width, photo.height, job.id)
     return Imported(job.id, name)

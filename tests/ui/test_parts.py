@@ -191,6 +191,19 @@ def test_stream_slots_bound_each_user_and_the_total():
     assert slots.acquire("tom") and not slots.acquire("clara")
 
 
+def test_the_same_photograph_is_not_imported_twice(app, services, fundus_png):
+    client = app.test_client()
+    _, token = login(client)
+    import_photo(client, token, fundus_png, services, patient="P-5", eye="L")
+    for patient in ("P-5", "P-6"):  # a double submit, or the same file under another patient
+        again = client.post("/import", content_type="multipart/form-data", data={
+            "csrf_token": token, "patient_id": patient, "eye": "L", "source": "upload",
+            "files": (io.BytesIO(fundus_png.read_bytes()), fundus_png.name)})
+        assert again.status_code == 400
+        assert "already imported: patient P-5, left eye" in again.get_data(as_text=True)
+    assert services.analysis.wait_idle(60) and len(services.store.worklist()) == 1
+
+
 def test_unknown_live_lesion_is_recorded_as_added(app, services, fundus_png):
     """A live lesion whose id the stored result lacks (it should not happen) is stored as added."""
     from appliance.glance.lesions import Lesion
