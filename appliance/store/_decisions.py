@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 #: Ids of lesions a clinician adds start here, so they never collide with the model's ids.
 ADDED_ID_BASE = 1_000_000
 
+#: Why a sign-off is refused once retention removed the study's photograph.
+PHOTO_REMOVED = "The photograph of this study was removed by the retention policy; amend it on the PACS."
+
 
 class DecisionsMixin:
     """Decision log and sign-off; mixed into :class:`appliance.store.store.Store`."""
@@ -163,13 +166,13 @@ class DecisionsMixin:
         Raises
         ------
         StoreError
-            If the result does not exist, the photograph was already removed by retention, or space
-            is short.
+            If the result does not exist, the photograph was removed by retention (before or during
+            the sign-off: nothing is then queued and no file is left), or space is short.
         """
         row = self._auto_result_row(result_id)
         image = self.get_image(row["image_id"])  # type: ignore[attr-defined]
         if image.deleted_at:
-            raise StoreError("The photograph of this study was removed by the retention policy; amend it on the PACS.")
+            raise StoreError(PHOTO_REMOVED)
         auto = self.load_result(result_id)  # type: ignore[attr-defined]
         states, added = self.lesion_states(result_id)
         final, table = final_lesions(auto, states, added)
@@ -191,12 +194,27 @@ class DecisionsMixin:
         folder = f"studies/{study.study_uid}"
         tag = uuid.uuid4().hex[:12]
         json_rel, masks_rel = f"{folder}/result-review-{tag}.json", f"{folder}/result-review-{tag}.npz"
-        json_sha = files.atomic_write(self.path(json_rel), json_bytes)  # type: ignore[attr-defined]
-        masks_sha = files.atomic_write(self.path(masks_rel), npz_bytes)  # type: ignore[attr-defined]
-        now = utc_now()
-        with self._lock, db.transaction(self._conn) as c:  # type: ignore[attr-defined]
-            new_id = self._insert_result(c, row["study_id"], row["image_id"], "reviewed", result_id, json_rel,  # type: ignore[attr-defined]
-                                         json_sha, masks_rel, masks_sha, res_final, len(final), grade, referral, actor, now)
-            self._enqueue(c, row["study_id"], row["image_id"], new_id, OutboxKind.SEG, study.study_uid, now)  # type: ignore[attr-defined]
-            self._enqueue(c, row["study_id"], row["image_id"], new_id, OutboxKind.SR, study.study_uid, now)  # type: ignore[attr-defined]
+        try:
+            json_sha = files.atomic_write(self.path(json_rel), json_bytes)  # type: ignore[attr-defined]
+            masks_sha = files.atomic_write(self.path(masks_rel), npz_bytes)  # type: ignore[attr-defined]
+            now = utc_now()
+            with self._lock, db.transaction(self._conn) as c:  # type: ignore[attr-defined]
+                # Re-check inside the write transaction: retention (another thread or process) may
+                # have removed the photograph since sign_off() looked. Both sides take BEGIN
+                # IMMEDIATE, so either retention sees this review's queued items and keeps the
+                # photograph, or this sees it removed and refuses; never a review queued that
+                # can no longer be built.
+                deleted = c.execute("SELECT deleted_at FROM images WHERE id = ?", (row["image_id"],)).fetchone()
+                if deleted is None or deleted[0]:
+                    raise StoreError(PHOTO_REMOVED)
+                new_id = self._insert_result(c, row["study_id"], row["image_id"], "reviewed", result_id, json_rel,  # type: ignore[attr-defined]
+                                             json_sha, masks_rel, masks_sha, res_final, len(final), grade, referral,
+                                             actor, now)
+                self._enqueue(c, row["study_id"], row["image_id"], new_id, OutboxKind.SEG, study.study_uid, now)  # type: ignore[attr-defined]
+                self._enqueue(c, row["study_id"], row["image_id"], new_id, OutboxKind.SR, study.study_uid, now)  # type: ignore[attr-defined]
+        except BaseException:
+            # Nothing names these files now: remove them at once rather than leave them (on a full
+            # disk, too) until some other process opens the store and sweeps.
+            self._remove_uncommitted([json_rel, masks_rel])  # type: ignore[attr-defined]
+            raise
         return new_id

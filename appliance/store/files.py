@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Iterable
 
 from appliance.errors import StoreError
 from appliance.hashing import sha256_file  # noqa: F401  (re-exported for callers)
@@ -90,6 +91,19 @@ def remove_durable(path: Path) -> None:
     except FileNotFoundError:
         return
     fsync_dir(Path(path).parent)
+
+
+def remove_all_quietly(paths: Iterable[Path]) -> None:
+    """Remove the files a failed write left behind (best effort, each :func:`remove_durable`).
+
+    Called while the original error is propagating, so a failure here is logged, never raised
+    in its place; whatever stays is removed by the next start's sweep.
+    """
+    for path in paths:
+        try:
+            remove_durable(path)
+        except OSError as exc:
+            logger.warning("could not remove %s after a failed write: %s", Path(path).name, exc.strerror or exc)
 
 
 def sweep_temporaries(root: Path) -> int:

@@ -87,6 +87,24 @@ class Store(DecisionsMixin, OutboxMixin):
         finally:
             os.close(fd)
 
+    def _remove_uncommitted(self, relpaths: list[str]) -> None:
+        """Remove the files of a write whose transaction failed, unless a row names them.
+
+        The check matters only when the exception came after the COMMIT (a KeyboardInterrupt
+        between two bytecodes): then the files belong to a stored study and must stay. If even the
+        check fails, everything is left to the next start's sweep.
+        """
+        marks = ",".join("?" * len(relpaths))
+        try:
+            named = {r[0] for r in self._q(
+                f"SELECT path FROM images WHERE path IN ({marks}) UNION SELECT json_path FROM results"
+                f" WHERE json_path IN ({marks}) UNION SELECT masks_path FROM results WHERE masks_path IN ({marks})",
+                [*relpaths, *relpaths, *relpaths])}
+        except Exception as exc:  # noqa: BLE001 - never mask the original error
+            logger.warning("files of a failed write left for the next sweep: %s", exc)
+            return
+        files.remove_all_quietly([self.path(r) for r in relpaths if r not in named])
+
     def _sweep_orphans(self) -> None:
         """Remove what a crash left: temporary files, and study files no row names."""
         fd = os.open(str(self.root / WRITE_LOCK), os.O_RDWR | os.O_CREAT, 0o600)

@@ -215,3 +215,31 @@ def test_files_of_an_uncommitted_study_are_swept_unless_someone_is_writing(tmp_p
         assert not orphan.parent.exists()
         store.load_image_rgb(kept.image_id)
         store.load_result(kept.auto_result_id)
+
+
+def test_sign_off_refused_when_retention_removes_the_photograph_meanwhile(tmp_path, monkeypatch):
+    from appliance.store import _decisions
+
+    config = make_config(tmp_path / "data", data={"retention_days": 0})
+    with Store(config) as store:
+        study = add_study(store, 40)
+        for item in store.outbox(study_id=study.id):  # delivered and confirmed: retention may take it
+            store.record_delivered(item.id)
+        lesion = store.load_result(study.auto_result_id).result.lesions[0]
+        store.decide(study.auto_result_id, lesion.id, "accept", "dr")
+        removed = []
+        real_check_space = _decisions.files.check_space
+
+        def retention_runs_in_another_process(*args, **kwargs):
+            # Called after sign_off's own deleted_at check and before its transaction.
+            real_check_space(*args, **kwargs)
+            with Store(config) as other:
+                removed.append(retention.purge_expired(other, time.time() + 1))
+
+        monkeypatch.setattr(_decisions.files, "check_space", retention_runs_in_another_process)
+        with pytest.raises(StoreError, match="removed by the retention policy"):
+            store.sign_off(study.auto_result_id, "R1", "routine", "dr")
+        assert removed == [1] and store.get_image(study.image_id).deleted_at
+        assert [i for i in store.outbox() if i.state != "delivered"] == []  # nothing queued that cannot be built
+        assert [r.kind for r in store.results_for_study(study.id)] == ["auto"]
+        assert not list(store.root.rglob("result-review-*"))  # its files removed, not left for a sweep
