@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -64,12 +66,23 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_export(args: argparse.Namespace, config: Config) -> int:
-    """Export undelivered instances to ``args.dest``; print where and how many."""
+    """Export undelivered instances to ``args.dest``; print where and how many.
+
+    Exits 1 when some items could not be built and were left out (named on stdout and stderr):
+    the export is then incomplete and whoever carries the drive must know.
+    """
     from appliance.store.store import Store
     from appliance.sync.usb_export import export_undelivered
 
     with Store(config) as store:
         report = export_undelivered(store, args.dest)
     print(json.dumps({"folder": str(report.folder), "files": report.files, "studies": report.studies,
-                      "bytes": report.bytes}))
+                      "bytes": report.bytes,
+                      "skipped": [dataclasses.asdict(s) for s in report.skipped]}))
+    if report.skipped:
+        print(f"glanceseg: export-usb: {len(report.skipped)} item(s) could not be built and were NOT exported "
+              "(they stay queued on the device; see skipped in the manifest):", file=sys.stderr)
+        for s in report.skipped:
+            print(f"  outbox item {s.outbox_seq} ({s.kind}, study {s.study_uid}): {s.reason}", file=sys.stderr)
+        return 1
     return 0

@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from appliance.errors import SyncError
+from appliance.errors import StoreError, SyncError
 from appliance.glance.lesions import SegmentationResult
 from appliance.store.store import Store
 from appliance.sync import export
@@ -106,6 +106,46 @@ def test_usb_export_writes_verified_files_and_manifest(store, tmp_path):
     assert store.sync_status().pending == 6  # an export is not a confirmed delivery
 
 
+def _flip_one_byte(path):
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def test_usb_export_skips_an_item_it_cannot_build_and_exports_the_rest(store, tmp_path):
+    import hashlib
+    import json
+
+    studies = [add_study(store, seed) for seed in (50, 51, 52)]
+    bad = studies[1]
+    _flip_one_byte(store.path(store.get_image(bad.image_id).path))  # one corrupt photograph
+    dest = tmp_path / "usb"
+    dest.mkdir()
+    report = export_undelivered(store, dest)
+    assert report.files == 6 and report.studies == 2
+    assert {s.study_uid for s in report.skipped} == {bad.study_uid}
+    assert sorted(s.kind for s in report.skipped) == ["photo", "seg", "sr"]  # all three need the photograph
+    assert all("corrupt" in s.reason for s in report.skipped)
+    manifest = json.loads((report.folder / "manifest.json").read_text())
+    assert {e["study_uid"] for e in manifest["files"]} == {studies[0].study_uid, studies[2].study_uid}
+    for entry in manifest["files"]:
+        raw = (report.folder / entry["file"]).read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == entry["sha256"]
+        assert pydicom.dcmread(report.folder / entry["file"]).SOPInstanceUID == entry["sop_uid"]
+    assert {(s["study_uid"], s["kind"]) for s in manifest["skipped"]} == {(bad.study_uid, k) for k in ("photo", "seg", "sr")}
+    assert all("corrupt" in s["reason"] for s in manifest["skipped"])
+    assert not (report.folder / bad.study_uid).exists()
+    assert store.sync_status().pending == 9  # all stay queued
+
+
+def test_usb_export_of_nothing_buildable_fails_and_says_why(store, tmp_path):
+    study = add_study(store, 53)
+    _flip_one_byte(store.path(store.get_image(study.image_id).path))
+    with pytest.raises(StoreError, match="None of the 3 .*corrupt"):
+        export_undelivered(store, tmp_path)
+    assert list(tmp_path.iterdir()) == [store.root]
+
+
 def test_client_transport_rules():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("10.0.0.5") and not is_loopback("pacs.example")
@@ -150,6 +190,14 @@ def test_cli_export_usb_and_status(tmp_path):
     assert listed.returncode == 0 and json.loads(listed.stdout.splitlines()[0])["delivery"] == "pending"
     missing = run("export-usb", str(tmp_path / "not-mounted"))
     assert missing.returncode == 2 and "not a folder" in missing.stderr
+    with Store(make_config(tmp_path / "data")) as store:
+        second = add_study(store, 10)
+        _flip_one_byte(store.path(store.get_image(second.image_id).path))
+    partial = run("export-usb", str(usb))
+    assert partial.returncode == 1 and "3 item(s) could not be built" in partial.stderr
+    assert second.study_uid in partial.stderr and "corrupt" in partial.stderr
+    out = json.loads(partial.stdout)
+    assert out["files"] == 3 and {s["study_uid"] for s in out["skipped"]} == {second.study_uid}
 
 
 @pytest.fixture
