@@ -54,6 +54,8 @@ def purge_expired(store, now_unix: Optional[float] = None) -> int:  # type: igno
         path = store.path(row["path"])
         if path.exists():
             files.remove_durable(path)
+    # A built DICOM copy of the photograph left by an interrupted pass must not outlive it either.
+    store.sweep_built_files()
     if removed:
         logger.info("retention removed %d delivered photograph(s)", removed)
     return removed

@@ -32,6 +32,9 @@ from appliance.store.results import StoredResult, build_result_files, load_store
 logger = logging.getLogger(__name__)
 
 WRITE_LOCK = "store.lock"
+#: The sync pass's lock (``flock``, exclusive; :func:`appliance.sync.engine.sync_lock`). The store
+#: takes it only to sweep ``outbox/``, so a running pass never loses the file it is about to send.
+SYNC_LOCK = "sync.lock"
 
 
 
@@ -106,7 +109,9 @@ class Store(DecisionsMixin, OutboxMixin):
         files.remove_all_quietly([self.path(r) for r in relpaths if r not in named])
 
     def _sweep_orphans(self) -> None:
-        """Remove what a crash left: temporary files, and study files no row names."""
+        """Remove what a crash left: temporary files, built DICOM files nothing will send, and study
+        files no row names."""
+        self.sweep_built_files()
         fd = os.open(str(self.root / WRITE_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
@@ -132,6 +137,44 @@ class Store(DecisionsMixin, OutboxMixin):
                 logger.info("removed %d file(s) of studies an interrupted write never committed", removed)
         finally:
             os.close(fd)
+
+    def sweep_built_files(self) -> int:
+        """Remove every ``outbox/*.dcm`` that no undelivered item names; return how many.
+
+        A built file is a full DICOM copy of the photograph with the patient ID. The sync pass
+        removes it after recording the delivery; a pass killed between the two leaves it, and
+        nothing else would ever remove it, not even retention. This runs only while holding the
+        sync lock, taken without waiting (skipped if a pass holds it), so it never removes the
+        file a running pass is about to send. The folder is listed before the rows are read: a
+        file is built only after its item was committed, so every listed file of an undelivered
+        item is in ``keep`` (a USB export may build one without the sync lock).
+        """
+        outbox = self.root / "outbox"
+        if not outbox.is_dir():
+            return 0
+        fd = os.open(str(self.root / SYNC_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.debug("a sync pass is running; built files are swept next time")
+                return 0
+            built = sorted(outbox.glob("*.dcm"))
+            keep: set[str] = set()
+            for r in self._q("SELECT sop_uid, path FROM outbox WHERE state != 'delivered'"):
+                keep.add(f"{r['sop_uid']}.dcm")
+                if r["path"]:
+                    keep.add(Path(r["path"]).name)
+            removed = 0
+            for path in built:
+                if path.name not in keep:
+                    files.remove_durable(path)
+                    removed += 1
+            if removed:
+                logger.info("removed %d built DICOM file(s) of delivered or unknown items", removed)
+            return removed
+        finally:
+            os.close(fd)  # releases the lock
 
     # -- plumbing -------------------------------------------------------------------------
     def close(self) -> None:

@@ -28,13 +28,13 @@ from typing import Callable, Iterator, Optional
 from appliance.config import Config
 from appliance.errors import StoreError, SyncError
 from appliance.store import files
-from appliance.store.store import Store
+from appliance.store.store import SYNC_LOCK, Store
 from appliance.sync.dicomweb import DicomwebClient, ServerUnavailable
 from appliance.sync.instances import materialise
 
 logger = logging.getLogger(__name__)
 
-LOCK_NAME = "sync.lock"
+LOCK_NAME = SYNC_LOCK  # the store sweeps outbox/ only while it can take this lock
 
 
 def backoff_delay_s(attempts: int, base_s: float, max_s: float, rng: Optional[random.Random] = None) -> float:

@@ -243,3 +243,52 @@ def test_sign_off_refused_when_retention_removes_the_photograph_meanwhile(tmp_pa
         assert [i for i in store.outbox() if i.state != "delivered"] == []  # nothing queued that cannot be built
         assert [r.kind for r in store.results_for_study(study.id)] == ["auto"]
         assert not list(store.root.rglob("result-review-*"))  # its files removed, not left for a sweep
+
+
+def _built(store, item, data=b"DICM built copy with the patient ID"):
+    """Leave a built file for ``item`` as the sync's build does (file, then its row)."""
+    import hashlib
+
+    rel = f"outbox/{item.sop_uid}.dcm"
+    store.path("outbox").mkdir(exist_ok=True)
+    store.path(rel).write_bytes(data)
+    store.record_built(item.id, rel, hashlib.sha256(data).hexdigest())
+    return store.path(rel)
+
+
+def test_built_file_of_a_delivered_item_is_swept_but_never_under_a_running_pass(tmp_path):
+    import fcntl
+    import os
+
+    config = make_config(tmp_path / "data")
+    with Store(config) as store:
+        study = add_study(store, 41)
+        delivered, pending, _ = store.outbox(study_id=study.id)
+        leftover = _built(store, delivered)
+        store.record_delivered(delivered.id)  # a pass killed before it removed the file
+        kept = _built(store, pending)
+        unknown = store.path("outbox/2.25.1.dcm")  # built, the process died before its row was recorded
+        unknown.write_bytes(b"no row names it")
+        not_built_yet = store.path(f"outbox/{store.outbox(study_id=study.id)[2].sop_uid}.dcm")
+        not_built_yet.write_bytes(b"a USB export building it: its row is not recorded yet")
+    fd = os.open(str(tmp_path / "data" / "sync.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a sync pass is running: leave outbox/ alone
+    try:
+        Store(config).close()
+        assert leftover.exists() and unknown.exists()
+    finally:
+        os.close(fd)
+    Store(config).close()
+    assert not leftover.exists() and not unknown.exists()
+    assert kept.exists() and not_built_yet.exists()  # undelivered items keep their files
+
+
+def test_retention_removes_a_built_copy_an_interrupted_pass_left(tmp_path):
+    with Store(make_config(tmp_path / "data", data={"retention_days": 0})) as store:
+        study = add_study(store, 42)
+        items = store.outbox(study_id=study.id)
+        leftover = _built(store, items[0])
+        for item in items:
+            store.record_delivered(item.id)
+        assert retention.purge_expired(store, time.time() + 1) == 1
+        assert not leftover.exists() and list(store.path("outbox").iterdir()) == []
