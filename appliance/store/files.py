@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -106,13 +107,20 @@ def remove_all_quietly(paths: Iterable[Path]) -> None:
             logger.warning("could not remove %s after a failed write: %s", Path(path).name, exc.strerror or exc)
 
 
-def sweep_temporaries(root: Path) -> int:
-    """Delete the temporary files a crash left under ``root``; return how many."""
+def sweep_temporaries(root: Path, min_age_s: float = 0.0) -> int:
+    """Delete the temporary files a crash left under ``root``; return how many.
+
+    With ``min_age_s``, only those last modified at least that long ago: for a folder where
+    another process may be writing one right now without a lock the sweep can take.
+    """
     count = 0
     if not root.exists():
         return 0
+    now = time.time()
     for tmp in root.rglob(f"*{TMP_SUFFIX}"):
         with _suppress_os():
+            if min_age_s > 0 and now - tmp.stat().st_mtime < min_age_s:
+                continue
             tmp.unlink()
             count += 1
     if count:

@@ -35,6 +35,8 @@ WRITE_LOCK = "store.lock"
 #: The sync pass's lock (``flock``, exclusive; :func:`appliance.sync.engine.sync_lock`). The store
 #: takes it only to sweep ``outbox/``, so a running pass never loses the file it is about to send.
 SYNC_LOCK = "sync.lock"
+#: A temporary file in ``outbox/`` younger than this may be a build in progress (see _sweep_orphans).
+OUTBOX_TMP_MIN_AGE_S = 600.0
 
 
 
@@ -119,7 +121,11 @@ class Store(DecisionsMixin, OutboxMixin):
             except BlockingIOError:
                 return  # another process is writing; the next start sweeps
             files.sweep_temporaries(self.root / "studies")
-            files.sweep_temporaries(self.root / "outbox")
+            # A DICOM build (sync pass or USB export, in any process) writes outbox/.<SOP>.dcm.<pid>.part
+            # without the store's write lock, so a .part there may be in use right now: removing
+            # it would fail that upload. A build takes seconds; one untouched for 10 minutes was
+            # left by a crash. (A clock set back keeps it until the clock catches up: harmless.)
+            files.sweep_temporaries(self.root / "outbox", min_age_s=OUTBOX_TMP_MIN_AGE_S)
             studies = self.root / "studies"
             if not studies.exists():
                 return

@@ -31,3 +31,15 @@ def test_check_space_refuses_with_a_clear_message(tmp_path):
     with pytest.raises(StoreError, match="Not enough free space.*Nothing was stored"):
         files.check_space(tmp_path, 0, free_mb + 1024)
     files.check_space(tmp_path, 1024, 0)
+
+
+def test_sweep_can_spare_recent_temporaries(tmp_path):
+    import os
+    import time
+
+    recent, old = tmp_path / ".a.dcm.1.part", tmp_path / ".b.dcm.2.part"
+    recent.write_bytes(b"in progress")
+    old.write_bytes(b"left by a crash")
+    os.utime(old, (time.time() - 700, time.time() - 700))
+    assert files.sweep_temporaries(tmp_path, min_age_s=600) == 1
+    assert recent.exists() and not old.exists()

@@ -292,3 +292,20 @@ def test_retention_removes_a_built_copy_an_interrupted_pass_left(tmp_path):
             store.record_delivered(item.id)
         assert retention.purge_expired(store, time.time() + 1) == 1
         assert not leftover.exists() and list(store.path("outbox").iterdir()) == []
+
+
+def test_opening_the_store_leaves_a_build_in_progress_alone(tmp_path):
+    import os
+
+    config = make_config(tmp_path / "data")
+    Store(config).close()
+    outbox = tmp_path / "data" / "outbox"
+    outbox.mkdir()
+    fresh = outbox / ".2.25.7.dcm.4242.part"  # another process's sync is writing it right now
+    fresh.write_bytes(b"half a DICOM file")
+    stale = outbox / ".2.25.8.dcm.4243.part"  # a crash left it long ago
+    stale.write_bytes(b"half a DICOM file")
+    old = time.time() - store_module.OUTBOX_TMP_MIN_AGE_S - 60
+    os.utime(stale, (old, old))
+    Store(config).close()
+    assert fresh.exists() and not stale.exists()
