@@ -265,11 +265,31 @@ class Store(DecisionsMixin, OutboxMixin):
         ok, png = cv2.imencode(".png", rgb[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise StoreError("The photograph could not be encoded for storage.")
-        png_sha = files.atomic_write(self.path(f"{folder}/photo.png"), png.tobytes())
         shown_ids = [int(l.id) for l in result.shown]
         payload = {"kind": "auto", "gaze": gaze_summary or {}}
         json_bytes, npz_bytes = build_result_files(result, shown_ids, payload)
         json_rel, masks_rel = f"{folder}/result-auto.json", f"{folder}/result-auto.npz"
+        try:
+            study_id = self._commit_study(folder, study_uid, photo, patient_id, eye, rgb, png.tobytes(), json_rel,
+                                          json_bytes, masks_rel, npz_bytes, result, shown_ids)
+        except BaseException:
+            # Nothing names these files now (the transaction rolled back or never ran): remove them
+            # at once, rather than leave them, on a full disk too, until another process opens the
+            # store (the UI's process never does).
+            self._remove_uncommitted([f"{folder}/photo.png", json_rel, masks_rel])
+            with contextlib.suppress(OSError):  # its own new folder, unless it is not empty
+                self.path(folder).rmdir()
+            raise
+        logger.info("stored study %d (%d lesions shown) and queued 3 instances", study_id, len(shown_ids))
+        return self.get_study(study_id)
+
+    def _commit_study(self, folder, study_uid, photo, patient_id, eye, rgb, png, json_rel, json_bytes, masks_rel,
+                      npz_bytes, result, shown_ids) -> int:  # type: ignore[no-untyped-def]
+        """Write a new study's files, then commit its rows; return the study's id.
+
+        Nothing after the commit belongs here: on any exception the caller removes the files.
+        """
+        png_sha = files.atomic_write(self.path(f"{folder}/photo.png"), png)
         json_sha = files.atomic_write(self.path(json_rel), json_bytes)
         masks_sha = files.atomic_write(self.path(masks_rel), npz_bytes)
 
@@ -297,8 +317,7 @@ class Store(DecisionsMixin, OutboxMixin):
             self._enqueue(c, study_id, image_id, None, OutboxKind.PHOTO, study_uid, now)
             self._enqueue(c, study_id, image_id, result_id, OutboxKind.SEG, study_uid, now)
             self._enqueue(c, study_id, image_id, result_id, OutboxKind.SR, study_uid, now)
-        logger.info("stored study %d (%d lesions shown) and queued 3 instances", study_id, len(shown_ids))
-        return self.get_study(study_id)
+        return study_id
 
     def _insert_result(self, c, study_id, image_id, kind, based_on, json_rel, json_sha, masks_rel, masks_sha,
                        result, count, grade, referral, signed_by, now) -> int:  # type: ignore[no-untyped-def]

@@ -309,3 +309,26 @@ def test_opening_the_store_leaves_a_build_in_progress_alone(tmp_path):
     os.utime(stale, (old, old))
     Store(config).close()
     assert fresh.exists() and not stale.exists()
+
+
+def test_a_failed_commit_leaves_no_files_behind(store, monkeypatch):
+    import sqlite3
+
+    study = add_study(store, 43)
+    lesion = store.load_result(study.auto_result_id).result.lesions[0]
+    store.decide(study.auto_result_id, lesion.id, "accept", "dr")
+    before = sorted(store.root.rglob("*"))
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_enqueue", full)  # fails inside the transaction, after the files are written
+    with pytest.raises(StoreError, match="disk is full"):
+        add_study(store, 44)
+    with pytest.raises(StoreError, match="disk is full"):
+        store.sign_off(study.auto_result_id, "R1", "routine", "dr")
+    assert sorted(store.root.rglob("*")) == before  # nothing left for a later sweep
+    assert len(store.worklist()) == 1 and len(store.results_for_study(study.id)) == 1
+    # An exception after the COMMIT: the rows name the files, so they stay.
+    store._remove_uncommitted([store.get_image(study.image_id).path])
+    store.load_image_rgb(study.image_id)
