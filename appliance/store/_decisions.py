@@ -182,7 +182,9 @@ class DecisionsMixin:
                    "referral": referral, "signed_by": actor, "decisions": table}
         json_bytes, npz_bytes = build_result_files(res_final, [int(l.id) for l in final], payload)
         files.check_space(self.root, len(json_bytes) + len(npz_bytes) + image.width * image.height * 2,  # type: ignore[attr-defined]
-                          self.config.data.min_free_mb)  # type: ignore[attr-defined]
+                          self.config.data.min_free_mb,  # type: ignore[attr-defined]
+                          ("store the signed review", "Sync or export the delivered studies, or free space on the "
+                           "device, then sign off again. The review was not stored."))
         with self._writing():  # type: ignore[attr-defined]
             new_id = self._write_review(row, result_id, json_bytes, npz_bytes, res_final, final, grade, referral, actor)
         logger.info("study %d signed off (%d lesions); review queued", row["study_id"], len(final))

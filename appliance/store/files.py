@@ -133,8 +133,21 @@ def free_bytes(directory: Path) -> int:
     return shutil.disk_usage(str(directory)).free
 
 
-def check_space(directory: Path, needed_bytes: int, min_free_mb: int) -> None:
+#: What :func:`check_space` says by default: the operation is storing a new study.
+STUDY_SPACE = ("store a new study", "Sync or export the delivered studies, or free space on the device, "
+               "then try again. Nothing was stored.")
+
+
+def check_space(directory: Path, needed_bytes: int, min_free_mb: int,
+                context: tuple[str, str] = STUDY_SPACE) -> None:
     """Refuse an operation, before it writes anything, when space would run low.
+
+    Parameters
+    ----------
+    context
+        ``(what the space is for, what to do and what became of the operation)``: the message
+        becomes the outbox's ``last_error`` and the UI's text, so it must name the operation that
+        was refused (a sync build is not "a new study").
 
     Raises
     ------
@@ -145,10 +158,10 @@ def check_space(directory: Path, needed_bytes: int, min_free_mb: int) -> None:
     free = free_bytes(directory)
     required = int(needed_bytes) + int(min_free_mb) * (1 << 20)
     if free < required:
+        purpose, advice = context
         raise StoreError(
-            f"Not enough free space to store a new study: {free / 2**20:.0f} MiB free, "
-            f"{required / 2**20:.0f} MiB needed. Sync or export the delivered studies, "
-            "or free space on the device, then try again. Nothing was stored."
+            f"Not enough free space to {purpose}: {free / 2**20:.0f} MiB free, "
+            f"{required / 2**20:.0f} MiB needed. {advice}"
         )
 
 

@@ -90,7 +90,9 @@ def materialise(store: Store, item: OutboxItem) -> tuple[Path, str]:
         raise SyncError(f"Outbox item {item.id} built with UIDs that differ from the queued ones.")
     data = export.to_bytes(ds)
     rel = f"outbox/{item.sop_uid}.dcm"
-    files.check_space(store.root, len(data), 0)
+    files.check_space(store.root, len(data), 0,
+                      ("build the DICOM file for delivery", "Free space on the device; the item stays queued and "
+                       "is tried again."))
     sha = files.atomic_write(store.path(rel), data)
     store.record_built(item.id, rel, sha)
     return store.path(rel), sha

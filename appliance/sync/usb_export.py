@@ -92,7 +92,8 @@ def export_undelivered(store: Store, dest: Path) -> ExportReport:
         raise StoreError(f"None of the {len(items)} undelivered item(s) could be built, so nothing was exported; "
                          f"the first reason: {skipped[0].reason}")
     total = sum(path.stat().st_size for _item, path, _sha in built)
-    files.check_space(dest, total + (1 << 20), 0)
+    files.check_space(dest, total + (1 << 20), 0,
+                      (f"export to {dest}", "Use a larger drive or free space on it. Nothing was exported."))
     folder = dest / f"glanceseg-export-{items[0].seq}-{items[-1].seq}"
     entries = []
     for item, path, sha in built:

@@ -43,3 +43,11 @@ def test_sweep_can_spare_recent_temporaries(tmp_path):
     os.utime(old, (time.time() - 700, time.time() - 700))
     assert files.sweep_temporaries(tmp_path, min_age_s=600) == 1
     assert recent.exists() and not old.exists()
+
+
+def test_check_space_names_the_operation_it_refused(tmp_path):
+    free_mb = files.free_bytes(tmp_path) // 2**20
+    with pytest.raises(StoreError) as refused:
+        files.check_space(tmp_path, 0, free_mb + 1024, ("build the DICOM file for delivery", "It stays queued."))
+    assert "to build the DICOM file for delivery:" in str(refused.value) and "It stays queued." in str(refused.value)
+    assert "new study" not in str(refused.value)

@@ -282,3 +282,13 @@ def test_instances_pass_dciodvfy(store, dciodvfy):
         out = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
         errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
         assert not errors, (item.kind, errors)
+
+
+def test_a_build_refused_for_space_says_so_not_new_study(store, monkeypatch):
+    from appliance.store import files
+
+    add_study(store, 54)
+    monkeypatch.setattr(files, "free_bytes", lambda directory: 0)
+    with pytest.raises(StoreError) as refused:
+        materialise(store, store.outbox()[0])
+    assert "build the DICOM file for delivery" in str(refused.value) and "new study" not in str(refused.value)
