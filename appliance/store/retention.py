@@ -34,6 +34,11 @@ def expired_images(store, now_unix: Optional[float] = None) -> list[int]:  # typ
     return [int(r["id"]) for r in rows]
 
 
+#: Folders of the data folder where the UI keeps JPEG copies of stored photographs, named by
+#: the stored PNG's sha256: they go with the photograph.
+DERIVED_COPY_FOLDERS = ("display", "thumbs")
+
+
 def purge_expired(store, now_unix: Optional[float] = None) -> int:  # type: ignore[no-untyped-def]
     """Remove expired photographs (see the module docstring); return how many were removed."""
     removed = 0
@@ -50,10 +55,11 @@ def purge_expired(store, now_unix: Optional[float] = None) -> int:  # type: igno
             c.execute("UPDATE images SET deleted_at = ?, deleted_seq = ? WHERE id = ?",
                       (utc_now(), db.next_seq(c), image_id))
         removed += 1
-    for row in store._q("SELECT path FROM images WHERE deleted_at IS NOT NULL"):
-        path = store.path(row["path"])
-        if path.exists():
-            files.remove_durable(path)
+    for row in store._q("SELECT path, sha256 FROM images WHERE deleted_at IS NOT NULL"):
+        copies = [store.root / folder / f"{row['sha256']}.jpg" for folder in DERIVED_COPY_FOLDERS]
+        for path in [store.path(row["path"]), *copies]:
+            if path.exists():
+                files.remove_durable(path)
     # A built DICOM copy of the photograph left by an interrupted pass must not outlive it either.
     store.sweep_built_files()
     if removed:

@@ -10,6 +10,7 @@ from typing import Any
 import cv2
 from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 
+from appliance.store.retention import DERIVED_COPY_FOLDERS
 from appliance.ui.app import audit, get_config, get_services, get_studies
 from appliance.ui.importing import (ImportRefused, candidate_folders, check_patient, folder_files, import_bytes,
                                     read_limited, resolve_folder)
@@ -66,8 +67,6 @@ def import_photos() -> Any:
     return render_template("import.html", folders=candidate_folders(config), results=results), status
 
 
-#: Folders under the data folder holding browser copies of stored photographs, by sha256.
-CACHE_FOLDERS = ("display", "thumbs")
 RETAINED_AWAY = ("This photograph was removed by the retention policy after the central server confirmed "
                  "its delivery; it is on the PACS.")
 
@@ -81,7 +80,7 @@ def _cached_jpeg(image_id: int, kind: str, max_side: int = 0) -> Path:
     cache = config.data_dir / kind / f"{image.sha256}.jpg"
     if studies.store.get_image(image_id).deleted_at:
         # Retention removed the photograph: its browser copies go with it, never served again.
-        for folder in CACHE_FOLDERS:
+        for folder in DERIVED_COPY_FOLDERS:
             (config.data_dir / folder / f"{image.sha256}.jpg").unlink(missing_ok=True)
         abort(410, description=RETAINED_AWAY)
     if not cache.exists():

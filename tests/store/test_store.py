@@ -166,8 +166,14 @@ def test_retention_only_after_confirmed_delivery_plus_period(tmp_path):
         assert retention.purge_expired(store, time.time() + 86400) == 0  # within the period
         assert retention.purge_expired(store, time.time() - 86400) == 0  # a clock set back
         assert photo_path.exists()
+        sha = store.get_image(study.image_id).sha256
+        copies = [store.root / folder / f"{sha}.jpg" for folder in retention.DERIVED_COPY_FOLDERS]
+        for copy in copies:  # the UI's JPEG copies of the photograph
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(b"jpeg")
         assert retention.purge_expired(store, time.time() + 3 * 86400) == 1
         assert not photo_path.exists() and store.get_image(study.image_id).deleted_at
+        assert not any(copy.exists() for copy in copies)  # they go with it
         with pytest.raises(StoreError, match="retention"):
             store.load_image_rgb(study.image_id)
         with pytest.raises(StoreError, match="retention"):
