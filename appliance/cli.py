@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "appliance.store.cli_annotations",  # annotations export
     "appliance.finetune.cli_finetune",  # finetune
     "appliance.ui.cli_ui",            # serve, status
+    "appliance.ui.cli_users",         # users list|unlock|set-pin
 )
 
 

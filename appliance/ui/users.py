@@ -137,6 +137,27 @@ class UserStore:
         """Enable or disable a user (users are never deleted: the audit log names them)."""
         self.conn.execute("UPDATE ui_users SET active=? WHERE id=?", (int(active), user_id))
 
+    def by_name(self, name: str) -> Optional[User]:
+        """Return the user called ``name``, or None."""
+        r = self.conn.execute("SELECT id FROM ui_users WHERE name=?", (name.strip(),)).fetchone()
+        return None if r is None else self.get(int(r["id"]))
+
+    def set_pin(self, user_id: int, pin: str) -> None:
+        """Give a user a new PIN (a forgotten one) and lift any lockout.
+
+        Raises
+        ------
+        ValueError
+            If the PIN is malformed.
+        """
+        check_pin_format(pin)
+        self.conn.execute("UPDATE ui_users SET pin_hash=?, failed_attempts=0, locked_until=0 WHERE id=?",
+                          (hash_pin(pin), user_id))
+
+    def unlock(self, user_id: int) -> None:
+        """Lift a lockout now (someone on the LAN kept guessing this account's PIN)."""
+        self.conn.execute("UPDATE ui_users SET failed_attempts=0, locked_until=0 WHERE id=?", (user_id,))
+
     def authenticate(self, name: str, pin: str, remote: str = "", now_s: Optional[float] = None) -> tuple[LoginOutcome, Optional[User]]:
         """Check a PIN, counting failures and locking the account after too many.
 
