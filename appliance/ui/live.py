@@ -261,29 +261,38 @@ class StreamSlots:
     Why: with every worker thread streaming, no page loads and ``/healthz`` stops answering,
     so the watchdog restarts the appliance mid-reading. ``total`` leaves threads free for the
     other pages; ``per_user`` stops one account (tabs left open, a browser's auto-reconnect)
-    from taking them all.
+    from taking them all. A user at their limit, or when all are taken, gets a slot by ending
+    their own oldest stream: the server learns that a page was left only at its next
+    keepalive, and a clinician flipping through photographs must not find the newest page
+    without live lesions. Only a user with no stream to give up is refused.
     """
 
     def __init__(self, total: int, per_user: int = 3) -> None:
         self.total = max(1, total)
         self.per_user = max(1, per_user)
-        self._open: dict[Any, int] = {}
+        self._open: dict[Any, list[Callable[[], None]]] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, user: Any) -> bool:
-        """Take a slot for ``user``; False when none is free."""
+    def acquire(self, user: Any, stop: Callable[[], None] = lambda: None) -> bool:
+        """Take a slot for ``user`` (``stop`` ends that stream if it must make room); False when none."""
         with self._lock:
-            if sum(self._open.values()) >= self.total or self._open.get(user, 0) >= self.per_user:
-                return False
-            self._open[user] = self._open.get(user, 0) + 1
-            return True
+            mine = self._open.get(user, [])
+            full = sum(len(v) for v in self._open.values()) >= self.total
+            evict = None
+            if len(mine) >= self.per_user or full:
+                if not mine:
+                    return False
+                evict = mine.pop(0)
+            self._open[user] = mine + [stop]
+        if evict is not None:
+            evict()
+        return True
 
-    def release(self, user: Any) -> None:
-        """Give a slot back."""
+    def release(self, user: Any, stop: Callable[[], None] = lambda: None) -> None:
+        """Give ``user``'s slot back (the one taken with ``stop``; a no-op when it was evicted)."""
         with self._lock:
-            left = self._open.get(user, 0) - 1
-            if left > 0:
-                self._open[user] = left
-            else:
+            mine = self._open.get(user, [])
+            if stop in mine:
+                mine.remove(stop)
+            if not mine:
                 self._open.pop(user, None)
-

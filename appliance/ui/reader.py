@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -105,9 +106,17 @@ def events(image_id: int) -> Any:
     """Server-sent events: lesions as the pipeline emits them, gaze points, replay state."""
     session = _session(image_id)
     slots, user = current_app.extensions["glanceseg_streams"], g.user.id
-    if not slots.acquire(user):
-        abort(429, description="Too many reader pages are open; close one and reload this page.")
     q = session.subscribe()
+
+    def stop() -> None:  # ends this stream to make room for the same user's newer page
+        session.unsubscribe(q)  # nothing is added from now on, so one free place is enough
+        with contextlib.suppress(queue.Empty):
+            q.get_nowait()
+        q.put_nowait(None)
+
+    if not slots.acquire(user, stop):
+        session.unsubscribe(q)
+        abort(429, description="Too many reader pages are open; close one and reload this page.")
 
     def stream() -> Iterator[str]:
         yield "retry: 2000\n\n"
@@ -117,11 +126,13 @@ def events(image_id: int) -> Any:
             except queue.Empty:
                 yield ": keepalive\n\n"
                 continue
+            if event is None:
+                return
             yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
     def closed() -> None:  # runs when the server closes the response, started or not
         session.unsubscribe(q)
-        slots.release(user)
+        slots.release(user, stop)
 
     resp = Response(stream_with_context(stream()), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -131,7 +131,8 @@ def results(study_id: int) -> Any:
             flash(error, "error")
             return render_template("results.html", **ctx), 400
         signed = ctx["signoff"]
-        if request.form.get("signed_id", "") != (str(signed["id"]) if signed else ""):
+        shown_with = request.form.get("signed_id")  # the page's form always sends it; a script may not
+        if shown_with is not None and shown_with != (str(signed["id"]) if signed else ""):
             # The page was shown before someone (or a double tap) signed this study off: a second
             # sign-off would silently replace that grade, or queue the same one to the PACS twice.
             flash(f"{signed['signed_by']} signed this study off meanwhile ({signed['grade']}). Check it; to change "
