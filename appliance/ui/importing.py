@@ -33,6 +33,8 @@ class Imported:
 
     job_id: int
     name: str
+    #: A sentence for the technician to check (the same file stored before for another patient).
+    warning: str = ""
 
 
 def check_name(name: str) -> str:
@@ -72,17 +74,23 @@ def import_bytes(raw: bytes, name: str, patient_id: str, eye: str, config: Confi
         photo = services.load_photograph(raw, config.imaging, name=name)
     except ApplianceError as exc:
         raise ImportRefused(f"This file cannot be used: {exc}") from exc
-    # The same file again is a double submit or a mix-up, never a new examination: a second study
-    # would go to the PACS too, perhaps under another patient.
+    # The same file again for the same eye is a double submit, never a new examination: a second
+    # study would go to the PACS too. For another patient or eye it may be a mix-up, or a file
+    # shared on purpose (a teaching set, the demo's samples): imported, with a word to check.
     earlier = services.store.study_of_source(photo.sha256)
+    warning = ""
     if earlier is not None:
-        raise ImportRefused(f"\u201c{name}\u201d was already imported: patient {earlier.patient_id}, "
-                            f"{'left' if earlier.eye == 'L' else 'right'} eye, {earlier.created_at[:16].replace('T', ' ')} UTC.")
-    if any(j.photo.sha256 == photo.sha256 and j.state != "failed" for j in services.analysis.jobs()):
+        where = (f"patient {earlier.patient_id}, {'left' if earlier.eye == 'L' else 'right'} eye, "
+                 f"{earlier.created_at[:16].replace('T', ' ')} UTC")
+        if (earlier.patient_id, earlier.eye) == (patient_id, eye):
+            raise ImportRefused(f"\u201c{name}\u201d was already imported: {where}.")
+        warning = f"The same file was imported before for {where}: check the patient ID."
+    if any(j.photo.sha256 == photo.sha256 and (j.patient_id, j.eye) == (patient_id, eye) and j.state != "failed"
+           for j in services.analysis.jobs()):
         raise ImportRefused(f"\u201c{name}\u201d is already being analysed.")
     job = services.analysis.submit(photo, patient_id, eye, name)
     logger.info("photograph accepted (%dx%d), analysis job %d", photo.width, photo.height, job.id)
-    return Imported(job.id, name)
+    return Imported(job.id, name, warning)
 
 
 def import_roots(config: Config) -> list[Path]:

@@ -58,7 +58,7 @@ def import_photos() -> Any:
                 results.append((name, False, str(exc)))
                 status = 400
                 continue
-            results.append((name, True, "Imported; being analysed."))
+            results.append((name, True, " ".join(filter(None, ("Imported; being analysed.", got.warning)))))
             audit("import", f"job:{got.job_id}", {"patient_eye": eye})
         if status == 200 and results:
             for name, _, msg in results:

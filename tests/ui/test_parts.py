@@ -207,6 +207,21 @@ def test_stream_slots_bound_each_user_and_the_total():
     assert slots.acquire("tom", stop("t"))
 
 
+def test_the_same_photograph_is_not_imported_twice_for_one_eye(app, services, fundus_png):
+    client = app.test_client()
+    _, token = login(client)
+    import_photo(client, token, fundus_png, services, patient="P-5", eye="L")
+    send = lambda patient: client.post("/import", content_type="multipart/form-data", data={  # noqa: E731
+        "csrf_token": token, "patient_id": patient, "eye": "L", "source": "upload",
+        "files": (io.BytesIO(fundus_png.read_bytes()), fundus_png.name)}, follow_redirects=True)
+    again = send("P-5")  # a double submit: refused, naming the study it would repeat
+    assert again.status_code == 400 and "already imported: patient P-5, left eye" in again.get_data(as_text=True)
+    assert services.analysis.wait_idle(60) and len(services.store.worklist()) == 1
+    other = send("P-6")  # another patient: imported (a shared file), with a word to check the ID
+    assert other.status_code == 200 and "imported before for patient P-5, left eye" in other.get_data(as_text=True)
+    assert services.analysis.wait_idle(60) and len(services.store.worklist()) == 2
+
+
 def test_unknown_live_lesion_is_recorded_as_added(app, services, fundus_png):
     """A live lesion whose id the stored result lacks (it should not happen) is stored as added."""
     from appliance.glance.lesions import Lesion
