@@ -11,9 +11,9 @@ from typing import Any, Optional
 from appliance.errors import StoreError
 
 #: A pseudonymous patient code. No spaces or ``^`` (no names: they would travel to the PACS as
-#: PatientID), no ``\`` (DICOM's value separator), and well inside the 64 characters of DICOM's
-#: LO value representation.
-PATIENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+#: PatientID), no ``\`` (DICOM's value separator), and at most the 64 characters of DICOM's LO
+#: value representation (a UUID fits).
+PATIENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 EYES = ("L", "R")
 
 
@@ -30,7 +30,7 @@ def check_study_keys(patient_id: str, eye: str) -> tuple[str, str]:
     """
     patient_id = str(patient_id).strip()
     if not PATIENT_ID_RE.match(patient_id):
-        raise StoreError("The patient ID must be a pseudonymous code of 1 to 32 letters, digits, dots, "
+        raise StoreError("The patient ID must be a pseudonymous code of 1 to 64 letters, digits, dots, "
                          "dashes or underscores.")
     if eye not in EYES:
         raise StoreError("Choose the left (L) or right (R) eye.")
