@@ -10,18 +10,22 @@ from typing import Any, Optional
 
 from appliance.errors import StoreError
 
-#: A pseudonymous patient code. No spaces or ``^`` (no names: they would travel to the PACS as
-#: PatientID), no ``\`` (DICOM's value separator), and at most the 64 characters of DICOM's LO
-#: value representation (a UUID fits).
-PATIENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: A patient ID the PACS can take as DICOM's PatientID (LO): 1 to 64 characters, none of them
+#: a control character or ``\`` (DICOM's value separator: one ID would arrive as two).
+PATIENT_ID_RE = re.compile(r"^[^\\\x00-\x1f\x7f]{1,64}$")
+#: What the import page asks for, where a person types the ID: a pseudonymous code (no spaces or
+#: ``^``, so no names), within the same 64 characters (a UUID fits).
+PSEUDONYM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 EYES = ("L", "R")
 
 
-def check_study_keys(patient_id: str, eye: str) -> tuple[str, str]:
+def check_study_keys(patient_id: str, eye: str, pattern: "re.Pattern[str]" = PATIENT_ID_RE,
+                     rule: str = "1 to 64 characters, without a backslash or control characters") -> tuple[str, str]:
     """Return the patient ID (stripped) and eye of a new study, or say what is allowed.
 
-    Every way in (the import page, ``glanceseg study add``, :meth:`Store.add_study`) checks
-    here, before any work, so a name typed into the ID field never reaches the store.
+    Every way in (``glanceseg study add``, :meth:`Store.add_study`, the import page with the
+    stricter :data:`PSEUDONYM_RE`) checks here, before any work, so an ID the PACS cannot take
+    never reaches the store.
 
     Raises
     ------
@@ -29,9 +33,8 @@ def check_study_keys(patient_id: str, eye: str) -> tuple[str, str]:
         With a sentence fit to show as is.
     """
     patient_id = str(patient_id).strip()
-    if not PATIENT_ID_RE.match(patient_id):
-        raise StoreError("The patient ID must be a pseudonymous code of 1 to 64 letters, digits, dots, "
-                         "dashes or underscores.")
+    if not pattern.fullmatch(patient_id):
+        raise StoreError(f"The patient ID must be {rule}.")
     if eye not in EYES:
         raise StoreError("Choose the left (L) or right (R) eye.")
     return patient_id, eye

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from appliance.config import Config
 from appliance.errors import ApplianceError, StoreError
-from appliance.store.records import check_study_keys
+from appliance.store.records import PSEUDONYM_RE, check_study_keys
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def check_name(name: str) -> str:
 def check_patient(patient_id: str, eye: str) -> tuple[str, str]:
     """Validate a pseudonymous patient ID and the eye (:func:`appliance.store.records.check_study_keys`)."""
     try:
-        return check_study_keys(patient_id, eye)
+        return check_study_keys(patient_id, eye, PSEUDONYM_RE, "a pseudonymous code of 1 to 64 letters, digits, "
+                                "dots, dashes or underscores (no names)")
     except StoreError as exc:
         raise ImportRefused(str(exc)) from exc
 
