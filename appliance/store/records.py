@@ -19,13 +19,12 @@ PSEUDONYM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 EYES = ("L", "R")
 
 
-def check_study_keys(patient_id: str, eye: str, pattern: "re.Pattern[str]" = PATIENT_ID_RE,
-                     rule: str = "1 to 64 characters, without a backslash or control characters") -> tuple[str, str]:
+def check_study_keys(patient_id: str, eye: str) -> tuple[str, str]:
     """Return the patient ID (stripped) and eye of a new study, or say what is allowed.
 
-    Every way in (``glanceseg study add``, :meth:`Store.add_study`, the import page with the
-    stricter :data:`PSEUDONYM_RE`) checks here, before any work, so an ID the PACS cannot take
-    never reaches the store.
+    Every way in (``glanceseg study add``, :meth:`Store.add_study`, the import page, which
+    also asks for :data:`PSEUDONYM_RE`) checks here, before any work, so an ID the PACS cannot
+    take never reaches the store.
 
     Raises
     ------
@@ -33,8 +32,8 @@ def check_study_keys(patient_id: str, eye: str, pattern: "re.Pattern[str]" = PAT
         With a sentence fit to show as is.
     """
     patient_id = str(patient_id).strip()
-    if not pattern.fullmatch(patient_id):
-        raise StoreError(f"The patient ID must be {rule}.")
+    if not PATIENT_ID_RE.fullmatch(patient_id):
+        raise StoreError("The patient ID must be 1 to 64 characters, without a backslash or control characters.")
     if eye not in EYES:
         raise StoreError("Choose the left (L) or right (R) eye.")
     return patient_id, eye

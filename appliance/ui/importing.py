@@ -49,9 +49,11 @@ def check_name(name: str) -> str:
 
 def check_patient(patient_id: str, eye: str) -> tuple[str, str]:
     """Validate a pseudonymous patient ID and the eye (:func:`appliance.store.records.check_study_keys`)."""
+    if not PSEUDONYM_RE.fullmatch(patient_id.strip()):
+        raise ImportRefused("The patient ID must be a pseudonymous code of 1 to 64 letters, digits, dots, dashes "
+                            "or underscores (no names).")
     try:
-        return check_study_keys(patient_id, eye, PSEUDONYM_RE, "a pseudonymous code of 1 to 64 letters, digits, "
-                                "dots, dashes or underscores (no names)")
+        return check_study_keys(patient_id, eye)
     except StoreError as exc:
         raise ImportRefused(str(exc)) from exc
 

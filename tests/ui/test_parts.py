@@ -222,6 +222,17 @@ def test_the_same_photograph_is_not_imported_twice_for_one_eye(app, services, fu
     assert services.analysis.wait_idle(60) and len(services.store.worklist()) == 2
 
 
+def test_the_import_page_asks_for_a_pseudonym_not_a_name(app, services, fundus_png):
+    client = app.test_client()
+    _, token = login(client)
+    for patient in ("Doe^John", "Jane Doe"):
+        resp = client.post("/import", content_type="multipart/form-data", data={
+            "csrf_token": token, "patient_id": patient, "eye": "L", "source": "upload",
+            "files": (io.BytesIO(fundus_png.read_bytes()), fundus_png.name)})
+        assert resp.status_code == 400 and "pseudonymous code" in resp.get_data(as_text=True)
+    assert services.store.worklist() == []
+
+
 def test_unknown_live_lesion_is_recorded_as_added(app, services, fundus_png):
     """A live lesion whose id the stored result lacks (it should not happen) is stored as added."""
     from appliance.glance.lesions import Lesion
