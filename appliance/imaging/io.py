@@ -39,6 +39,8 @@ LOSSY_TRANSFER_SYNTAXES = {
 #: photograph: its single channel is used as all three, so the green channel carries it.
 #: The EXIF tag saying how the stored pixels must be turned for display.
 _EXIF_ORIENTATION = 0x0112
+#: The Exif sub-IFD and its tags for the moment the photograph was taken (and its UTC offset).
+_EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _EXIF_OFFSET_TIME_ORIGINAL = 0x8769, 0x9003, 0x9011
 _ACCEPTED_MODES = {"RGB", "RGBA", "L", "P", "I;16", "I;16B", "I;16L", "CMYK", "YCbCr"}
 
 
@@ -62,7 +64,8 @@ class Photograph:
         manufacturer, laterality, ...) when the input was DICOM, and whether its pixels went
         through lossy compression (``LossyImageCompression`` "01", method and ratio) for a
         JPEG or a DICOM with a lossy transfer syntax, which the exported photograph must
-        declare (PS3.3 C.7.6.1.1.5); empty for PNG and TIFF.
+        declare (PS3.3 C.7.6.1.1.5), and ``AcquisitionDateTime`` (a DICOM DT) when the file
+        records when it was taken (DICOM, or EXIF DateTimeOriginal).
     """
 
     rgb: np.ndarray = field(repr=False)
@@ -131,9 +134,9 @@ def load_photograph(
     if _is_dicom(raw):
         rgb, fov_deg, meta = _decode_dicom(raw, source, config)
     else:
-        rgb, fov_deg, meta = _decode_raster(raw, source, config), None, {}
+        (rgb, meta), fov_deg = _decode_raster(raw, source, config), None
         if raw[:3] == JPEG_MAGIC:
-            meta = _lossy(rgb.nbytes / len(raw))
+            meta.update(_lossy(rgb.nbytes / len(raw)))
     logger.debug("loaded %s (%dx%d)", source, rgb.shape[1], rgb.shape[0])
     return Photograph(rgb=np.ascontiguousarray(rgb), source=source, sha256=digest, fov_deg=fov_deg, dicom=meta)
 
@@ -160,7 +163,7 @@ def _is_dicom(raw: bytes) -> bool:
     return len(raw) > DICOM_MAGIC_OFFSET + 4 and raw[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM"
 
 
-def _decode_raster(raw: bytes, source: str, config: ImagingConfig) -> np.ndarray:
+def _decode_raster(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.ndarray, dict[str, Any]]:
     with warnings.catch_warnings():
         # PIL's own bomb check warns or raises on its fixed limit; ours is checked below.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -189,11 +192,37 @@ def _decode_raster(raw: bytes, source: str, config: ImagingConfig) -> np.ndarray
             raise ImageError(f"{source}: the file is truncated or corrupt ({exc}).") from exc
         finally:
             Image.MAX_IMAGE_PIXELS = previous
-    if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+    exif = image.getexif()
+    meta: dict[str, Any] = {}
+    acquired = _exif_acquired(exif)
+    if acquired:
+        meta["AcquisitionDateTime"] = acquired
+    if exif.get(_EXIF_ORIENTATION, 1) != 1:
         # A camera held sideways (or a phone adapter) stores the pixels as shot and says how to
         # turn them; every viewer, OpenCV included, shows them turned, so lesions are placed there.
         image = ImageOps.exif_transpose(image)
-    return _to_rgb8(image)
+    return _to_rgb8(image), meta
+
+
+def _exif_acquired(exif: Any) -> str:
+    """When the camera took the photograph, as a DICOM DT (``YYYYMMDDHHMMSS[&ZZXX]``), or "".
+
+    EXIF's DateTimeOriginal is the camera's local clock; OffsetTimeOriginal, where the camera
+    writes it, says which. The export's AcquisitionDateTime then tells the PACS when the eye
+    was photographed, not when the file reached the appliance.
+    """
+    try:
+        tags = exif.get_ifd(_EXIF_IFD)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return ""
+    stamp = str(tags.get(_EXIF_DATETIME_ORIGINAL) or "").strip()
+    digits = stamp.replace(":", "").replace(" ", "")
+    if len(digits) != 14 or not digits.isdigit() or digits.startswith("0000"):
+        return ""  # absent, or a camera whose clock was never set
+    offset = str(tags.get(_EXIF_OFFSET_TIME_ORIGINAL) or "").strip()
+    if len(offset) == 6 and offset[0] in "+-" and offset[1:3].isdigit() and offset[3] == ":" and offset[4:].isdigit():
+        digits += offset.replace(":", "")
+    return digits
 
 
 def _to_rgb8(image: Image.Image) -> np.ndarray:
@@ -262,6 +291,11 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
         for key in ("Modality", "Manufacturer", "ManufacturerModelName", "ImageLaterality", "SOPClassUID")
         if key in ds
     }
+    acquired = str(ds.get("AcquisitionDateTime") or "").strip()
+    if not acquired and ds.get("AcquisitionDate"):
+        acquired = f"{ds.AcquisitionDate}{ds.get('AcquisitionTime') or ''}"
+    if acquired[:8].isdigit():  # the camera's own record of when the eye was photographed
+        meta["AcquisitionDateTime"] = acquired
     syntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", ""))
     if ds.get("LossyImageCompression") == "01" or syntax in LOSSY_TRANSFER_SYNTAXES:
         meta.update(_lossy(rows * cols * samples * bits / 8 / len(raw), LOSSY_TRANSFER_SYNTAXES.get(syntax), ds))

@@ -106,7 +106,9 @@ def build_photo(rgb: np.ndarray, study: Any, image: Any) -> Dataset:
     ds.InstanceNumber = 1
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.ContentDate, ds.ContentTime = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
-    ds.AcquisitionDateTime = when.strftime("%Y%m%d%H%M%S")
+    # When the eye was photographed: the camera's record (DICOM, or EXIF DateTimeOriginal) where
+    # the file had one; else the moment it reached the appliance.
+    ds.AcquisitionDateTime = image.camera.get("AcquisitionDateTime") or when.strftime("%Y%m%d%H%M%S")
     ds.BurnedInAnnotation, ds.LossyImageCompression = "NO", "00"
     ds.NumberOfFrames = 1
     ds.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")

@@ -67,6 +67,24 @@ def test_exif_orientation_is_applied_as_viewers_apply_it(tmp_path: Path, orienta
     assert not np.array_equal(photo.rgb[5:20, 5:30, 0] > 128, rgb[5:20, 5:30, 0] > 128)
 
 
+def test_the_cameras_acquisition_time_is_kept(tmp_path: Path) -> None:
+    # EXIF DateTimeOriginal (with its offset when the camera writes one) or the DICOM's own record.
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = "2026:11:20 09:41:07"
+    exif.get_ifd(0x8769)[0x9011] = "+05:30"
+    photo = load_photograph(_encode(_fundus_like(), "JPEG", exif=exif), CFG)
+    assert photo.dicom["AcquisitionDateTime"] == "20261120094107+0530"
+    unset = Image.Exif()
+    unset.get_ifd(0x8769)[0x9003] = "0000:00:00 00:00:00"  # a camera whose clock was never set
+    assert "AcquisitionDateTime" not in load_photograph(_encode(_fundus_like(), "JPEG", exif=unset), CFG).dicom
+    assert "AcquisitionDateTime" not in load_photograph(_encode(_fundus_like(), "PNG"), CFG).dicom
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(_fundus_like())))
+    ds.AcquisitionDateTime = "20261119153000"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    assert load_photograph(buf.getvalue(), CFG).dicom["AcquisitionDateTime"] == "20261119153000"
+
+
 def test_reads_path_and_records_name(tmp_path: Path) -> None:
     path = tmp_path / "eye.png"
     path.write_bytes(_encode(_fundus_like(), "PNG"))

@@ -242,8 +242,10 @@ def test_photograph_carries_the_mandatory_modules_and_its_lossy_past(store, tmp_
     ok, jpeg = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, 90])
     photo = load_photograph(jpeg.tobytes(), store.config.imaging, name="eye.jpg")
     assert photo.dicom["LossyImageCompression"] == "01"
+    photo.dicom["AcquisitionDateTime"] = "20261120094107+0530"  # as read from the camera's EXIF
     store.add_study(photo, "P-8", "L", result)
     ds = pydicom.dcmread(str(materialise(store, store.outbox()[0])[0]))
+    assert ds.AcquisitionDateTime == "20261120094107+0530"  # when the eye was photographed
     assert ds.LossyImageCompression == "01" and ds.LossyImageCompressionMethod == "ISO_10918_1"
     assert float(ds.LossyImageCompressionRatio) == pytest.approx(rgb.nbytes / len(jpeg), rel=0.01)
     # Synchronization (M in the OP 8 bit IOD), Type 2 RefractiveStateSequence, 2C PatientOrientation.
@@ -275,7 +277,10 @@ def test_instances_pass_dciodvfy(store, dciodvfy):
     # the standard's module tables; its warnings (a private coding scheme, no Study ID) are left alone.
     import subprocess
 
-    study = add_study(store, 11, "PAT-11", "R")
+    photo, result = make_study_inputs(11)
+    photo.dicom.update({"AcquisitionDateTime": "20261120094107+0530", "LossyImageCompression": "01",
+                        "LossyImageCompressionMethod": "ISO_10918_1", "LossyImageCompressionRatio": "9.87"})
+    study = store.add_study(photo, "PAT-11", "R", result)
     store.sign_off(study.auto_result_id, "R2", "refer", "Dr Ünïcode Müller")
     for item in store.outbox():
         path, _ = materialise(store, item)
