@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     from appliance.store.retention import purge_expired
     from appliance.store.store import Store
     from appliance.sync.engine import Syncer
-    from appliance.sync.scheduler import SyncScheduler
+    from appliance.sync.scheduler import SyncScheduler, attach_panel
 
     with Store(config) as store:
         if args.status:
@@ -50,12 +50,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
                               "photographs_removed_by_retention": removed,
                               "errors": sorted(set(report.errors))[:5]}))
             return 0 if report.all_delivered and status.pending + status.sending == 0 else 1
-        scheduler = SyncScheduler(store, config, syncer)
-        if config.hw.enabled:
-            from appliance.hw.panel import StatusPanel, connect
-
-            scheduler.panel = StatusPanel(config.hw)  # type: ignore[attr-defined]
-            connect(scheduler.panel, scheduler)  # type: ignore[attr-defined]
+        scheduler = attach_panel(SyncScheduler(store, config, syncer), config)
         done = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: done.set())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from appliance.config import Config
-from appliance.errors import StoreError, SyncError
+from appliance.errors import HardwareError, StoreError, SyncError
 from appliance.store.retention import purge_expired
 from appliance.store.store import Store
 from appliance.sync.engine import PassReport, Syncer
@@ -188,17 +188,29 @@ def start_background_sync(store: Store, config: Config) -> Optional[SyncSchedule
     ------
     SyncError
         If the configured server URL breaks the transport rules (plain http off loopback).
-    HardwareError
-        If the status panel cannot claim its pins.
     """
     if not config.sync.enabled or not config.dicomweb.url.strip():
         logger.info("automatic sync is off (no [dicomweb] url, or [sync] enabled = false)")
         return None
-    scheduler = SyncScheduler(store, config)
-    if config.hw.enabled:
-        from appliance.hw.panel import StatusPanel, connect
+    return attach_panel(SyncScheduler(store, config), config).start()
 
+
+def attach_panel(scheduler: SyncScheduler, config: Config) -> SyncScheduler:
+    """Give ``scheduler`` the status panel (button and LEDs) when ``[hw] enabled``.
+
+    A panel that cannot claim its pins (no Jetson.GPIO, a busy pin, ``/dev/gpiochip*`` not yet
+    accessible at boot) is logged and left out: a status LED must never stop the reading
+    station, and a service that exits would take the kiosk's screen down with it.
+    """
+    if not config.hw.enabled:
+        return scheduler
+    from appliance.hw.panel import StatusPanel, connect
+
+    try:
         panel = StatusPanel(config.hw)
-        connect(panel, scheduler)
-        scheduler.panel = panel  # type: ignore[attr-defined]
-    return scheduler.start()
+    except HardwareError as exc:
+        logger.error("the status panel is unavailable (%s); running without its LEDs and button", exc)
+        return scheduler
+    connect(panel, scheduler)
+    scheduler.panel = panel  # type: ignore[attr-defined]
+    return scheduler

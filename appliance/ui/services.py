@@ -175,6 +175,9 @@ class Services:
     sync_now: Callable[[], str] = None  # type: ignore[assignment]
     model_info: Callable[[], dict[str, str]] = None  # type: ignore[assignment]
     analysis: Any = field(default=None, repr=False)
+    #: The background sync (``SyncScheduler``) when one runs: stopped with the services, so its
+    #: status panel turns its LEDs off instead of showing "ready" for a station that is down.
+    scheduler: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -227,8 +230,10 @@ class Services:
         return shutil.disk_usage(path).free / 2 ** 20
 
     def close(self) -> None:
-        """Stop the analysis worker (the store is closed by whoever opened it)."""
+        """Stop the analysis worker and the background sync (the store is closed by whoever opened it)."""
         self.analysis.close()
+        if self.scheduler is not None:
+            self.scheduler.stop()
 
 
 def build_services(config: Config, store: Optional[Any] = None, scheduler: Optional[Any] = None,
@@ -252,4 +257,4 @@ def build_services(config: Config, store: Optional[Any] = None, scheduler: Optio
         overrides.setdefault("sync_status", store_sync_status(store, scheduler))
     if scheduler is not None:
         overrides.setdefault("sync_now", scheduler_sync_now(scheduler))
-    return Services(config=config, store=store, **overrides)
+    return Services(config=config, store=store, scheduler=scheduler, **overrides)

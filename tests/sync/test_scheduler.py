@@ -39,3 +39,32 @@ def test_notifications_from_several_threads_never_overlap_and_the_last_is_curren
             t.join()
         assert most[0] == 1
         assert shown[-1] == store.sync_status().pending > 0
+
+
+def test_a_status_panel_that_cannot_claim_its_pins_does_not_stop_the_station(tmp_path, caplog):
+    # Off a Jetson (or with a busy pin, or gpiochip not yet accessible at boot) the panel fails;
+    # the service must keep reading and delivering, not exit and take the kiosk's screen down.
+    from appliance.sync.scheduler import start_background_sync
+
+    config = make_config(tmp_path / "data", "http://127.0.0.1:9/dicom-web", hw={"enabled": True, "pin_factory": "jetson"})
+    with Store(config) as store:
+        scheduler = start_background_sync(store, config)
+        try:
+            assert scheduler is not None and getattr(scheduler, "panel", None) is None
+            assert "status panel is unavailable" in caplog.text
+        finally:
+            scheduler.stop()
+
+
+def test_stopping_the_services_switches_the_panel_off(tmp_path):
+    # systemctl stop: the "ready" LED must not stay lit for a station that is down.
+    from appliance.sync.scheduler import start_background_sync
+    from appliance.ui.services import build_services
+
+    config = make_config(tmp_path / "data", "http://127.0.0.1:9/dicom-web", hw={"enabled": True, "pin_factory": "mock"})
+    with Store(config) as store:
+        scheduler = start_background_sync(store, config)
+        panel = scheduler.panel
+        services = build_services(config, store=store, scheduler=scheduler)
+        services.close()
+        assert scheduler.panel is None and all(led is None or led.closed for led in panel.leds.values())
