@@ -61,13 +61,20 @@ class PassReport:
         return self.remaining == 0 and self.failed == 0
 
 
+class SyncBusy(SyncError):
+    """Another process's pass (the sync timer, a technician's ``sync --once``) holds the lock.
+
+    Not a delivery failure: items are being delivered, by someone else.
+    """
+
+
 @contextlib.contextmanager
 def sync_lock(store: Store, timeout_s: float) -> Iterator[None]:
     """Hold the data folder's sync lock (blocking up to ``timeout_s``).
 
     Raises
     ------
-    SyncError
+    SyncBusy
         If another pass holds it for longer than ``timeout_s``.
     """
     path = store.root / LOCK_NAME
@@ -80,7 +87,7 @@ def sync_lock(store: Store, timeout_s: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise SyncError("Another sync pass is running; try again when it has finished.") from None
+                    raise SyncBusy("Another sync pass is running; try again when it has finished.") from None
                 time.sleep(0.2)
         try:
             yield

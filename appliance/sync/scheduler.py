@@ -19,7 +19,7 @@ from appliance.config import Config
 from appliance.errors import HardwareError, StoreError, SyncError
 from appliance.store.retention import purge_expired
 from appliance.store.store import Store
-from appliance.sync.engine import PassReport, Syncer
+from appliance.sync.engine import PassReport, SyncBusy, Syncer
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,14 @@ class SyncScheduler:
             self._notify()
             return None
         try:
-            report = self.syncer.run_pass(ignore_backoff=force)
+            # Not waiting for the lock: when the timer's pass (or a technician's) holds it, that
+            # pass is delivering; this one tries again at the next interval.
+            report = self.syncer.run_pass(ignore_backoff=force, lock_timeout_s=0.0)
+        except SyncBusy as exc:
+            logger.info("%s", exc)
+            self._error, self._last_error = False, None
+            self._notify()
+            return None
         except SyncError as exc:
             self._error, self._last_error = True, str(exc)
             self._notify()

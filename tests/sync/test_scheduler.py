@@ -68,3 +68,24 @@ def test_stopping_the_services_switches_the_panel_off(tmp_path):
         services = build_services(config, store=store, scheduler=scheduler)
         services.close()
         assert scheduler.panel is None and all(led is None or led.closed for led in panel.leds.values())
+
+
+def test_a_pass_held_by_another_process_is_not_an_error(tmp_path):
+    # The sync timer's long pass holds the lock: the app's scheduler must not wait 10 minutes
+    # and then light the error LED while delivery is going fine.
+    import fcntl
+    import os
+
+    from appliance.sync.engine import sync_lock
+
+    config = make_config(tmp_path / "data", "http://127.0.0.1:9/dicom-web")
+    with Store(config) as store:
+        add_study(store, 1)
+        scheduler = SyncScheduler(store, config)
+        scheduler.syncer.client.reachable = lambda timeout_s: True  # the server answers its probe
+        with sync_lock(store, 1.0):  # what the timer's `sync --once` holds
+            started = time.monotonic()
+            assert scheduler.run_once(force=True) is None
+            assert time.monotonic() - started < 5
+        indicator = scheduler.indicator()
+        assert not indicator.error and indicator.last_error is None and indicator.pending == 3
