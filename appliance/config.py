@@ -19,7 +19,7 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -326,11 +326,15 @@ def _coerce(value: Any, type_: Any, where: str) -> Any:
             if text in ("0", "false", "no", "off"):
                 return False
             raise ValueError(value)
+        if isinstance(value, (list, tuple, dict)):
+            raise ValueError(value)  # a TOML list where one value is meant: never its text
         if type_ is int:
-            if isinstance(value, bool):
-                raise ValueError(value)
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)  # 0.9 MB must not become 0 (a guard switched off)
             return int(value)
         if type_ is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         if type_ is Path:
             return Path(str(value))
@@ -357,7 +361,23 @@ def _build(raw: Mapping[str, Any]) -> Config:
         if bad:
             raise ConfigError(f"Unknown key(s) in [{name}]: {', '.join(sorted(bad))}.")
         built[name] = type(cls)(**{k: _coerce(v, hints[k], f"[{name}] {k}") for k, v in values.items()})
-    return Config(**built)
+    config = Config(**built)
+    for (section, key), (allowed, rule) in LIMITS.items():
+        value = getattr(getattr(config, section), key)
+        if not allowed(value):
+            raise ConfigError(f"[{section}] {key} = {value!r}: it {rule}.")
+    return config
+
+
+#: Settings whose value a type alone does not make sensible: a zero sync interval probes the
+#: PACS without pause, an empty data folder is the working directory.
+LIMITS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    ("data", "dir"): (lambda v: str(v).strip() not in ("", "."), "must name a folder"),
+    ("data", "min_free_mb"): (lambda v: v >= 0, "cannot be negative"),
+    ("sync", "interval_s"): (lambda v: v > 0, "must be above 0"),
+    ("ui", "port"): (lambda v: 0 <= v <= 65535, "must be a TCP port (0 picks a free one)"),
+    ("ui", "threads"): (lambda v: v >= 1, "must be at least 1"),
+}
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:

@@ -39,6 +39,14 @@ def test_the_documented_environment_names(tmp_path: Path) -> None:
     ("", {"GLANCESEG_UI_PROT": "1"}, "Unknown key"),
     ("", {"GLANCESEG_NOSUCH": "1"}, "names no configuration key"),
     ("", {"GLANCESEG_GLANCE_USE_MODEL": "perhaps"}, "not a valid bool"),
+    # Silent mis-parses once: a list read as its text, a fraction truncated to a switched-off guard.
+    ("[ui]\nimport_roots = [\"/media\", \"/mnt\"]\n", {}, "not a valid str"),
+    ("[data]\nmin_free_mb = 0.9\n", {}, "not a valid int"),
+    # Values a type allows but the appliance cannot run with.
+    ("", {"GLANCESEG_SYNC_INTERVAL_S": "0"}, "must be above 0"),
+    ("", {"GLANCESEG_DATA_DIR": ""}, "must name a folder"),
+    ("[ui]\nport = 70000\n", {}, "TCP port"),
+    ("[data]\nmin_free_mb = -5\n", {}, "cannot be negative"),
 ])
 def test_mistakes_fail_loudly(tmp_path: Path, text: str, environ: dict, message: str) -> None:
     path = tmp_path / "c.toml"
