@@ -70,6 +70,9 @@ class DicomwebClient:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SyncError(f"The DICOMweb URL must be an http(s) URL, not {url!r}.")
+        if parts.username is not None or parts.password is not None:
+            # Credentials in the URL reach logs, status pages and support archives verbatim.
+            raise SyncError("Put the DICOMweb user and password in [dicomweb] user and password, not in the URL.")
         if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise SyncError("Plain http is accepted only for a loopback address; use https for the clinic's server.")
         if config.key and not config.cert:

@@ -27,9 +27,12 @@ def test_archive_has_logs_and_no_patient_data(staged_root: Path, tmp_path: Path,
     (data / "photos").mkdir(parents=True)
     (data / "photos/IDRiD_13.jpg").write_bytes(JPEG)
     (data / "glanceseg.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 64)
-    (staged_root / "etc/glanceseg/glanceseg.env").write_text("GLANCESEG_DICOMWEB_PASSWORD=hunter2\n")
+    (staged_root / "etc/glanceseg/glanceseg.env").write_text(
+        "GLANCESEG_DICOMWEB_PASSWORD=hunter2\nexport GLANCESEG_DICOMWEB_TOKEN=hunter2\n"
+        "# old: GLANCESEG_DICOMWEB_URL=https://sync:hunter2@pacs.example/dicom-web\n")
     cfg = staged_root / "etc/glanceseg/glanceseg.toml"
-    cfg.write_text(cfg.read_text() + '\n[dicomweb]\nurl = "https://pacs.example/dicom-web"\npassword = "hunter2"\n')
+    cfg.write_text(cfg.read_text() + '\n[dicomweb]\nurl = "https://pacs.example/dicom-web"\npassword = "hunter2"\n'
+                   '# backup = "https://sync:hunter2@pacs2.example/dicom-web"\n')
 
     out = tmp_path / "support.tar.gz"
     proc = run_script("collect-logs", "--root", str(staged_root), "--out", str(out))

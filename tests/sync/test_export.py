@@ -157,6 +157,8 @@ def test_client_transport_rules():
         DicomwebClient(DicomwebConfig(url=""))
     with pytest.raises(SyncError, match="certificate"):
         DicomwebClient(DicomwebConfig(url="https://pacs.example", key="k.pem"))
+    with pytest.raises(SyncError, match="not in the URL"):  # it would reach logs and support archives
+        DicomwebClient(DicomwebConfig(url="https://sync:s3cret@pacs.example/dicom-web"))
     client = DicomwebClient(DicomwebConfig(url="https://pacs.example/dw/", user="u", password="p", cert="c.pem",
                                            key="k.pem", ca="ca.pem"))
     assert client.base == "https://pacs.example/dw" and client.session.auth == ("u", "p")
