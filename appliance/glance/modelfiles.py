@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,27 @@ def resolve_model_dir(config: Config) -> Path:
 
     ``<data_dir>/models/current`` (installed by a verified model update) wins over
     ``config.model.dir`` (the committed models), so an update survives a software reinstall.
+
+    Raises
+    ------
+    ModelError
+        If ``current`` exists but points at no folder. Why not fall back to the shipped
+        model: that would silently run another model than the one reported as installed.
     """
     current = config.data_dir / "models" / "current"
     if current.is_dir():
         return current
+    if current.is_symlink():
+        raise ModelError(f"{current} points at a missing model version ({_readlink(current)}). "
+                         "Run `glanceseg models rollback` to return to the previous model.")
     return Path(config.model.dir).expanduser()
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
 
 
 @dataclass(frozen=True)

@@ -201,16 +201,19 @@ def install_from_server(config: Config, store: Optional[VersionedStore] = None) 
     """Check the update server once and install the newest model bundle, if any.
 
     What the sync scheduler calls when online. Returns the installed manifest or None.
+    Holds the store's lock from the clean-up through the download to the switch, so that a
+    technician's install at the same moment neither deletes the download nor interleaves.
     """
     store = store or model_store(config)
-    store.recover()
-    path = download_newest(config, store)
-    if path is None:
-        return None
-    try:
-        return store.install(path)
-    finally:
-        path.unlink(missing_ok=True)
+    with store.locked():
+        store.recover()
+        path = download_newest(config, store)
+        if path is None:
+            return None
+        try:
+            return store.install(path)
+        finally:
+            path.unlink(missing_ok=True)
 
 
 def active_model_version(config: Config) -> str:

@@ -2,6 +2,7 @@
 
 Layout under one root (``<data_dir>/models`` or ``<data_dir>/software``)::
 
+    <root>/.lock                held (flock) by whoever installs, rolls back, prunes or recovers
     <root>/.downloads/          bundles being downloaded from the update server
     <root>/.incoming/<token>/   a bundle being received (never read by the runtime)
     <root>/<version>/           a verified, complete bundle (read-only from then on)
@@ -12,16 +13,26 @@ Why this shape: the only step that changes what runs is ``rename(2)`` of a fresh
 ``current``, which POSIX makes atomic. A power cut at any earlier point leaves ``current``
 where it was; a cut after it leaves the new, already verified folder. Half-received bundles
 sit in ``.incoming`` and are deleted on the next start (:meth:`VersionedStore.recover`).
+
+Why the lock: ``serve``'s background update check and a technician's ``glanceseg models install``
+may run at the same moment. Without it one install's prune deletes the other's fresh folder
+(``current`` then dangles) and one's recover deletes the other's ``.incoming``. Every change
+under the root holds an exclusive ``flock`` on ``<root>/.lock``; the second comer waits a
+moment, then is refused with an UpdateError and changes nothing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -35,6 +46,7 @@ CURRENT = "current"
 PREVIOUS = "previous"
 INCOMING = ".incoming"
 DOWNLOADS = ".downloads"
+LOCK = ".lock"
 
 #: Called with a step name between install steps; tests use it to cut power at each step.
 StepHook = Callable[[str], None]
@@ -86,6 +98,53 @@ class VersionedStore:
         self.kind = BundleKind(kind)
         self.family = family
         self.baseline_version = baseline_version
+        self._lock_state = threading.local()
+
+    #: How long a second install waits for the first before it is refused (seconds).
+    lock_wait_s: float = 5.0
+
+    # --- lock --------------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the exclusive lock on ``<root>/.lock`` (re-entrant within one thread).
+
+        Why flock: it serialises threads (each takes its own open file) and processes alike,
+        and the kernel drops it when a holder dies, so a killed install never blocks the next.
+
+        Raises
+        ------
+        UpdateError
+            If another install, rollback or recovery still holds it after ``lock_wait_s``.
+        """
+        state = self._lock_state
+        if getattr(state, "depth", 0):
+            state.depth += 1
+            try:
+                yield
+            finally:
+                state.depth -= 1
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            deadline = time.monotonic() + self.lock_wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise UpdateError(f"Another install is running ({self.kind.value} updates under "
+                                          f"{self.root}); try again when it has finished.") from None
+                    time.sleep(0.05)
+            state.depth = 1
+            try:
+                yield
+            finally:
+                state.depth = 0
+        finally:
+            os.close(fd)  # releases the flock
 
     # --- state -------------------------------------------------------------------------------
 
@@ -127,11 +186,14 @@ class VersionedStore:
         return sorted(out, key=lambda v: _safe_key(v.version), reverse=True)
 
     def recover(self) -> None:
-        """Delete what an interrupted download or install left behind (run at start)."""
-        remove_tree(self.root / DOWNLOADS)
-        self._clean_incoming()
+        """Delete what an interrupted download or install left behind (run at start, locked)."""
+        with self.locked():
+            remove_tree(self.root / DOWNLOADS)
+            self._clean_incoming()
 
     def _clean_incoming(self) -> None:
+        """Delete ``.incoming`` and stray link temporaries; only under :meth:`locked`, because
+        outside it they may be another install's work in progress."""
         remove_tree(self.root / INCOMING)
         for path in self.root.glob(".*.tmp-*") if self.root.is_dir() else []:
             path.unlink()
@@ -163,11 +225,14 @@ class VersionedStore:
         ------
         UpdateError
             If the signature or a hash does not verify, the kind or family is not this
-            store's, the version is not newer than the running one, or the copy fails. The
-            running version is untouched in every case.
+            store's, the version is not newer than the running one, the copy fails, or
+            another install is running. The running version is untouched in every case.
         """
+        with self.locked():
+            return self._install(source, hook)
+
+    def _install(self, source: Path, hook: Optional[StepHook]) -> BundleInfo:
         step = hook or (lambda _name: None)
-        self.root.mkdir(parents=True, exist_ok=True)
         self._clean_incoming()
         staging = self.root / INCOMING / secrets.token_hex(8)
         try:
@@ -234,14 +299,15 @@ class VersionedStore:
         fsync_dir(self.root)
 
     def prune(self) -> None:
-        """Delete installed versions other than ``current`` and ``previous``."""
-        keep = {self.current_version(), self.previous_version()}
-        for path in self.root.iterdir():
-            if path.name.startswith(".") or path.is_symlink() or path.name in keep:
-                continue
-            if path.is_dir():
-                logger.info("pruning %s %s", self.kind.value, path.name)
-                remove_tree(path)
+        """Delete installed versions other than ``current`` and ``previous`` (locked)."""
+        with self.locked():
+            keep = {self.current_version(), self.previous_version()}
+            for path in self.root.iterdir():
+                if path.name.startswith(".") or path.is_symlink() or path.name in keep:
+                    continue
+                if path.is_dir():
+                    logger.info("pruning %s %s", self.kind.value, path.name)
+                    remove_tree(path)
 
     # --- rollback ----------------------------------------------------------------------------
 
@@ -254,8 +320,13 @@ class VersionedStore:
         Raises
         ------
         UpdateError
-            If there is nothing to roll back to, or the previous folder no longer verifies.
+            If there is nothing to roll back to, the previous folder no longer verifies, or
+            another install is running.
         """
+        with self.locked():
+            return self._rollback(hook)
+
+    def _rollback(self, hook: Optional[StepHook]) -> str:
         step = hook or (lambda _name: None)
         cur, prev = self.current_version(), self.previous_version()
         if not prev and cur:  # the first installed version: back to the shipped model

@@ -30,10 +30,14 @@ def appliance_services(config: Config) -> Any:
     from appliance.store.store import Store
     from appliance.ui.services import build_services
 
+    from appliance.errors import UpdateError
     from appliance.sync.model_updates import model_store
     from appliance.sync.scheduler import start_background_sync
 
-    model_store(config).recover()  # finish or undo a model switch a power cut interrupted
+    try:
+        model_store(config).recover()  # finish or undo a model switch a power cut interrupted
+    except UpdateError as exc:  # e.g. a technician's install holds the lock right now
+        logger.warning("model update clean-up skipped: %s", exc)
     store = Store(config)
     scheduler = start_background_sync(store, config)
     if config.updates.server_url:
@@ -49,21 +53,33 @@ def _start_update_checks(config: Config) -> None:
     """
     import threading
 
-    from appliance.errors import ApplianceError
     from appliance.sync.model_updates import install_from_server
 
     def loop() -> None:
         while True:
-            try:
-                installed = install_from_server(config)
-                if installed is not None:
-                    logger.info("model update %s installed", installed.version)
-            except ApplianceError as exc:
-                logger.warning("model update check failed: %s", exc)
+            check_for_model_update(config, install_from_server)
             stop.wait(config.updates.check_interval_s)
 
     stop = threading.Event()
     threading.Thread(target=loop, name="model-updates", daemon=True).start()
+
+
+def check_for_model_update(config: Config, install: Any) -> None:
+    """One check of the update thread: ``install(config)``, logging whatever goes wrong.
+
+    Why catch everything: an exception escaping here would end the update thread for good
+    (until a restart) with nothing on the screen; a failed check is retried next interval.
+    """
+    from appliance.errors import ApplianceError
+
+    try:
+        installed = install(config)
+        if installed is not None:
+            logger.info("model update %s installed", installed.version)
+    except ApplianceError as exc:
+        logger.warning("model update check failed: %s", exc)
+    except Exception:  # noqa: BLE001 - keep the thread alive, but keep the traceback
+        logger.exception("model update check failed unexpectedly")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

@@ -63,6 +63,15 @@ def test_installed_update_wins_over_committed_models(config, tmp_path):
         load_for_config(config)
 
 
+def test_dangling_current_is_an_error_not_the_shipped_model(config):
+    """A ``current`` link whose version folder is gone must not silently run the shipped model."""
+    root = config.data_dir / "models"
+    root.mkdir(parents=True)
+    (root / "current").symlink_to("2")
+    with pytest.raises(ModelError, match="models rollback"):
+        resolve_model_dir(config)
+
+
 def test_committed_models_verify():
     if not (REPO_MODELS / "manifest.json").exists():
         pytest.fail("models/manifest.json is not committed")

@@ -369,3 +369,42 @@ def test_model_manifest_must_match_the_payload(installed: ModelUpdates, tmp_path
     with pytest.raises(UpdateError, match="does not carry"):
         installed.install(out)
     assert_running(installed, "2")
+
+
+def test_concurrent_installs_are_serialised(installed: ModelUpdates, tmp_path: Path, keys) -> None:
+    """While one install (here the update thread) is between steps, another install, a rollback,
+    a prune or a recovery is refused and changes nothing; the first then completes."""
+    b3, b4 = bundle(tmp_path / "a", keys[0], "3"), bundle(tmp_path / "b", keys[0], "4")
+    paused, resume = threading.Event(), threading.Event()
+    result: dict = {}
+
+    def hook(step: str) -> None:
+        if step == "moved":
+            paused.set()
+            resume.wait(10)
+
+    def first() -> None:
+        try:
+            result["info"] = installed.install(b3, hook=hook)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            result["error"] = exc
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert paused.wait(10)
+        other = store_at(installed.root, keys[1])  # as a second process would build it
+        other.lock_wait_s = 0.2
+        for action in (lambda: other.install(b4), other.rollback, other.prune, other.recover,
+                       lambda: install_from_server(load_config(environ={}), other)):
+            with pytest.raises(UpdateError, match="Another install is running"):
+                action()
+        assert (installed.root / "3").is_dir() and any((installed.root / ".incoming").iterdir()) is False
+    finally:
+        resume.set()
+        thread.join(10)
+    assert "error" not in result, result.get("error")
+    assert_running(installed, "3")
+    assert installed.previous_version() == "2"
+    assert other.install(b4).version == "4"  # the lock is free again
+    assert_running(installed, "4")
