@@ -266,10 +266,13 @@ class UpdatesConfig:
     ``public_key`` is the PEM Ed25519 key whose private half signs bundles. The default is
     the *development* key, whose private half is in the repository: a clinic build must set
     ``GLANCESEG_UPDATES_PUBLIC_KEY`` to the production key. ``server_url`` is the https base
-    of the update server (its ``index.json``); ``ca`` a CA bundle for it.
+    of the update server (its ``index.json``); ``ca`` a CA bundle for it. ``allow_dev_key``:
+    installing a bundle verified with the development key (compared by the key itself, not
+    its path) is refused unless this is true, because anyone can sign with that key.
     """
 
     public_key: str = str(DEV_UPDATE_PUBLIC_KEY)
+    allow_dev_key: bool = False
     server_url: str = ""
     ca: str = ""
     timeout_s: float = 60.0

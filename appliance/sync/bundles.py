@@ -157,6 +157,22 @@ def fingerprint(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def is_dev_key(public_key: Ed25519PublicKey) -> bool:
+    """Return whether ``public_key`` is the published development key, wherever it was loaded from.
+
+    Why compare the key and not the path: a copy of the dev ``.pub`` under another name (say
+    ``/etc/glanceseg/updates.pub``) is exactly as untrustworthy as the original.
+    """
+    from appliance.config import DEV_UPDATE_PUBLIC_KEY
+
+    raw = lambda k: k.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)  # noqa: E731
+    try:
+        dev = load_public_key(DEV_UPDATE_PUBLIC_KEY)
+    except UpdateError:  # the dev key file is not shipped in this build: nothing to match
+        return False
+    return raw(public_key) == raw(dev)
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Load an unencrypted PKCS#8 PEM Ed25519 private key, or raise UpdateError."""
     try:

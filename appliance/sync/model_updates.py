@@ -21,10 +21,10 @@ from urllib.parse import urljoin, urlparse
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from appliance.config import DEV_UPDATE_PUBLIC_KEY, Config
+from appliance.config import Config
 from appliance.errors import UpdateError
 from appliance.sync.bundles import (BUNDLE_MANIFEST, BUNDLE_SUFFIX, BundleInfo, BundleKind,
-                                    fingerprint, load_public_key, version_key)
+                                    fingerprint, is_dev_key, load_public_key, version_key)
 from appliance.sync.versions import DOWNLOADS, VersionedStore
 
 logger = logging.getLogger(__name__)
@@ -79,15 +79,22 @@ def model_store(config: Config) -> ModelUpdates:
         If no usable update public key is configured.
     """
     return ModelUpdates(config.data_dir / "models", update_public_key(config),
-                        BundleKind.MODEL, config.model.name, shipped_model_version(config))
+                        BundleKind.MODEL, config.model.name, shipped_model_version(config),
+                        allow_dev_key=config.updates.allow_dev_key)
 
 
 def update_public_key(config: Config) -> Ed25519PublicKey:
-    """Load ``[updates] public_key``, warning when it is the published development key."""
+    """Load ``[updates] public_key``, warning when it is the published development key.
+
+    The key itself is compared with the development key (a copy elsewhere is caught too);
+    installing with it is refused by the store unless ``[updates] allow_dev_key``.
+    """
     key = load_public_key(config.updates.public_key)
-    if Path(config.updates.public_key).expanduser().resolve() == DEV_UPDATE_PUBLIC_KEY:
+    if is_dev_key(key):
         logger.warning("updates are verified with the DEVELOPMENT key (fingerprint %s), whose private "
-                       "half is public; set [updates] public_key on clinic devices", fingerprint(key))
+                       "half is public; installs are %s; set [updates] public_key on clinic devices",
+                       fingerprint(key), "allowed ([updates] allow_dev_key)" if config.updates.allow_dev_key
+                       else "refused")
     return key
 
 

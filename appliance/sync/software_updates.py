@@ -71,4 +71,5 @@ def running_software_version() -> str:
 def software_store(config: Config) -> SoftwareUpdates:
     """Build the software store of this appliance from its configuration."""
     return SoftwareUpdates(config.data_dir / "software", update_public_key(config),
-                           BundleKind.SOFTWARE, SOFTWARE_FAMILY, running_software_version())
+                           BundleKind.SOFTWARE, SOFTWARE_FAMILY, running_software_version(),
+                           allow_dev_key=config.updates.allow_dev_key)

@@ -37,8 +37,8 @@ from typing import Callable, Iterator, Optional
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance.errors import UpdateError
-from appliance.sync.bundles import (BundleInfo, BundleKind, fsync_dir, remove_tree, stage_bundle,
-                                    verify_folder, version_key)
+from appliance.sync.bundles import (BundleInfo, BundleKind, fsync_dir, is_dev_key, remove_tree,
+                                    stage_bundle, verify_folder, version_key)
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +89,16 @@ class VersionedStore:
     baseline_version
         The version running when nothing is installed yet (the shipped one); an update must
         be newer than it.
+    allow_dev_key
+        Whether ``install`` may proceed when ``public_key`` is the published development key
+        (``[updates] allow_dev_key``); refused by default, since anyone can sign with it.
     """
 
     def __init__(self, root: Path, public_key: Ed25519PublicKey, kind: BundleKind, family: str,
-                 baseline_version: str = "0") -> None:
+                 baseline_version: str = "0", allow_dev_key: bool = False) -> None:
         self.root = Path(root)
         self.public_key = public_key
+        self.allow_dev_key = allow_dev_key
         self.kind = BundleKind(kind)
         self.family = family
         self.baseline_version = baseline_version
@@ -225,9 +229,14 @@ class VersionedStore:
         ------
         UpdateError
             If the signature or a hash does not verify, the kind or family is not this
-            store's, the version is not newer than the running one, the copy fails, or
-            another install is running. The running version is untouched in every case.
+            store's, the version is not newer than the running one, the copy fails,
+            another install is running, or the key is the development key and
+            ``allow_dev_key`` is off. The running version is untouched in every case.
         """
+        if not self.allow_dev_key and is_dev_key(self.public_key):
+            raise UpdateError("This appliance trusts the DEVELOPMENT update key, whose private half is "
+                              "public, so it installs nothing. Set [updates] public_key to the production "
+                              "key (or [updates] allow_dev_key = true on a development machine).")
         with self.locked():
             return self._install(source, hook)
 

@@ -98,6 +98,32 @@ def test_update_key_is_installed_and_configured(tmp_path: Path, models_src: Path
     assert tree_state(root) == before
 
 
+def test_update_key_is_set_in_an_existing_config(staged_root: Path, models_src: Path, tmp_path: Path) -> None:
+    """Re-provisioning with --update-key over an existing config must make it trust that key,
+    not leave the development default in force behind a warning."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = tmp_path / "prod.pub"
+    key.write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    cfg = staged_root / "etc/glanceseg/glanceseg.toml"
+    for text in ("[ui]\nport = 9090\n",
+                 "[updates]\npublic_key = \"/opt/dev.pub\"\nserver_url = \"https://u.example/\"\n[ui]\nport = 9090\n",
+                 "[updates]\nserver_url = \"https://u.example/\"\n"):
+        cfg.write_text(text)
+        run_script("provision", "--root", str(staged_root), "--models", str(models_src), "--update-key", str(key),
+                   check=True)
+        config = load_config(cfg, environ={})
+        assert config.updates.public_key == "/etc/glanceseg/updates.pub", cfg.read_text()
+        assert "port" not in text or config.ui.port == 9090
+        assert "server_url" not in text or config.updates.server_url == "https://u.example/"
+        before = cfg.read_text()
+        run_script("provision", "--root", str(staged_root), "--models", str(models_src), "--update-key", str(key),
+                   check=True)
+        assert cfg.read_text() == before
+
+
 def test_without_update_key_provision_warns(staged_root: Path, models_src: Path) -> None:
     (staged_root / "etc/glanceseg/glanceseg.toml").unlink()
     proc = run_script("provision", "--root", str(staged_root), "--models", str(models_src), check=True)

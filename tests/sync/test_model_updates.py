@@ -408,3 +408,32 @@ def test_concurrent_installs_are_serialised(installed: ModelUpdates, tmp_path: P
     assert installed.previous_version() == "2"
     assert other.install(b4).version == "4"  # the lock is free again
     assert_running(installed, "4")
+
+
+def test_dev_key_is_recognised_by_key_and_refused_unless_allowed(tmp_path: Path, caplog) -> None:
+    """A copy of the development .pub under another path is still the dev key: installs are
+    refused unless [updates] allow_dev_key; verification and the warning still happen."""
+    repo = Path(__file__).resolve().parents[2]
+    copy = tmp_path / "updates.pub"
+    copy.write_bytes((repo / "appliance/sync/keys/dev_ed25519.pub").read_bytes())
+    out = tmp_path / "dev-2.glsb"
+    make_bundle([model_folder(tmp_path, "2")], out, BundleKind.MODEL, FAMILY, "2",
+                load_private_key(repo / "firmware_scripts/dev-keys/dev_ed25519.pem"))
+    env = {"GLANCESEG_DATA_DIR": str(tmp_path / "data"), "GLANCESEG_UPDATES_PUBLIC_KEY": str(copy),
+           "GLANCESEG_MODEL_DIR": str(tmp_path / "nomodels")}
+    store = model_store(load_config(environ=env))
+    assert "DEVELOPMENT key" in caplog.text
+    with pytest.raises(UpdateError, match="DEVELOPMENT update key"):
+        store.install(out)
+    assert store.current_version() is None
+    allowed = model_store(load_config(environ={**env, "GLANCESEG_UPDATES_ALLOW_DEV_KEY": "1"}))
+    assert allowed.install(out).version == "2"
+    assert_running(allowed, "2")
+    own = store_at(tmp_path / "other", keys_for(tmp_path)[1])  # any other key installs as before
+    assert not own.allow_dev_key
+
+
+def keys_for(tmp_path: Path) -> tuple[Path, Path]:
+    priv, pub = tmp_path / "o.pem", tmp_path / "o.pub"
+    generate_keypair(priv, pub)
+    return priv, pub
