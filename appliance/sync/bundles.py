@@ -48,6 +48,10 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
 _CHUNK = 1 << 20
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_SIGNATURE_BYTES = 1024
+#: Caps on what one bundle may list (and so write or download): files and total bytes.
+MAX_BUNDLE_FILES = 256
+MAX_BUNDLE_BYTES = 8 << 30
 
 
 class BundleKind(str, Enum):
@@ -298,34 +302,112 @@ def _copy_stream(src: Any, dest: Path, limit: int) -> None:
         os.fsync(out.fileno())
 
 
-def stage_bundle(source: Path, staging: Path, max_bytes: int = 8 << 30) -> None:
+def _read_capped(src: Any, limit: int, what: str) -> bytes:
+    data = src.read(limit + 1)
+    if len(data) > limit:
+        raise UpdateError(f"The bundle's {what} is too large.")
+    return data
+
+
+def _read_plain(path: Path, limit: int) -> bytes:
+    if path.is_symlink() or not path.is_file():
+        raise UpdateError(f"Bundle folder {path.parent} lacks {path.name} as a plain file.")
+    with open(path, "rb") as fh:
+        return _read_capped(fh, limit, path.name)
+
+
+def _check_payload_limits(info: BundleInfo) -> None:
+    if len(info.files) > MAX_BUNDLE_FILES:
+        raise UpdateError(f"The bundle lists {len(info.files)} files; at most {MAX_BUNDLE_FILES} are allowed.")
+    total = sum(e.size for e in info.files.values())
+    if any(e.size < 0 for e in info.files.values()) or total > MAX_BUNDLE_BYTES:
+        raise UpdateError(f"The bundle's files total {total} bytes; at most {MAX_BUNDLE_BYTES} are allowed.")
+
+
+def _verified_head(data: bytes, signature: bytes, public_key: Ed25519PublicKey) -> BundleInfo:
+    """Check the signature of a bundle's manifest bytes and parse them, before any payload is copied."""
+    try:
+        public_key.verify(signature, data)
+    except InvalidSignature as exc:
+        raise UpdateError("The bundle signature does not verify with the appliance's update key.") from exc
+    info = _parse_manifest(data)
+    _check_payload_limits(info)
+    return info
+
+
+def _write_head(staging: Path, data: bytes, signature: bytes) -> None:
+    for name, content in ((BUNDLE_MANIFEST, data), (BUNDLE_SIGNATURE, signature)):
+        _copy_stream(io.BytesIO(content), staging / name, len(content))
+
+
+def stage_bundle(source: Path, staging: Path, public_key: Ed25519PublicKey) -> BundleInfo:
     """Copy a bundle (tar file or folder) into the empty folder ``staging``, fsynced.
 
-    Nothing is trusted yet: members must be plain regular files with allowed names, so a
-    hostile tar cannot write elsewhere (no links, no paths). Verification comes after.
+    ``bundle.json`` and ``bundle.sig`` are read (size-capped) and the signature checked
+    *first*; then only the files the signed manifest lists are copied, each capped at its
+    signed size. Why: an unsigned or hostile bundle must not be able to write anything big
+    into the data folder (which holds the studies) before it is refused. Members must be plain,
+    non-sparse regular files with allowed names, so a hostile tar cannot write elsewhere.
+    Hashes are checked afterwards by :func:`verify_folder`.
+
+    Returns
+    -------
+    BundleInfo
+        The signed manifest (not yet checked against the copied files' hashes).
 
     Raises
     ------
     UpdateError
-        If the source is missing, not a bundle, or holds something other than plain files.
+        If the source is missing, not a bundle, unsigned or signed by another key, lists too
+        much, or holds anything its signed manifest does not list.
     """
     source, staging = Path(source), Path(staging)
-    staging.mkdir(parents=True, exist_ok=False)
-    allowed = lambda n: n in (BUNDLE_MANIFEST, BUNDLE_SIGNATURE) or _NAME_RE.match(n)  # noqa: E731
+    info: Optional[BundleInfo] = None
     if source.is_dir():
+        data = _read_plain(source / BUNDLE_MANIFEST, MAX_MANIFEST_BYTES)
+        signature = _read_plain(source / BUNDLE_SIGNATURE, MAX_SIGNATURE_BYTES)
+        info = _verified_head(data, signature, public_key)
         for path in sorted(source.iterdir()):
-            if path.is_symlink() or not path.is_file() or not allowed(path.name):
-                raise UpdateError(f"Bundle folder {source} holds {path.name!r}, not a plain file.")
-            with open(path, "rb") as fh:
-                _copy_stream(fh, staging / path.name, max_bytes)
+            if path.name in (BUNDLE_MANIFEST, BUNDLE_SIGNATURE):
+                continue
+            if path.is_symlink() or not path.is_file() or path.name not in info.files:
+                raise UpdateError(f"Bundle folder {source} holds {path.name!r}, which its signed manifest "
+                                  "does not list as a file.")
+        staging.mkdir(parents=True, exist_ok=False)
+        _write_head(staging, data, signature)
+        for name, entry in info.files.items():
+            try:
+                with open(source / name, "rb") as fh:
+                    _copy_stream(fh, staging / name, entry.size)
+            except FileNotFoundError as exc:
+                raise UpdateError(f"Bundle folder {source} lacks {name}.") from exc
     elif source.is_file():
+        staging.mkdir(parents=True, exist_ok=False)
         try:
             with tarfile.open(source, "r:") as tar:
+                head: dict[str, bytes] = {}
                 for member in tar:
-                    if not member.isreg() or "/" in member.name or not allowed(member.name):
+                    if (not member.isreg() or member.issparse() or member.type == tarfile.GNUTYPE_SPARSE
+                            or "/" in member.name):
                         raise UpdateError(f"Bundle {source.name} holds {member.name!r}, not a plain file.")
                     fh = tar.extractfile(member)
-                    _copy_stream(fh, staging / member.name, max_bytes)
+                    if info is None:  # the first two members: the signed manifest and its signature
+                        if member.name not in (BUNDLE_MANIFEST, BUNDLE_SIGNATURE) or member.name in head:
+                            raise UpdateError(f"Bundle {source.name} does not start with {BUNDLE_MANIFEST} and "
+                                              f"{BUNDLE_SIGNATURE} (found {member.name!r}).")
+                        cap = MAX_MANIFEST_BYTES if member.name == BUNDLE_MANIFEST else MAX_SIGNATURE_BYTES
+                        head[member.name] = _read_capped(fh, cap, member.name)
+                        if len(head) == 2:
+                            info = _verified_head(head[BUNDLE_MANIFEST], head[BUNDLE_SIGNATURE], public_key)
+                            _write_head(staging, head[BUNDLE_MANIFEST], head[BUNDLE_SIGNATURE])
+                        continue
+                    entry = info.files.get(member.name)
+                    if entry is None or member.size != entry.size:
+                        raise UpdateError(f"Bundle {source.name} holds {member.name!r}, which its signed manifest "
+                                          "does not list with that size.")
+                    _copy_stream(fh, staging / member.name, entry.size)
+                if info is None:
+                    raise UpdateError(f"Bundle {source.name} lacks {BUNDLE_MANIFEST} or {BUNDLE_SIGNATURE}.")
         except (tarfile.TarError, EOFError) as exc:
             raise UpdateError(f"{source} is not a readable bundle: {exc}.") from exc
         except FileExistsError as exc:
@@ -333,6 +415,8 @@ def stage_bundle(source: Path, staging: Path, max_bytes: int = 8 << 30) -> None:
     else:
         raise UpdateError(f"Bundle {source} does not exist.")
     fsync_dir(staging)
+    assert info is not None
+    return info
 
 
 def _parse_manifest(data: bytes) -> BundleInfo:

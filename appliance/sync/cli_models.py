@@ -206,7 +206,8 @@ def run_verify(args: argparse.Namespace, config: Config) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp) / "b"
-        stage_bundle(args.source, staging)
-        info = verify_folder(staging, load_public_key(config.updates.public_key))
+        key = load_public_key(config.updates.public_key)
+        stage_bundle(args.source, staging, key)
+        info = verify_folder(staging, key)
     print(f"OK: {info.kind.value} {info.family} {info.version}, {len(info.files)} files verified")
     return 0

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance.config import Config
 from appliance.errors import UpdateError
-from appliance.sync.bundles import (BUNDLE_MANIFEST, BUNDLE_SUFFIX, BundleInfo, BundleKind,
-                                    fingerprint, is_dev_key, load_public_key, version_key)
+from appliance.sync.bundles import (BUNDLE_MANIFEST, BUNDLE_SUFFIX, MAX_BUNDLE_BYTES, BundleInfo,
+                                    BundleKind, fingerprint, is_dev_key, load_public_key, version_key)
 from appliance.sync.versions import DOWNLOADS, VersionedStore
 
 logger = logging.getLogger(__name__)
@@ -170,6 +170,7 @@ def download_newest(config: Config, store: VersionedStore) -> Optional[Path]:
     try:
         resp = requests.get(urljoin(base, "index.json"), timeout=config.updates.timeout_s, verify=verify)
         resp.raise_for_status()
+        _check_url(resp.url)
         entries = resp.json().get("bundles", [])
     except (requests.RequestException, ValueError, AttributeError) as exc:
         raise UpdateError(f"Cannot read the update index from {base}: {exc}.") from exc
@@ -195,12 +196,18 @@ def download_newest(config: Config, store: VersionedStore) -> Optional[Path]:
     try:
         with requests.get(url, stream=True, timeout=config.updates.timeout_s, verify=verify) as resp:
             resp.raise_for_status()
+            _check_url(resp.url)  # where a redirect led must pass the same rule
+            limit = MAX_BUNDLE_BYTES + (2 << 20)  # payload cap plus manifest and tar headers
             with open(dest, "wb") as fh:
+                got = 0
                 for chunk in resp.iter_content(1 << 20):
+                    got += len(chunk)
+                    if got > limit:  # why: a bad server must not fill the data folder
+                        raise UpdateError(f"{url} is larger than any bundle may be ({limit} bytes).")
                     fh.write(chunk)
-    except (requests.RequestException, OSError) as exc:
+    except (requests.RequestException, OSError, UpdateError) as exc:
         dest.unlink(missing_ok=True)
-        raise UpdateError(f"Downloading {url} failed: {exc}.") from exc
+        raise UpdateError(f"Downloading {url} failed: {exc}") from exc
     return dest
 
 

@@ -245,7 +245,7 @@ class VersionedStore:
         self._clean_incoming()
         staging = self.root / INCOMING / secrets.token_hex(8)
         try:
-            stage_bundle(source, staging)
+            stage_bundle(source, staging, self.public_key)
             step("staged")
             info = verify_folder(staging, self.public_key)
             self._check_acceptable(info)

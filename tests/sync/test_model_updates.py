@@ -437,3 +437,87 @@ def keys_for(tmp_path: Path) -> tuple[Path, Path]:
     priv, pub = tmp_path / "o.pem", tmp_path / "o.pub"
     generate_keypair(priv, pub)
     return priv, pub
+
+
+def _tar(dest: Path, members: list) -> Path:
+    """Write a tar of (name, bytes, type) members (GNU format, so sparse headers are possible)."""
+    with tarfile.open(dest, "w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data, type_ in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.type = len(data), type_
+            tar.addfile(info, io.BytesIO(data))
+    return dest
+
+
+def test_nothing_is_staged_before_the_signature_verifies(installed: ModelUpdates, tmp_path: Path, keys,
+                                                         monkeypatch) -> None:
+    """An unsigned or foreign bundle, or one whose payload comes first, is refused before any
+    payload byte is written; only members the signed manifest lists, at their signed size, are
+    copied; sparse members are refused."""
+    from appliance.sync import bundles
+
+    copied: list[str] = []
+    real = bundles._copy_stream
+    monkeypatch.setattr(bundles, "_copy_stream", lambda src, dest, limit: (copied.append(dest.name),
+                                                                           real(src, dest, limit)))
+    good = bundle(tmp_path, keys[0], "3")
+    with tarfile.open(good) as tar:
+        parts = {m.name: tar.extractfile(m).read() for m in tar}
+    reg = tarfile.REGTYPE
+    foreign = bundle(tmp_path / "f", keys_for(tmp_path)[0], "3")
+    cases = {
+        "payload first": [("encoder.onnx", parts["encoder.onnx"], reg), ("bundle.json", parts["bundle.json"], reg),
+                          ("bundle.sig", parts["bundle.sig"], reg)],
+        "no signature": [("bundle.json", parts["bundle.json"], reg), ("encoder.onnx", parts["encoder.onnx"], reg)],
+        "sparse": [("bundle.json", parts["bundle.json"], reg), ("bundle.sig", parts["bundle.sig"], reg),
+                   ("encoder.onnx", b"", tarfile.GNUTYPE_SPARSE)],
+        "unlisted": [("bundle.json", parts["bundle.json"], reg), ("bundle.sig", parts["bundle.sig"], reg),
+                     ("extra.onnx", b"x" * 4096, reg)],
+        "wrong size": [("bundle.json", parts["bundle.json"], reg), ("bundle.sig", parts["bundle.sig"], reg),
+                       ("encoder.onnx", parts["encoder.onnx"] + b"more", reg)],
+    }
+    for label, members in cases.items():
+        copied.clear()
+        with pytest.raises(UpdateError):
+            installed.install(_tar(tmp_path / f"{label}.glsb", members))
+        assert not set(copied) - {"bundle.json", "bundle.sig"}, label
+    copied.clear()
+    with pytest.raises(UpdateError, match="signature"):
+        installed.install(foreign)
+    assert copied == [], "a foreign bundle wrote files"
+    folder = tmp_path / "folder-bundle"
+    folder.mkdir()
+    for name, data in parts.items():
+        (folder / name).write_bytes(data)
+    (folder / "stray.bin").write_bytes(b"x" * 4096)
+    copied.clear()
+    with pytest.raises(UpdateError, match="does not list"):
+        installed.install(folder)
+    assert copied == []
+    assert_running(installed, "2")
+    assert not any((installed.root / ".incoming").glob("*"))
+    assert installed.install(good).version == "3"  # the well-formed bundle still installs
+
+
+def test_download_is_capped(installed: ModelUpdates, tmp_path: Path, keys, monkeypatch) -> None:
+    from appliance.sync import model_updates
+
+    served = tmp_path / "served"
+    served.mkdir()
+    bundle(tmp_path / "big", keys[0], "3", payload_bytes=1_200_000).rename(served / "m3.glsb")
+    (served / "index.json").write_text(json.dumps({"bundles": [
+        {"kind": "model", "family": FAMILY, "version": "3", "file": "m3.glsb"}]}))
+    monkeypatch.setattr(model_updates, "MAX_BUNDLE_BYTES", 0)  # the cap is then the 2 MiB allowance
+    handler = lambda *a, **kw: _QuietHandler(*a, directory=str(served), **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = load_config(environ={"GLANCESEG_UPDATES_SERVER_URL": f"http://127.0.0.1:{server.server_port}/"})
+        with pytest.raises(UpdateError, match="larger than any bundle"):
+            install_from_server(config, installed)
+    finally:
+        server.shutdown()
+        thread.join()
+    assert not any((installed.root / ".downloads").glob("*"))
+    assert_running(installed, "2")
