@@ -36,27 +36,44 @@ class ModelUpdates(VersionedStore):
     """The installed models of one family under ``<data_dir>/models``."""
 
     def prepare(self, staging: Path, info: BundleInfo) -> None:
-        """Refuse a model bundle without a model manifest, or whose manifest names another family.
+        """Refuse a model bundle whose model folder the runtime would not load as this family.
 
-        Why: the bundle's signed family is what we trust, but a model folder that the runtime
-        would read as another model must never go live under this family's name.
+        Why: a signed bundle that the runtime cannot read (a release-manager slip) would go
+        live and leave the engine without a model until someone rolls back. The staged
+        ``manifest.json`` is read with the runtime's own loader, must name this family, list
+        an encoder and a decoder, and list only files the signed bundle carries with the same
+        sha256 and size.
+
+        Raises
+        ------
+        UpdateError
+            If any of that does not hold.
         """
+        from appliance.errors import ModelError
+        from appliance.glance.modelfiles import ROLES, load_model_files
+
         if MODEL_MANIFEST not in info.files:
             raise UpdateError(f"A model bundle must carry {MODEL_MANIFEST}.")
         try:
-            manifest = json.loads((staging / MODEL_MANIFEST).read_text())
-        except ValueError as exc:
-            raise UpdateError(f"The bundle's {MODEL_MANIFEST} is not valid JSON.") from exc
-        if not isinstance(manifest, dict):
+            model = load_model_files(staging)
+        except ModelError as exc:
+            raise UpdateError(f"The bundle's model folder cannot be loaded: {exc}") from exc
+        if not isinstance(model.manifest, dict):
             raise UpdateError(f"The bundle's {MODEL_MANIFEST} is not a JSON object.")
-        named = manifest.get("family") or manifest.get("name")
-        if named and str(named) != self.family:
-            raise UpdateError(f"The bundle's model manifest names {named!r}, not {self.family!r}.")
-        for item in manifest.get("files", []) if isinstance(manifest.get("files"), list) else []:
+        if model.name != self.family:
+            raise UpdateError(f"The bundle's model manifest names {model.name!r}, not {self.family!r}.")
+        items = model.manifest["files"]
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise UpdateError(f"The bundle's {MODEL_MANIFEST} 'files' is not a list of entries.")
+        for item in items:
             entry = info.files.get(str(item.get("file")))
-            if entry is None or ("sha256" in item and item["sha256"] != entry.sha256):
+            if (entry is None or item.get("sha256") != entry.sha256 or item.get("bytes") != entry.size
+                    or item.get("role") not in ROLES or not item.get("variant")):
                 raise UpdateError(f"The model manifest lists {item.get('file')!r}, which the bundle does not "
-                                  "carry with that sha256.")
+                                  "carry with that sha256 and size (or the entry lacks role or variant).")
+        missing = [r for r in ROLES if not any(i.get("role") == r for i in items)]
+        if missing:
+            raise UpdateError(f"The bundle's model manifest lists no {', '.join(missing)}.")
 
 
 def shipped_model_version(config: Config) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.server
 import io
 import json
@@ -45,9 +46,14 @@ def model_folder(root: Path, version: str, family: str = FAMILY, payload_bytes: 
     folder = root / f"src-{family}-{version}"
     folder.mkdir(parents=True)
     rng = random.Random(f"{family}{version}")
-    for name in ("encoder.onnx", "decoder.onnx"):
-        (folder / name).write_bytes(bytes(rng.getrandbits(8) for _ in range(payload_bytes)))
-    (folder / "manifest.json").write_text(json.dumps({"name": family, "version": version}))
+    files = []
+    for role in ("encoder", "decoder"):
+        data = bytes(rng.getrandbits(8) for _ in range(payload_bytes))
+        (folder / f"{role}.onnx").write_bytes(data)
+        files.append({"role": role, "variant": "int8", "file": f"{role}.onnx", "bytes": len(data),
+                      "sha256": hashlib.sha256(data).hexdigest()})
+    (folder / "manifest.json").write_text(json.dumps({"name": family, "version": version, "input_size": 256,
+                                                      "files": files}))
     return folder
 
 
@@ -367,6 +373,26 @@ def test_model_manifest_must_match_the_payload(installed: ModelUpdates, tmp_path
     out = tmp_path / "mf.glsb"
     make_bundle([src], out, "model", FAMILY, "5", load_private_key(keys[0]))
     with pytest.raises(UpdateError, match="does not carry"):
+        installed.install(out)
+    assert_running(installed, "2")
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: {"version": m["version"]}, "cannot be loaded"),  # what the runtime needs is missing
+    (lambda m: {k: v for k, v in m.items() if k != "input_size"}, "cannot be loaded"),
+    (lambda m: {k: v for k, v in m.items() if k != "name"}, "cannot be loaded"),
+    (lambda m: {**m, "name": "mobilesam"}, "names 'mobilesam'"),
+    (lambda m: {**m, "files": [f for f in m["files"] if f["role"] == "encoder"]}, "lists no decoder"),
+    (lambda m: {**m, "files": [{**f, "bytes": f["bytes"] + 1} for f in m["files"]]}, "does not carry"),
+    (lambda m: {**m, "files": [{k: v for k, v in f.items() if k != "sha256"} for f in m["files"]]}, "does not carry"),
+])
+def test_signed_bundle_the_runtime_cannot_load_is_refused(installed, tmp_path, keys, edit, match) -> None:
+    """A correctly signed bundle whose model manifest the runtime would refuse never goes live."""
+    src = model_folder(tmp_path / "bad", "6")
+    (src / "manifest.json").write_text(json.dumps(edit(json.loads((src / "manifest.json").read_text()))))
+    out = tmp_path / "bad.glsb"
+    make_bundle([src], out, "model", FAMILY, "6", load_private_key(keys[0]))
+    with pytest.raises(UpdateError, match=match):
         installed.install(out)
     assert_running(installed, "2")
 
