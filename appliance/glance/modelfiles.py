@@ -31,6 +31,20 @@ _REBUILD_HINT = (
 )
 
 
+def _repair_hint(model_dir: Path) -> str:
+    """Say how to repair ``model_dir``: an installed update (it holds the signed ``bundle.json``)
+    is repaired by rollback or re-installing its bundle, never by ``git checkout models/``,
+    which does not touch ``<data_dir>/models``. A bundle still being checked (under
+    ``.incoming``) is not installed: its refusal needs no repair hint."""
+    if Path(model_dir).resolve().parent.name == ".incoming":
+        return "The bundle is refused; nothing was installed."
+    if (Path(model_dir) / "bundle.json").is_file():
+        return (f"This is installed model update {Path(model_dir).resolve().name}: run `glanceseg models "
+                "rollback` to return to the previous model, or re-install its bundle with `glanceseg models "
+                "install`.")
+    return _REBUILD_HINT
+
+
 def resolve_model_dir(config: Config) -> Path:
     """Return the model folder in force.
 
@@ -121,15 +135,15 @@ class ModelFiles:
         try:
             data = path.read_bytes()
         except FileNotFoundError as exc:
-            raise ModelError(f"Model file {path} is missing. {_REBUILD_HINT}") from exc
+            raise ModelError(f"Model file {path} is missing. {_repair_hint(self.dir)}") from exc
         except OSError as exc:
-            raise ModelError(f"Model file {path} cannot be read ({exc.strerror}). {_REBUILD_HINT}") from exc
+            raise ModelError(f"Model file {path} cannot be read ({exc.strerror}). {_repair_hint(self.dir)}") from exc
         digest = sha256_bytes(data)
         if len(data) != int(item["bytes"]) or digest != item["sha256"]:
             raise ModelError(
                 f"Model file {path} has been altered or damaged: sha256 {digest[:12]}… "
                 f"({len(data)} bytes), but {MANIFEST} expects {str(item['sha256'])[:12]}… "
-                f"({item['bytes']} bytes). The appliance refuses to run it. {_REBUILD_HINT}"
+                f"({item['bytes']} bytes). The appliance refuses to run it. {_repair_hint(self.dir)}"
             )
         logger.debug("verified %s (%s)", path.name, digest[:12])
         return data
@@ -153,14 +167,14 @@ def load_model_files(model_dir: Path) -> ModelFiles:
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
-        raise ModelError(f"Model manifest {path} is missing. {_REBUILD_HINT}") from exc
+        raise ModelError(f"Model manifest {path} is missing. {_repair_hint(model_dir)}") from exc
     try:
         manifest = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"Model manifest {path} is not valid JSON ({exc}). {_REBUILD_HINT}") from exc
+        raise ModelError(f"Model manifest {path} is not valid JSON ({exc}). {_repair_hint(model_dir)}") from exc
     missing = [k for k in ("name", "input_size", "files") if k not in manifest]
     if missing:
-        raise ModelError(f"Model manifest {path} lacks {', '.join(missing)}. {_REBUILD_HINT}")
+        raise ModelError(f"Model manifest {path} lacks {', '.join(missing)}. {_repair_hint(model_dir)}")
     files = ModelFiles(model_dir, manifest, sha256_bytes(raw))
     logger.info("model %s from %s (manifest %s)", files.name, model_dir, files.manifest_sha256[:12])
     return files

@@ -72,6 +72,24 @@ def test_dangling_current_is_an_error_not_the_shipped_model(config):
         resolve_model_dir(config)
 
 
+def test_damaged_installed_update_says_rollback_not_git_checkout(tmp_path):
+    """An installed update (it holds the signed bundle.json) is repaired by rollback or
+    re-install; ``git checkout models/`` would not touch it."""
+    folder = _folder(tmp_path)
+    (folder / "bundle.json").write_text("{}")
+    (folder / "enc.onnx").write_bytes(b"tampered")
+    with pytest.raises(ModelError, match="models rollback") as err:
+        load_model_files(folder).read_verified("encoder", "int8")
+    assert "git checkout" not in str(err.value)
+    (folder / "manifest.json").unlink()
+    with pytest.raises(ModelError, match="re-install its bundle"):
+        load_model_files(folder)
+    staged = tmp_path / ".incoming" / "0123abcd"
+    folder.rename(staged.parent.mkdir() or staged)
+    with pytest.raises(ModelError, match="nothing was installed"):  # a bundle being checked
+        load_model_files(staged)
+
+
 def test_committed_models_verify():
     if not (REPO_MODELS / "manifest.json").exists():
         pytest.fail("models/manifest.json is not committed")
