@@ -44,8 +44,9 @@ BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_SIGNATURE = "bundle.sig"
 BUNDLE_SUFFIX = ".glsb"
 FORMAT_VERSION = 1
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
+# Used with fullmatch only: ``$`` in ``match`` would let a trailing newline through.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_VERSION_RE = re.compile(r"[0-9]+(\.[0-9]+){0,3}")
 _CHUNK = 1 << 20
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_SIGNATURE_BYTES = 1024
@@ -109,7 +110,7 @@ def version_key(version: str) -> tuple[int, ...]:
     UpdateError
         If the version is not dotted integers.
     """
-    if not isinstance(version, str) or not _VERSION_RE.match(version):
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
         raise UpdateError(f"Version {version!r} is not dotted integers such as 3 or 1.2.0.")
     parts = [int(p) for p in version.split(".")]
     while len(parts) > 1 and parts[-1] == 0:
@@ -123,7 +124,7 @@ def check_name(name: str) -> str:
     Why: bundle file names become paths on the appliance; no separators, no dot files, no
     ``..`` means a bundle can never write outside its own folder.
     """
-    if not _NAME_RE.match(name) or name in (BUNDLE_MANIFEST, BUNDLE_SIGNATURE):
+    if not _NAME_RE.fullmatch(name) or name in (BUNDLE_MANIFEST, BUNDLE_SIGNATURE):
         raise UpdateError(f"Bundle file name {name!r} is not allowed.")
     return name
 
@@ -239,7 +240,7 @@ def make_bundle(files: Iterable[Path], out_path: Path, kind: Union[str, BundleKi
     """
     kind = BundleKind(kind)
     version_key(version)
-    if not _NAME_RE.match(family):
+    if not _NAME_RE.fullmatch(family):
         raise UpdateError(f"Family {family!r} is not a plain name.")
     paths: list[Path] = []
     for item in files:

@@ -547,3 +547,14 @@ def test_download_is_capped(installed: ModelUpdates, tmp_path: Path, keys, monke
         thread.join()
     assert not any((installed.root / ".downloads").glob("*"))
     assert_running(installed, "2")
+
+
+@pytest.mark.parametrize("name", ["bundle.json\n", "encoder.onnx\n", "a\n"])
+def test_names_and_versions_with_a_trailing_newline_are_refused(name: str) -> None:
+    from appliance.sync.bundles import check_name, version_key
+
+    with pytest.raises(UpdateError):
+        check_name(name)
+    with pytest.raises(UpdateError):
+        version_key("3\n")
+
