@@ -338,7 +338,10 @@ class VersionedStore:
     def _rollback(self, hook: Optional[StepHook]) -> str:
         step = hook or (lambda _name: None)
         cur, prev = self.current_version(), self.previous_version()
-        if not prev and cur:  # the first installed version: back to the shipped model
+        # The first installed version goes back to the shipped model. cur == prev is that same
+        # rollback cut by a power loss after `previous` was linked: finish it, or it would
+        # "roll back" to the same version forever.
+        if cur and (not prev or prev == cur):
             self._link(PREVIOUS, cur)
             (self.root / CURRENT).unlink()
             fsync_dir(self.root)

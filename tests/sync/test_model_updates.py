@@ -558,3 +558,14 @@ def test_names_and_versions_with_a_trailing_newline_are_refused(name: str) -> No
     with pytest.raises(UpdateError):
         version_key("3\n")
 
+
+def test_rollback_to_shipped_cut_after_previous_is_linked_is_finished(tmp_path: Path, keys) -> None:
+    """A power cut inside a rollback to shipped can leave current == previous; the next
+    rollback must finish going to the shipped model, not return the same version forever."""
+    store = store_at(tmp_path / "data" / "models", keys[1])
+    store.install(bundle(tmp_path, keys[0], "2"))
+    os.symlink("2", store.root / ".p")
+    os.replace(store.root / ".p", store.root / PREVIOUS)  # the state the cut leaves
+    assert store.current_version() == store.previous_version() == "2"
+    assert store.rollback() == "1"
+    assert store.current_version() is None and store.previous_version() == "2"
