@@ -9,14 +9,16 @@ whose file is complete.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from appliance.errors import StoreError
 from appliance.hashing import sha256_file  # noqa: F401  (re-exported for callers)
@@ -171,3 +173,29 @@ class _suppress_os:
 
     def __exit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
         return exc_type is not None and issubclass(exc_type, OSError)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, wait_s: float = 0.0, poll_s: float = 0.05, mode: int = 0o600) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` for the block; yield whether it was taken.
+
+    Why flock: it serialises processes and threads alike (each opens its own descriptor), and
+    the kernel drops it when a holder dies, so a killed process never blocks the next. Yields
+    False, holding nothing, when another holder still has it after ``wait_s`` (0: do not wait).
+    """
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    held = False
+                    break
+                time.sleep(poll_s)
+        yield held
+    finally:
+        os.close(fd)  # releases the lock

@@ -114,11 +114,8 @@ class Store(DecisionsMixin, OutboxMixin):
         """Remove what a crash left: temporary files, built DICOM files nothing will send, and study
         files no row names."""
         self.sweep_built_files()
-        fd = os.open(str(self.root / WRITE_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with files.exclusive_lock(self.root / WRITE_LOCK) as held:
+            if not held:
                 return  # another process is writing; the next start sweeps
             files.sweep_temporaries(self.root / "studies")
             # A DICOM build (sync pass or USB export, in any process) writes outbox/.<SOP>.dcm.<pid>.part
@@ -141,8 +138,6 @@ class Store(DecisionsMixin, OutboxMixin):
                     folder.rmdir()
             if removed:
                 logger.info("removed %d file(s) of studies an interrupted write never committed", removed)
-        finally:
-            os.close(fd)
 
     def sweep_built_files(self) -> int:
         """Remove every ``outbox/*.dcm`` that no undelivered item names; return how many.
@@ -158,11 +153,8 @@ class Store(DecisionsMixin, OutboxMixin):
         outbox = self.root / "outbox"
         if not outbox.is_dir():
             return 0
-        fd = os.open(str(self.root / SYNC_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with files.exclusive_lock(self.root / SYNC_LOCK) as held:
+            if not held:
                 logger.debug("a sync pass is running; built files are swept next time")
                 return 0
             built = sorted(outbox.glob("*.dcm"))
@@ -179,8 +171,6 @@ class Store(DecisionsMixin, OutboxMixin):
             if removed:
                 logger.info("removed %d built DICOM file(s) of delivered or unknown items", removed)
             return removed
-        finally:
-            os.close(fd)  # releases the lock
 
     # -- plumbing -------------------------------------------------------------------------
     def close(self) -> None:

@@ -17,9 +17,7 @@ UI's scheduler and a ``glanceseg sync`` from a shell never interleave.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -77,24 +75,10 @@ def sync_lock(store: Store, timeout_s: float) -> Iterator[None]:
     SyncBusy
         If another pass holds it for longer than ``timeout_s``.
     """
-    path = store.root / LOCK_NAME
-    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise SyncBusy("Another sync pass is running; try again when it has finished.") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    with files.exclusive_lock(store.root / LOCK_NAME, timeout_s, poll_s=0.2) as held:
+        if not held:
+            raise SyncBusy("Another sync pass is running; try again when it has finished.")
+        yield
 
 
 class Syncer:

@@ -23,12 +23,10 @@ moment, then is refused with an UpdateError and changes nothing.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import secrets
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Callable, Iterator, Optional
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance.errors import UpdateError
+from appliance.store.files import exclusive_lock
 from appliance.sync.bundles import (BundleInfo, BundleKind, fsync_dir, is_dev_key, remove_tree,
                                     stage_bundle, verify_folder, version_key)
 
@@ -130,25 +129,15 @@ class VersionedStore:
                 state.depth -= 1
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            deadline = time.monotonic() + self.lock_wait_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise UpdateError(f"Another install is running ({self.kind.value} updates under "
-                                          f"{self.root}); try again when it has finished.") from None
-                    time.sleep(0.05)
+        with exclusive_lock(self.root / LOCK, self.lock_wait_s, mode=0o644) as held:
+            if not held:
+                raise UpdateError(f"Another install is running ({self.kind.value} updates under "
+                                  f"{self.root}); try again when it has finished.")
             state.depth = 1
             try:
                 yield
             finally:
                 state.depth = 0
-        finally:
-            os.close(fd)  # releases the flock
 
     # --- state -------------------------------------------------------------------------------
 
