@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "GLANCESEG_"
 CONFIG_ENV = "GLANCESEG_CONFIG"
+#: Variables with the prefix that are not settings: the firmware scripts' command, the kiosk's
+#: browser, the fault tests' trial count. They may share the units' environment file, so they
+#: are passed over rather than refused as misspelt keys (which would stop the service).
+NOT_SETTINGS = frozenset({CONFIG_ENV, "GLANCESEG_BIN", "GLANCESEG_KIOSK_BROWSER", "GLANCESEG_FAULT_TRIALS"})
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
@@ -387,7 +391,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     sections = {f.name for f in dataclasses.fields(Config)}
     out: dict[str, dict[str, str]] = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+        if not key.startswith(ENV_PREFIX) or key in NOT_SETTINGS:
             continue
         rest = key[len(ENV_PREFIX):].lower()
         section, _, name = rest.partition("_")

@@ -89,6 +89,35 @@ ensure_dir() {
     fi
 }
 
+app_env() {
+    # Set APP_ENV to the `env ...` prefix that gives the app what its units give it: the
+    # settings of glanceseg.env (EnvironmentFile=), the installed software update
+    # (PYTHONPATH), this root's data folder and configuration. Without it a script checks or
+    # builds for another configuration, or runs the base image's code against a database a
+    # newer release has migrated. The env file's own GLANCESEG_DATA_DIR and GLANCESEG_CONFIG
+    # are left out, so a staged --root keeps its paths.
+    local line key value
+    APP_ENV=(env -u GLANCESEG_BIN GLANCESEG_DATA_DIR="$DATA_DIR" GLANCESEG_CONFIG="$CONFIG_FILE")
+    if [ -r "$ETC_DIR/glanceseg.env" ]; then
+        while IFS= read -r line || [ -n "$line" ]; do
+            line="${line#export }"
+            case "$line" in
+                GLANCESEG_DATA_DIR=* | GLANCESEG_CONFIG=*) continue ;;
+                GLANCESEG_[A-Z0-9_]*=*) ;;
+                *) continue ;;
+            esac
+            key="${line%%=*}"
+            value="${line#*=}"
+            value="${value%\"}" && value="${value#\"}"
+            value="${value%\'}" && value="${value#\'}"
+            APP_ENV+=("$key=$value")
+        done <"$ETC_DIR/glanceseg.env"
+    fi
+    if [ -d "$DATA_DIR/software/current/_site" ]; then
+        APP_ENV+=(PYTHONPATH="$DATA_DIR/software/current/_site")
+    fi
+}
+
 status_json() {
     # Print `glanceseg status --json` (empty output if the command is missing or fails).
     # As root on the live system it runs as the service user, so SQLite's -wal/-shm files
@@ -98,8 +127,8 @@ status_json() {
         as_user=(runuser -u glanceseg --)
     fi
     if [ -x "$GLANCESEG_BIN" ]; then
-        "${as_user[@]}" env GLANCESEG_DATA_DIR="${DATA_DIR}" GLANCESEG_CONFIG="${CONFIG_FILE}" \
-            "$GLANCESEG_BIN" status --json 2>/dev/null || true
+        app_env
+        "${as_user[@]}" "${APP_ENV[@]}" "$GLANCESEG_BIN" status --json 2>/dev/null || true
     fi
 }
 

@@ -58,3 +58,9 @@ def test_mistakes_fail_loudly(tmp_path: Path, text: str, environ: dict, message:
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_variables_of_the_scripts_and_the_kiosk_are_not_settings(tmp_path: Path) -> None:
+    # They may share the units' environment file: refusing them as misspelt keys stopped the service.
+    environ = {"GLANCESEG_KIOSK_BROWSER": "/usr/bin/chromium", "GLANCESEG_BIN": "/opt/glanceseg/venv/bin/glanceseg"}
+    assert load_config(environ=environ).ui.port == 8080

@@ -111,3 +111,24 @@ def test_no_app_status_is_unknown(check: Callable) -> None:
     code, levels = check(None)
     assert code == 3
     assert levels["sync"] == "UNKNOWN" and levels["model"] == "UNKNOWN"
+
+
+def test_the_app_runs_with_the_environment_its_units_give_it(staged_root: Path, fake_glanceseg: Callable) -> None:
+    # The units read glanceseg.env and put an installed software update first on the path; a
+    # script that did not would check another configuration, or run old code against a database
+    # the new release migrated. lib.sh's own GLANCESEG_BIN must not reach the app (an unknown key).
+    fake_glanceseg(json.dumps(status()))
+    binary = staged_root / "opt/glanceseg/venv/bin/glanceseg"
+    seen = staged_root / "app-env.txt"
+    binary.write_text(binary.read_text().replace("cat ", f"env > '{seen}'\ncat ", 1))
+    (staged_root / "etc/glanceseg/glanceseg.env").write_text(
+        '# the units read this file\nGLANCESEG_GAZE_SOURCE="neon"\nexport GLANCESEG_MODEL_FP16=false\n'
+        "GLANCESEG_DATA_DIR=/var/lib/glanceseg\n")
+    site = staged_root / "var/lib/glanceseg/software/current/_site"
+    site.mkdir(parents=True)
+    proc = run_script("healthcheck", "--root", str(staged_root), "--json", env={"GLANCESEG_BIN": str(binary)})
+    assert json.loads(proc.stdout)["exit"] == proc.returncode
+    env = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+    assert env["GLANCESEG_GAZE_SOURCE"] == "neon" and env["GLANCESEG_MODEL_FP16"] == "false"
+    assert env["GLANCESEG_DATA_DIR"] == str(staged_root / "var/lib/glanceseg")  # the staged root's, not the file's
+    assert env["PYTHONPATH"] == str(site) and "GLANCESEG_BIN" not in env
