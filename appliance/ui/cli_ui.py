@@ -109,6 +109,10 @@ def _unix(timestamp: Any) -> Any:
     return round(datetime.fromisoformat(str(timestamp).replace("Z", "+00:00")).timestamp(), 1)
 
 
+#: Gaze sources that need no tracker, whose state a fresh process knows as well as the app.
+NO_TRACKER_SOURCES = ("pointer", "csv", "pupil_export", "simulated")
+
+
 def status_document(config: Config) -> dict[str, Any]:
     """What ``glanceseg status --json`` prints; ``firmware_scripts/healthcheck`` reads these keys.
 
@@ -124,6 +128,9 @@ def status_document(config: Config) -> dict[str, Any]:
         services = build_services(config, store=store)
         sync = store.sync_status()
         pending = store.outbox(state="pending") + store.outbox(state="sending")
+        from appliance.ui.live_state import read_live_state
+
+        live = read_live_state(config.data_dir)  # None: no serving process (or a hung one)
         tracker = services.tracker_status()
         try:
             from appliance.glance.runtime.onnx import configured_providers
@@ -133,6 +140,10 @@ def status_document(config: Config) -> dict[str, Any]:
             providers = []
         model = {**services.model_info(), "providers": providers}
         model["trt_engines"] = _trt_engines(config, providers, model["sha256"])
+        # sha256: what the running app loaded; installed_sha256: what a restart would load.
+        model["installed_sha256"] = model["sha256"]
+        if live is not None and live.get("model", {}).get("sha256"):
+            model["sha256"] = live["model"]["sha256"]
         try:
             app_version = version("glanceseg")
         except PackageNotFoundError:
@@ -142,7 +153,12 @@ def status_document(config: Config) -> dict[str, Any]:
             "model": model,
             "disk_free_mb": round(services.disk_free_mb(), 1),
             "store": {"min_free_mb": config.data.min_free_mb, "data_dir": str(config.data_dir)},
-            "tracker": {"source": config.gaze.source, "kind": tracker.kind, "connected": tracker.connected},
+            "app_running": live is not None,
+            # A tracker's connection lives in the serving process: unknown (null) without one,
+            # except for sources that need no tracker.
+            "tracker": {"source": config.gaze.source, "kind": tracker.kind,
+                        "connected": (live["tracker"]["connected"] if live is not None
+                                      else tracker.connected if config.gaze.source in NO_TRACKER_SOURCES else None)},
             "sync": {
                 "pending": sync.pending + sync.sending,
                 "studies_pending": sync.studies_pending,

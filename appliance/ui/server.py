@@ -196,6 +196,9 @@ def serve(config: Config, demo: bool = False, services: Optional[Any] = None,
     app = create_app(config, services)
     server, url, listener = build_server(app, config)
     print(f"GlanceSeg UI on {url}")
+    from appliance.ui.live_state import LiveStatePublisher
+
+    publisher = LiveStatePublisher(config.data_dir, services.live_snapshot).start()
     watchdog = None
     if notifier is not None and notifier.enabled:
         from appliance.hw.sdnotify import WatchdogThread, http_probe
@@ -219,6 +222,7 @@ def serve(config: Config, demo: bool = False, services: Optional[Any] = None,
             notifier.stopping("stopping")
         if watchdog is not None:
             watchdog.stop()
+        publisher.stop()
         app.extensions["glanceseg_hub"].close()
         services.close()
         server.close()

@@ -216,6 +216,17 @@ class Services:
             self.engine = shared_engine(self.config)
         return self.engine
 
+    def live_snapshot(self) -> dict[str, Any]:
+        """What only the serving process knows, for ``glanceseg status`` (:mod:`appliance.ui.live_state`).
+
+        ``model.sha256`` is the manifest the engine loaded ("" without a model), None while no
+        photograph has made it load one yet.
+        """
+        tracker = self.tracker_status()
+        engine = self.engine
+        return {"tracker": {"kind": tracker.kind, "connected": bool(tracker.connected)},
+                "model": {"sha256": engine.model_sha256 if engine is not None else None}}
+
     def studies(self) -> Any:
         """The UI's view of the store (:class:`appliance.ui.studies.StoreStudies`)."""
         from appliance.ui.studies import StoreStudies

@@ -67,9 +67,20 @@ def test_app_running_an_older_model_warns(check: Callable) -> None:
     assert code == 1 and levels["model"] == "WARNING"
 
 
+def test_a_model_update_the_app_runs_is_ok_and_one_it_does_not_warns(check: Callable) -> None:
+    # A signed update in <data_dir>/models/current: what a restart loads is the update, not /opt's.
+    update = "ab" * 32
+    code, levels = check(status(model={"sha256": update, "installed_sha256": update}))
+    assert code == 0 and levels["model"] == "OK"
+    code, levels = check(status(model={"sha256": "0" * 64, "installed_sha256": update}))
+    assert code == 1 and levels["model"] == "WARNING"
+
+
 def test_disconnected_tracker_warns_pointer_does_not(check: Callable) -> None:
     assert check(status(tracker={"connected": False}))[1]["tracker"] == "WARNING"
     assert check(status(tracker={"source": "pointer", "connected": False}))[1]["tracker"] == "OK"
+    # Without the running app nobody knows (null): unknown, not a warning raised for ever.
+    assert check(status(tracker={"connected": None}))[1]["tracker"] == "UNKNOWN"
 
 
 def test_sync_age_thresholds(check: Callable) -> None:

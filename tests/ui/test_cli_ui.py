@@ -35,3 +35,30 @@ def test_update_check_survives_unexpected_errors(config, caplog):
     check_for_model_update(config, broken)  # does not raise
     check_for_model_update(config, refused)
     assert "unexpectedly" in caplog.text and "Another install" in caplog.text
+
+
+def test_status_reads_what_only_the_serving_process_knows(config, tmp_path):
+    # A fresh `glanceseg status` cannot see the tracker's connection or the engine's model: the
+    # serving process publishes them, and without it they are unknown rather than wrong.
+    import json
+    import time
+
+    from appliance.ui.live_state import LIVE_STATE, read_live_state, write_live_state
+
+    neon = config.replace(gaze={"source": "neon"})
+    neon.data_dir.mkdir(parents=True, exist_ok=True)
+    doc = status_document(neon)
+    assert doc["app_running"] is False and doc["tracker"]["connected"] is None
+    assert doc["model"]["sha256"] == doc["model"]["installed_sha256"]
+
+    write_live_state(neon.data_dir, {"tracker": {"kind": "neon", "connected": True}, "model": {"sha256": "ab" * 32}})
+    doc = status_document(neon)
+    assert doc["app_running"] is True and doc["tracker"]["connected"] is True
+    assert doc["model"]["sha256"] == "ab" * 32 and doc["model"]["installed_sha256"] != "ab" * 32
+
+    path = neon.data_dir / LIVE_STATE
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({**state, "updated_unix": time.time() - 3600}))  # a writer that hung
+    assert read_live_state(neon.data_dir) is None
+    path.write_text(json.dumps({**state, "pid": 999_999_999}))  # a writer that is gone
+    assert read_live_state(neon.data_dir) is None and read_live_state(neon.data_dir.parent) is None

@@ -42,8 +42,12 @@ def test_serve_notifies_ready_pings_watchdog_and_stops(tmp_path: Path) -> None:
             # READY meant the server really answers; the probe needs no login (no redirect).
             assert resp.status == 200 and resp.geturl().endswith("/healthz")
             assert json.loads(resp.read()) == {"ok": True}
+        # What `glanceseg status` cannot see from its own process, published while serving.
+        live = json.loads((tmp_path / "data" / "live.json").read_text())
+        assert live["pid"] == proc.pid and live["tracker"]["kind"] == "pointer"
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+        assert not (tmp_path / "data" / "live.json").exists()  # gone with the app, not stale
         rest = []
         sock.settimeout(2)
         try:
