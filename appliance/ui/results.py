@@ -101,11 +101,25 @@ def _study_or_404(study_id: int) -> Any:
     return study
 
 
+def result_model(studies: Any, study: Any) -> dict[str, str]:
+    """The model that produced the study's automatic result, as the report must name it.
+
+    The installed model may differ (an update installed since, or one the running engine has
+    not loaded yet): its version is shown only when its manifest is the result's.
+    """
+    installed = get_services().model_info()
+    result = studies.auto_result(study.result_id)
+    if not result.model_sha256 or result.model_sha256 == installed.get("sha256"):
+        return installed
+    return {**installed, "name": result.model_name, "version": "(not the installed one)",
+            "sha256": result.model_sha256}
+
+
 def _context(study_id: int) -> dict[str, Any]:
     studies, config = get_studies(), get_config()
     study = _study_or_404(study_id)
     summaries = [summarise(studies, im, config.glance.display_threshold) for im in study.images]
-    return {"study": study, "summaries": summaries, "model": get_services().model_info(), "statement": STATEMENT,
+    return {"study": study, "summaries": summaries, "model": result_model(studies, study), "statement": STATEMENT,
             "grades": GRADES, "referrals": REFERRALS, "signoff": studies.last_signoff(study_id)}
 
 

@@ -352,3 +352,21 @@ def test_translation_catalog(tmp_path, monkeypatch):
             i18n.translate("../x", "Log in")
     finally:
         i18n.catalog.cache_clear()
+
+
+def test_the_report_names_the_model_that_made_the_result(app, services):
+    # A model update installed since (or not yet loaded by the engine) must not be printed beside
+    # lesions another model found.
+    import types
+
+    from appliance.ui.results import result_model
+
+    installed = {"name": "litemedsam", "version": "2", "variant": "int8", "sha256": "ab" * 32}
+    services.model_info = lambda: dict(installed)
+    study = types.SimpleNamespace(result_id=1)
+    made_by = lambda sha: types.SimpleNamespace(  # noqa: E731
+        auto_result=lambda _id: types.SimpleNamespace(model_name="litemedsam", model_sha256=sha))
+    with app.test_request_context():
+        assert result_model(made_by("ab" * 32), study) == installed
+        older = result_model(made_by("cd" * 32), study)
+    assert older["sha256"] == "cd" * 32 and older["version"] != "2"
