@@ -48,6 +48,8 @@ def register(subparsers: Any) -> None:
         src.add_argument("source", nargs="?", type=Path,
                          help="bundle file, bundle folder, or a folder (USB stick) of bundles")
         src.add_argument("--server", action="store_true", help="fetch the newest from [updates] server_url")
+        p.add_argument("--force", action="store_true",
+                       help="install a version rolled back before, or older than one installed before")
         p.set_defaults(handler=run_install, kind=kind.value)
         p = group.add_parser("rollback", help=f"return to the previous {kind.value} version")
         p.set_defaults(handler=run_rollback, kind=kind.value)
@@ -119,7 +121,7 @@ def run_install(args: argparse.Namespace, config: Config) -> int:
                 print(f"no {args.kind} bundle newer than {store.current_version() or store.baseline_version} in {source}")
                 return 0
             source = found
-        info = store.install(source)
+        info = store.install(source, force=args.force)
     print(f"installed {info.kind.value} {info.family} {info.version} (manifest sha256 {info.manifest_sha256})")
     return 0
 

@@ -147,7 +147,7 @@ def newest_bundle(folder: Path, store: VersionedStore) -> Optional[Path]:
             key = version_key(str(raw.get("version")))
         except UpdateError:
             continue
-        if key > running and (best is None or key > best[0]):
+        if key > running and (best is None or key > best[0]) and not store.unwanted(str(raw.get("version"))):
             best = (key, path)
     return best[1] if best else None
 
@@ -197,7 +197,7 @@ def download_newest(config: Config, store: VersionedStore) -> Optional[Path]:
         try:
             if entry["kind"] == store.kind.value and entry["family"] == store.family:
                 key = version_key(str(entry["version"]))
-                if key > running and (best is None or key > best[0]):
+                if key > running and (best is None or key > best[0]) and not store.unwanted(str(entry["version"])):
                     best = (key, str(entry["file"]))
         except (KeyError, TypeError, UpdateError):
             continue

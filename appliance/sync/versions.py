@@ -23,6 +23,7 @@ moment, then is refused with an UpdateError and changes nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -35,7 +36,7 @@ from typing import Callable, Iterator, Optional
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance.errors import UpdateError
-from appliance.store.files import exclusive_lock
+from appliance.store.files import atomic_write, exclusive_lock
 from appliance.sync.bundles import (BundleInfo, BundleKind, fsync_dir, is_dev_key, remove_tree,
                                     stage_bundle, verify_folder, version_key)
 
@@ -46,6 +47,8 @@ PREVIOUS = "previous"
 INCOMING = ".incoming"
 DOWNLOADS = ".downloads"
 LOCK = ".lock"
+#: ``{"highest": version, "rolled_back": [versions]}``: what the updater must not bring back.
+HISTORY = ".history.json"
 
 #: Called with a step name between install steps; tests use it to cut power at each step.
 StepHook = Callable[[str], None]
@@ -199,7 +202,41 @@ class VersionedStore:
         Raises UpdateError to refuse it. Derived files must be named ``_*``.
         """
 
-    def install(self, source: Path, hook: Optional[StepHook] = None) -> BundleInfo:
+    # --- what must not come back ---------------------------------------------------------
+
+    def history(self) -> dict:
+        """``highest``: the newest version ever installed; ``rolled_back``: versions left by a rollback.
+
+        Why: a technician rolls back a model that misgrades; without this memory the next
+        server check (or the same USB stick) reinstalls it within hours, and after a rollback
+        to the shipped model any older signed release would be accepted again.
+        """
+        try:
+            doc = json.loads((self.root / HISTORY).read_text())
+            return {"highest": str(doc.get("highest") or ""), "rolled_back": [str(v) for v in doc.get("rolled_back", [])]}
+        except (OSError, ValueError, AttributeError):
+            return {"highest": "", "rolled_back": []}
+
+    def _remember(self, installed: Optional[str] = None, rolled_back: Optional[str] = None) -> None:
+        doc = self.history()
+        if installed and (not doc["highest"] or _safe_key(installed) > _safe_key(doc["highest"])):
+            doc["highest"] = installed
+        if installed in doc["rolled_back"]:  # installed again on purpose (--force): wanted again
+            doc["rolled_back"].remove(installed)
+        if rolled_back and rolled_back not in doc["rolled_back"]:
+            doc["rolled_back"].append(rolled_back)
+        atomic_write(self.root / HISTORY, json.dumps(doc).encode())
+
+    def unwanted(self, version: str) -> Optional[str]:
+        """Why ``version`` must not be installed without ``force`` (None: it may be)."""
+        doc = self.history()
+        if version in doc["rolled_back"]:
+            return f"version {version} was rolled back on this appliance"
+        if doc["highest"] and _safe_key(version) < _safe_key(doc["highest"]):
+            return f"version {version} is older than {doc['highest']}, installed here before"
+        return None
+
+    def install(self, source: Path, hook: Optional[StepHook] = None, force: bool = False) -> BundleInfo:
         """Verify a bundle (tar file or folder) and make it the active version.
 
         Parameters
@@ -208,6 +245,9 @@ class VersionedStore:
             Bundle file or folder (USB stick, download).
         hook
             Called with the name of each completed step (tests only).
+        force
+            Install a version rolled back before, or older than one installed before (a
+            technician's explicit decision; :meth:`unwanted`).
 
         Returns
         -------
@@ -227,9 +267,9 @@ class VersionedStore:
                               "public, so it installs nothing. Set [updates] public_key to the production "
                               "key (or [updates] allow_dev_key = true on a development machine).")
         with self.locked():
-            return self._install(source, hook)
+            return self._install(source, hook, force)
 
-    def _install(self, source: Path, hook: Optional[StepHook]) -> BundleInfo:
+    def _install(self, source: Path, hook: Optional[StepHook], force: bool = False) -> BundleInfo:
         step = hook or (lambda _name: None)
         self._clean_incoming()
         staging = self.root / INCOMING / secrets.token_hex(8)
@@ -238,6 +278,9 @@ class VersionedStore:
             step("staged")
             info = verify_folder(staging, self.public_key)
             self._check_acceptable(info)
+            why = None if force else self.unwanted(info.version)
+            if why:
+                raise UpdateError(f"Not installed: {why}. To install it all the same, use --force.")
             step("verified")
             self.prepare(staging, info)
             fsync_dir(staging)
@@ -252,6 +295,7 @@ class VersionedStore:
             self._link(PREVIOUS, old)
         step("previous")
         self._link(CURRENT, info.version)
+        self._remember(installed=info.version)
         logger.info("%s %s %s installed and active (was %s)", self.kind.value, self.family,
                     info.version, old or f"shipped {self.baseline_version}")
         step("switched")
@@ -331,6 +375,7 @@ class VersionedStore:
         # rollback cut by a power loss after `previous` was linked: finish it, or it would
         # "roll back" to the same version forever.
         if cur and (not prev or prev == cur):
+            self._remember(rolled_back=cur)
             self._link(PREVIOUS, cur)
             (self.root / CURRENT).unlink()
             fsync_dir(self.root)
@@ -342,6 +387,7 @@ class VersionedStore:
         info = verify_folder(self.root / prev, self.public_key)
         if info.kind != self.kind or info.family != self.family:
             raise UpdateError(f"The previous folder holds {info.kind.value} {info.family}, not this store's.")
+        self._remember(installed=prev, rolled_back=cur)  # prev is wanted again, cur is not
         self._link(CURRENT, prev)
         step("switched")
         if cur:

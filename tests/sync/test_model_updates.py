@@ -173,6 +173,32 @@ def test_rollback_and_back(installed: ModelUpdates, tmp_path: Path, keys) -> Non
 
 
 
+def test_a_rollback_sticks_and_older_releases_stay_out(installed: ModelUpdates, tmp_path: Path, keys) -> None:
+    # A model rolled back for misgrading must not come back with the next server check or the
+    # same USB stick, nor may an older signed release be replayed; a technician may force it.
+    from appliance.sync.model_updates import newest_bundle
+
+    v3 = bundle(tmp_path, keys[0], "3")
+    installed.install(v3)
+    assert installed.rollback() == "2"
+    with pytest.raises(UpdateError, match="rolled back"):
+        installed.install(v3)
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    (stick / "litemedsam-3.glsb").write_bytes(v3.read_bytes())
+    (tmp_path / "b25").mkdir()
+    (stick / "litemedsam-2.5.glsb").write_bytes(bundle(tmp_path / "b25", keys[0], "2.5").read_bytes())
+    assert newest_bundle(stick, installed) is None  # neither the rolled-back 3 nor the older 2.5
+    with pytest.raises(UpdateError, match="older than 3"):
+        installed.install(stick / "litemedsam-2.5.glsb")
+    assert_running(installed, "2")
+    installed.install(v3, force=True)  # the technician's explicit decision
+    assert_running(installed, "3") and installed.unwanted("3") is None
+    (tmp_path / "b4").mkdir()
+    installed.install(bundle(tmp_path / "b4", keys[0], "4"))
+    assert_running(installed, "4")
+
+
 def test_rollback_refuses_a_corrupted_previous(installed: ModelUpdates, tmp_path: Path, keys) -> None:
     installed.install(bundle(tmp_path, keys[0], "3"))
     (installed.root / "2" / "encoder.onnx").write_bytes(b"x" * 2048)
@@ -355,7 +381,9 @@ def test_cli_keygen_sign_install_list_rollback(tmp_path: Path, capsys) -> None:
     assert cli("models", "rollback") == 0  # 3 was the first installed: back to the shipped model
     assert store.current_version() is None and store.previous_version() == "3"
     assert active_model_version(config) == "shipped-0"
-    assert cli("models", "install", str(usb / "m3.glsb")) == 0  # reuses the kept folder
+    with pytest.raises(UpdateError, match="rolled back"):  # it stays rolled back...
+        cli("models", "install", str(usb / "m3.glsb"))
+    assert cli("models", "install", str(usb / "m3.glsb"), "--force") == 0  # ...unless forced; reuses the kept folder
     assert_running(store, "3")
 
 
