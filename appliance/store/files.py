@@ -37,6 +37,15 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """``fsync`` a file written by someone else's code (an unpacked archive), so its bytes are durable."""
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def makedirs_durable(directory: Path) -> None:
     """Create ``directory`` (and parents) and ``fsync`` each new entry's parent."""
     missing = []

@@ -175,6 +175,8 @@ class VersionedStore:
             try:
                 version_key(path.name)
                 info: Optional[BundleInfo] = verify_folder(path, self.public_key, check_hashes)
+                if check_hashes:
+                    self.check_derived(path)
             except UpdateError as exc:
                 logger.warning("installed %s %s does not verify: %s", self.kind.value, path.name, exc)
                 info = None
@@ -195,6 +197,18 @@ class VersionedStore:
             path.unlink()
 
     # --- install -----------------------------------------------------------------------------
+
+    def check_derived(self, folder: Path) -> None:
+        """Check the derived ``_*`` files :meth:`prepare` wrote (subclasses override).
+
+        The signature covers the bundle's own files only, so a store that derives files (an
+        unpacked wheel) must check them itself before trusting the folder.
+
+        Raises
+        ------
+        UpdateError
+            If a derived file is missing or altered.
+        """
 
     def prepare(self, staging: Path, info: BundleInfo) -> None:
         """Check and complete a verified bundle before it goes live (subclasses override).
@@ -385,6 +399,7 @@ class VersionedStore:
         if not prev or not (self.root / prev).is_dir():
             raise UpdateError("There is no previous version to roll back to.")
         info = verify_folder(self.root / prev, self.public_key)
+        self.check_derived(self.root / prev)
         if info.kind != self.kind or info.family != self.family:
             raise UpdateError(f"The previous folder holds {info.kind.value} {info.family}, not this store's.")
         self._remember(installed=prev, rolled_back=cur)  # prev is wanted again, cur is not

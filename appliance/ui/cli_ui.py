@@ -32,12 +32,14 @@ def appliance_services(config: Config) -> Any:
 
     from appliance.errors import UpdateError
     from appliance.sync.model_updates import model_store
+    from appliance.sync.software_updates import software_store
     from appliance.sync.scheduler import start_background_sync
 
-    try:
-        model_store(config).recover()  # finish or undo a model switch a power cut interrupted
-    except UpdateError as exc:  # e.g. a technician's install holds the lock right now
-        logger.warning("model update clean-up skipped: %s", exc)
+    for updates in (model_store(config), software_store(config)):
+        try:
+            updates.recover()  # delete what an interrupted download or install left behind
+        except UpdateError as exc:  # e.g. a technician's install holds the lock right now
+            logger.warning("%s update clean-up skipped: %s", updates.kind.value, exc)
     store = Store(config)
     scheduler = start_background_sync(store, config)
     if config.updates.server_url:

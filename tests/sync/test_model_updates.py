@@ -342,6 +342,27 @@ def test_software_bundle_install_and_rollback(tmp_path: Path, keys) -> None:
     assert store.current_version() == "0.2.0"
 
 
+def test_the_unpacked_code_of_a_release_is_checked_like_its_signed_files(tmp_path: Path, keys) -> None:
+    # The code that runs is _site, which the signature does not cover: emptied by a power cut or
+    # altered, it must not pass `software list --verify` or a rollback to it.
+    store = SoftwareUpdates(tmp_path / "software", load_public_key(keys[1]), BundleKind.SOFTWARE,
+                            "glanceseg", "0.1.0")
+    for version in ("0.2.0", "0.3.0"):
+        out = tmp_path / f"sw-{version}.glsb"
+        make_bundle([make_wheel(tmp_path, version)], out, "software", "glanceseg", version,
+                    load_private_key(keys[0]))
+        store.install(out)
+    assert all(v.info is not None for v in store.list(check_hashes=True))
+    probe = store.root / "0.2.0" / "_site" / "glanceseg_probe" / "__init__.py"
+    probe.write_text("")  # what a power cut right after the switch could leave
+    listed = {v.version: v.info for v in store.list(check_hashes=True)}
+    assert listed["0.2.0"] is None and listed["0.3.0"] is not None
+    with pytest.raises(UpdateError, match="altered"):
+        store.rollback()
+    (store.root / "0.3.0" / "_site" / "planted.py").write_text("import os")
+    assert {v.version: v.info for v in store.list(check_hashes=True)}["0.3.0"] is None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glanceseg")
     cli_models.register(parser.add_subparsers(dest="command", required=True))
