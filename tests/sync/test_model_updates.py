@@ -316,14 +316,20 @@ def make_wheel(path: Path, version: str) -> Path:
     return wheel
 
 
-def test_software_bundle_install_and_rollback(tmp_path: Path, keys) -> None:
+def software_releases(tmp_path: Path, keys, *versions: str) -> SoftwareUpdates:
+    """A software store on the shipped 0.1.0 with ``versions`` installed in order (bundles in tmp_path)."""
     store = SoftwareUpdates(tmp_path / "software", load_public_key(keys[1]), BundleKind.SOFTWARE,
                             "glanceseg", "0.1.0")
-    for version in ("0.2.0", "0.3.0"):
+    for version in versions:
         out = tmp_path / f"sw-{version}.glsb"
         make_bundle([make_wheel(tmp_path, version)], out, "software", "glanceseg", version,
                     load_private_key(keys[0]))
         store.install(out)
+    return store
+
+
+def test_software_bundle_install_and_rollback(tmp_path: Path, keys) -> None:
+    store = software_releases(tmp_path, keys, "0.2.0", "0.3.0")
     site = store.current_path() / "_site"
     assert "0.3.0" in (site / "glanceseg_probe" / "__init__.py").read_text()
     verify_folder(store.current_path(), store.public_key)  # _site does not break verification
@@ -345,13 +351,7 @@ def test_software_bundle_install_and_rollback(tmp_path: Path, keys) -> None:
 def test_the_unpacked_code_of_a_release_is_checked_like_its_signed_files(tmp_path: Path, keys) -> None:
     # The code that runs is _site, which the signature does not cover: emptied by a power cut or
     # altered, it must not pass `software list --verify` or a rollback to it.
-    store = SoftwareUpdates(tmp_path / "software", load_public_key(keys[1]), BundleKind.SOFTWARE,
-                            "glanceseg", "0.1.0")
-    for version in ("0.2.0", "0.3.0"):
-        out = tmp_path / f"sw-{version}.glsb"
-        make_bundle([make_wheel(tmp_path, version)], out, "software", "glanceseg", version,
-                    load_private_key(keys[0]))
-        store.install(out)
+    store = software_releases(tmp_path, keys, "0.2.0", "0.3.0")
     assert all(v.info is not None for v in store.list(check_hashes=True))
     probe = store.root / "0.2.0" / "_site" / "glanceseg_probe" / "__init__.py"
     probe.write_text("")  # what a power cut right after the switch could leave
