@@ -101,6 +101,22 @@ def _study_or_404(study_id: int) -> Any:
     return study
 
 
+def implausible(grade: str, maculopathy: str, referral: str) -> Optional[str]:
+    """A question for a sign-off that international practice would refer but the form does not.
+
+    Why: a mis-tap on the touchscreen must not send "no referral" for sight-threatening disease
+    to the PACS unnoticed; severe non-proliferative or proliferative DR is referred urgently, and
+    maculopathy is referred. The clinician may confirm it (their decision stands).
+    """
+    if referral != "none":
+        return None
+    if grade in ("3", "4"):
+        return f"Grade {grade} with no referral: is that right? Tick \u201cI confirm\u201d and sign off again to keep it."
+    if maculopathy == "yes":
+        return "Maculopathy with no referral: is that right? Tick \u201cI confirm\u201d and sign off again to keep it."
+    return None
+
+
 def result_model(studies: Any, study: Any) -> dict[str, str]:
     """The model that produced the study's automatic result, as the report must name it.
 
@@ -141,6 +157,11 @@ def results(study_id: int) -> Any:
             error = "Choose a referral decision."
         elif not ungradable and macul not in ("yes", "no"):
             error = "Say whether there is maculopathy."
+        if not error and request.form.get("confirm") != "1":
+            error = implausible(grade if not ungradable else "", macul, referral)
+            if error:
+                flash(error, "error")
+                return render_template("results.html", **ctx, confirm_needed=True), 400
         if error:
             flash(error, "error")
             return render_template("results.html", **ctx), 400

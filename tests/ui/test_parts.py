@@ -233,6 +233,20 @@ def test_the_import_page_asks_for_a_pseudonym_not_a_name(app, services, fundus_p
     assert services.store.worklist() == []
 
 
+def test_sight_threatening_grade_without_referral_asks_for_confirmation(app, services, fundus_png):
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services)
+    url = f"/study/{study.id}/results"
+    form = {"csrf_token": token, "grade": "4", "maculopathy": "no", "referral": "none"}
+    asked = client.post(url, data=form)
+    assert asked.status_code == 400 and b"Grade 4 with no referral" in asked.data and b'id="confirm"' in asked.data
+    assert not [r for r in services.store.results_for_study(study.id) if r.kind == "reviewed"]
+    assert client.post(url, data={**form, "maculopathy": "yes", "grade": "1"}).status_code == 400
+    assert client.post(url, data={**form, "confirm": "1"}).status_code == 302  # the clinician's decision stands
+    assert client.post(url, data={**form, "grade": "2", "referral": "none"}).status_code == 302  # nothing to ask
+
+
 def test_unknown_live_lesion_is_recorded_as_added(app, services, fundus_png):
     """A live lesion whose id the stored result lacks (it should not happen) is stored as added."""
     from appliance.glance.lesions import Lesion
