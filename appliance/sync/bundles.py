@@ -458,11 +458,7 @@ def verify_folder(folder: Path, public_key: Ed25519PublicKey, check_hashes: bool
         raise UpdateError(f"{folder} is not a complete bundle: {exc.strerror}.") from exc
     if len(data) > MAX_MANIFEST_BYTES:
         raise UpdateError("The bundle manifest is too large.")
-    try:
-        public_key.verify(signature, data)
-    except InvalidSignature as exc:
-        raise UpdateError("The bundle signature does not verify with the appliance's update key.") from exc
-    info = _parse_manifest(data)
+    info = _verified_head(data, signature, public_key)
     present = {p.name for p in folder.iterdir() if not p.name.startswith("_")}
     expected = set(info.files) | {BUNDLE_MANIFEST, BUNDLE_SIGNATURE}
     if present != expected:

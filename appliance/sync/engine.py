@@ -32,8 +32,6 @@ from appliance.sync.instances import materialise
 
 logger = logging.getLogger(__name__)
 
-LOCK_NAME = SYNC_LOCK  # the store sweeps outbox/ only while it can take this lock
-
 
 def backoff_delay_s(attempts: int, base_s: float, max_s: float, rng: Optional[random.Random] = None) -> float:
     """Return a full-jitter exponential backoff delay for the given number of failed attempts."""
@@ -75,7 +73,7 @@ def sync_lock(store: Store, timeout_s: float) -> Iterator[None]:
     SyncBusy
         If another pass holds it for longer than ``timeout_s``.
     """
-    with files.exclusive_lock(store.root / LOCK_NAME, timeout_s, poll_s=0.2) as held:
+    with files.exclusive_lock(store.root / SYNC_LOCK, timeout_s, poll_s=0.2) as held:
         if not held:
             raise SyncBusy("Another sync pass is running; try again when it has finished.")
         yield
