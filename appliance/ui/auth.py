@@ -44,6 +44,7 @@ def login() -> Any:
         if outcome is LoginOutcome.OK and user is not None:
             session.clear()
             session["uid"] = user.id
+            session["sid"] = users.start_session(user.id)
             session["seen"] = time.time()
             csrf_token()
             g.user = user
@@ -63,6 +64,8 @@ def logout() -> Any:
     """End the session (GET is allowed for the idle timer; it only ever logs out)."""
     if g.get("user") is not None:
         audit("logout", f"user:{g.user.id}")
+    if session.get("sid"):
+        get_users().end_session(session["sid"])
     session.clear()
     return redirect(url_for("auth.login"))
 

@@ -4,6 +4,8 @@ CSRF: a random token per session, required on every state-changing request as th
 ``csrf_token`` or the ``X-CSRF-Token`` header (fetch calls). Together with ``SameSite=Strict``
 cookies this needs no extra dependency. Idle log-off: the session records the last user action;
 a request after ``idle_logout_s`` clears it (the page's own timer also returns to the login screen).
+Sessions: the signed cookie names a login recorded on the device (``ui_sessions``), so logging
+out, a new PIN or disabling a user ends it for every copy of the cookie, not only this browser's.
 """
 
 from __future__ import annotations
@@ -53,21 +55,24 @@ def load_user() -> Any:
     from appliance.ui.app import get_users  # late: avoids an import cycle
 
     g.user = None
-    uid = session.get("uid")
+    sid = session.get("sid")
     idle_s = current_app.config["GLANCESEG"].ui.idle_logout_s
     now = time.time()
-    if uid is not None:
+    if sid is not None:
+        users = get_users()
         if now - session.get("seen", 0) > idle_s:
+            users.end_session(sid)
             session.clear()
             flash("You were logged off after a period of inactivity.")
         else:
-            user = get_users().get(uid)
-            if user is None or not user.active:
+            user = users.session_user(sid, idle_s, now)
+            if user is None or user.id != session.get("uid"):
                 session.clear()
             else:
                 g.user = user
                 if request.endpoint not in PASSIVE_ENDPOINTS:
                     session["seen"] = now
+                    users.touch_session(sid, now)
     check_csrf()
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
         return None

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
 PIN_MIN_DIGITS = 4
 PIN_MAX_DIGITS = 12
+#: Seconds between writes of a session's last activity: the idle timeout is minutes, and a
+#: write per request would put every page view on the database.
+SESSION_TOUCH_S = 10.0
 
 
 class Role(str, enum.Enum):
@@ -80,7 +83,7 @@ def _now_iso() -> str:
 
 
 class UserStore:
-    """Users over one SQLite connection (tables from ``0002_ui.sql``).
+    """Users over one SQLite connection (tables from ``0002_ui.sql`` and ``0004_ui_sessions.sql``).
 
     Parameters
     ----------
@@ -134,8 +137,13 @@ class UserStore:
         return None if r is None else User(r["id"], r["name"], Role(r["role"]), bool(r["active"]))
 
     def set_active(self, user_id: int, active: bool) -> None:
-        """Enable or disable a user (users are never deleted: the audit log names them)."""
+        """Enable or disable a user (users are never deleted: the audit log names them).
+
+        Disabling ends the user's sessions at once, not at their next idle timeout.
+        """
         self.conn.execute("UPDATE ui_users SET active=? WHERE id=?", (int(active), user_id))
+        if not active:
+            self.end_sessions(user_id)
 
     def by_name(self, name: str) -> Optional[User]:
         """Return the user called ``name``, or None."""
@@ -153,6 +161,8 @@ class UserStore:
         check_pin_format(pin)
         self.conn.execute("UPDATE ui_users SET pin_hash=?, failed_attempts=0, locked_until=0 WHERE id=?",
                           (hash_pin(pin), user_id))
+        # A new PIN is given when the old one may be known: whoever logged in with it is out.
+        self.end_sessions(user_id)
 
     def unlock(self, user_id: int) -> None:
         """Lift a lockout now (someone on the LAN kept guessing this account's PIN)."""
@@ -196,3 +206,50 @@ class UserStore:
             (name[:40], _now_iso(), int(outcome is LoginOutcome.OK), remote),
         )
         return outcome, user
+
+    def start_session(self, user_id: int, now_s: Optional[float] = None) -> str:
+        """Record a login and return the token its cookie carries.
+
+        Only the token's sha256 is stored, so a copy of the database opens no session. Sessions
+        idle for over a day are pruned here: their cookies are refused by the idle timeout
+        anyway, and the table must not grow on a device that runs for years.
+        """
+        now_s = time.time() if now_s is None else now_s
+        token = secrets.token_urlsafe(32)
+        self.conn.execute("DELETE FROM ui_sessions WHERE seen_s < ?", (now_s - 86400.0,))
+        self.conn.execute("INSERT INTO ui_sessions(token_sha256, user_id, created_at, seen_s) VALUES (?,?,?,?)",
+                          (_token_hash(token), user_id, _now_iso(), now_s))
+        return token
+
+    def session_user(self, token: str, idle_s: float, now_s: Optional[float] = None) -> Optional[User]:
+        """Return the active user whose live session ``token`` is, or None.
+
+        None for a token logged out, replaced by a new PIN, of a disabled user, or idle for
+        longer than ``idle_s`` by the device's own record (a replayed cookie cannot vouch for
+        its own activity; the record lags by up to :data:`SESSION_TOUCH_S`).
+        """
+        now_s = time.time() if now_s is None else now_s
+        r = self.conn.execute(
+            "SELECT u.id, u.name, u.role, u.active, s.seen_s FROM ui_sessions s JOIN ui_users u ON u.id = s.user_id "
+            "WHERE s.token_sha256=?", (_token_hash(token),)).fetchone()
+        if r is None or not r["active"] or now_s - r["seen_s"] > idle_s + SESSION_TOUCH_S:
+            return None
+        return User(r["id"], r["name"], Role(r["role"]), True)
+
+    def touch_session(self, token: str, now_s: Optional[float] = None) -> None:
+        """Record user activity on a session (at most one write in 10 s per session)."""
+        now_s = time.time() if now_s is None else now_s
+        self.conn.execute("UPDATE ui_sessions SET seen_s=? WHERE token_sha256=? AND seen_s < ?",
+                          (now_s, _token_hash(token), now_s - SESSION_TOUCH_S))
+
+    def end_session(self, token: str) -> None:
+        """Log one session out: its cookie, wherever a copy of it is, opens nothing any more."""
+        self.conn.execute("DELETE FROM ui_sessions WHERE token_sha256=?", (_token_hash(token),))
+
+    def end_sessions(self, user_id: int) -> int:
+        """Log every session of ``user_id`` out; return how many there were."""
+        return self.conn.execute("DELETE FROM ui_sessions WHERE user_id=?", (user_id,)).rowcount
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -101,6 +101,46 @@ def test_idle_logoff(app):
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
 
 
+def _cookie_copy(client, app):
+    """A second browser holding a copy of ``client``'s session cookie (a lifted or shared cookie)."""
+    cookie = client.get_cookie(app.config.get("SESSION_COOKIE_NAME", "session"))
+    assert cookie is not None
+    other = app.test_client()
+    other.set_cookie(cookie.key, cookie.value)
+    return other
+
+
+def test_logging_out_ends_the_session_for_every_copy_of_its_cookie(app):
+    client = app.test_client()
+    login(client)
+    copy = _cookie_copy(client, app)
+    assert copy.get("/device").status_code == 200
+    client.post("/logout")
+    resp = copy.get("/device")
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+
+
+def test_a_new_pin_or_disabling_a_user_ends_their_open_sessions(app):
+    clara, carl = app.test_client(), app.test_client()
+    login(clara)
+    login(carl, "tom", PIN)
+    admin = app.test_client()
+    _, token = login(admin, "admin", ADMIN_PIN)
+    with app.app_context():
+        from appliance.ui.app import get_users
+        users = get_users()
+        users.set_pin(users.by_name("clara").id, "24680")
+    assert clara.get("/device").status_code == 302
+    assert carl.get("/device").status_code == 200
+    with app.app_context():
+        from appliance.ui.app import get_users
+        carl_id = get_users().by_name("tom").id
+    admin.post("/admin/users", data={"csrf_token": token, "action": "disable", "user_id": str(carl_id)})
+    resp = carl.get("/device")
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+    assert admin.get("/device").status_code == 200
+
+
 def test_the_readers_own_polls_do_not_keep_an_unattended_session_alive(app):
     import time
 
