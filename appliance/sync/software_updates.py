@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+import sys
 import zipfile
 from importlib import metadata
+from importlib.machinery import PathFinder
 from pathlib import Path, PurePosixPath
+from typing import Any, Optional
 
 from appliance.config import Config
 from appliance.errors import UpdateError
 from appliance.hashing import sha256_file
+from appliance.store import db as store_db
 from appliance.store.files import atomic_write, fsync_dir, fsync_file
 from appliance.sync.bundles import BundleInfo, BundleKind, version_key
 from appliance.sync.model_updates import update_public_key
@@ -35,7 +40,55 @@ SITE_HASHES = "_site.sha256.json"
 
 
 class SoftwareUpdates(VersionedStore):
-    """The installed releases of the appliance software under ``<data_dir>/software``."""
+    """The installed releases of the appliance software under ``<data_dir>/software``.
+
+    ``database`` is the appliance's SQLite file: a release is made current only if it knows
+    every schema migration that file has applied. Migrations only go forward, and a release
+    refuses a database a newer one wrote, so a rollback past a migration would leave a
+    service that does not start (the UI, sync and the scan all open the database).
+    """
+
+    def __init__(self, *args: Any, database: Optional[Path] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.database = database
+
+    def check_runnable(self, folder: Optional[Path], version: str) -> None:
+        """Refuse a release (None: the base image's) that cannot open this appliance's database."""
+        if self.database is None or not self.database.exists():
+            return
+        migrations = (self._baseline_migrations() if folder is None
+                      else folder / SITE_DIR / "appliance" / "store" / "migrations")
+        name = f"the base image's {version}" if folder is None else version
+        if migrations is None:
+            logger.warning("cannot find the migrations of %s; its database schema is not checked", name)
+            return
+        known = {m.version for m in store_db.discover_migrations(migrations)} if migrations.is_dir() else set()
+        try:
+            conn = store_db.connect(self.database)
+            try:
+                applied = {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise UpdateError(f"The database cannot be read to check {name} against it: {exc}.") from exc
+        newer = sorted(applied - known)
+        if newer:
+            raise UpdateError(
+                f"{name} cannot open this appliance's database: a later release applied schema "
+                f"version(s) {newer}, which {name} does not know, and migrations cannot be undone. "
+                "Install a fixed newer release instead of rolling back.")
+
+    def _baseline_migrations(self) -> Optional[Path]:
+        """The migrations folder of the base image's copy of the package, or None if not found."""
+        root = self.root.resolve()
+        here = store_db.MIGRATIONS_DIR.resolve()
+        if not here.is_relative_to(root):
+            return here  # the code running now is the base image's
+        paths = [p for p in sys.path if p and not Path(p).resolve().is_relative_to(root)]
+        spec = PathFinder.find_spec("appliance", paths)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return Path(list(spec.submodule_search_locations)[0]) / "store" / "migrations"
 
     def prepare(self, staging: Path, info: BundleInfo) -> None:
         """Unpack the bundle's one wheel into ``_site``, refusing paths that leave it.
@@ -43,8 +96,8 @@ class SoftwareUpdates(VersionedStore):
         Raises
         ------
         UpdateError
-            If the bundle does not hold exactly one wheel of this family and version, or the
-            wheel is unreadable or holds unsafe paths.
+            If the bundle does not hold exactly one wheel of this family and version, the
+            wheel is unreadable or holds unsafe paths, or its code cannot open the database.
         """
         wheels = [n for n in info.files if n.endswith(".whl")]
         if len(wheels) != 1:
@@ -70,6 +123,7 @@ class SoftwareUpdates(VersionedStore):
             atomic_write(staging / SITE_HASHES, json.dumps(hashes, sort_keys=True).encode())
         except (zipfile.BadZipFile, OSError) as exc:
             raise UpdateError(f"The wheel cannot be unpacked: {exc}.") from exc
+        self.check_runnable(staging, info.version)
 
     def check_derived(self, folder: Path) -> None:
         """Check the unpacked ``_site`` against the hashes written when it was unpacked."""
@@ -100,5 +154,6 @@ def software_store(config: Config) -> SoftwareUpdates:
     """Build the software store of this appliance from its configuration."""
     return SoftwareUpdates(config.data_dir / "software", update_public_key(config),
                            BundleKind.SOFTWARE, SOFTWARE_FAMILY, running_software_version(),
-                           allow_dev_key=config.updates.allow_dev_key)
+                           allow_dev_key=config.updates.allow_dev_key,
+                           database=store_db.database_path(config.data_dir))
 

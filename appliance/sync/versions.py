@@ -210,6 +210,18 @@ class VersionedStore:
             If a derived file is missing or altered.
         """
 
+    def check_runnable(self, folder: Optional[Path], version: str) -> None:
+        """Refuse to make ``version`` in ``folder`` (None: the shipped one) current when it cannot run here.
+
+        Subclasses override; a rollback calls it before switching, so a version that would not
+        start is refused while the running one still works.
+
+        Raises
+        ------
+        UpdateError
+            If that version cannot run on this appliance's data.
+        """
+
     def prepare(self, staging: Path, info: BundleInfo) -> None:
         """Check and complete a verified bundle before it goes live (subclasses override).
 
@@ -389,6 +401,7 @@ class VersionedStore:
         # rollback cut by a power loss after `previous` was linked: finish it, or it would
         # "roll back" to the same version forever.
         if cur and (not prev or prev == cur):
+            self.check_runnable(None, self.baseline_version)
             self._remember(rolled_back=cur)
             self._link(PREVIOUS, cur)
             (self.root / CURRENT).unlink()
@@ -402,6 +415,7 @@ class VersionedStore:
         self.check_derived(self.root / prev)
         if info.kind != self.kind or info.family != self.family:
             raise UpdateError(f"The previous folder holds {info.kind.value} {info.family}, not this store's.")
+        self.check_runnable(self.root / prev, prev)
         self._remember(installed=prev, rolled_back=cur)  # prev is wanted again, cur is not
         self._link(CURRENT, prev)
         step("switched")

@@ -18,11 +18,13 @@ import threading
 import time
 import zipfile
 from pathlib import Path
+from typing import Optional, Sequence
 
 import pytest
 
 from appliance.config import load_config
 from appliance.errors import UpdateError
+from appliance.store import db as store_db
 from appliance.sync import cli_models
 from appliance.sync.bundles import (BundleKind, generate_keypair, load_private_key, load_public_key,
                                     make_bundle, verify_folder)
@@ -307,25 +309,63 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def make_wheel(path: Path, version: str) -> Path:
+def make_wheel(path: Path, version: str, migrations: int = 0) -> Path:
+    """A wheel of ``version``; with ``migrations``, carrying the first that many schema migrations."""
     wheel = path / f"glanceseg-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("glanceseg_probe/__init__.py", f"VERSION = {version!r}\n")
+        for m in store_db.discover_migrations()[:migrations]:
+            zf.writestr(f"appliance/store/migrations/{m.path.name}", m.sql)
         zf.writestr(f"glanceseg-{version}.dist-info/METADATA",
                     f"Metadata-Version: 2.1\nName: glanceseg\nVersion: {version}\n")
     return wheel
 
 
-def software_releases(tmp_path: Path, keys, *versions: str) -> SoftwareUpdates:
-    """A software store on the shipped 0.1.0 with ``versions`` installed in order (bundles in tmp_path)."""
+def software_releases(tmp_path: Path, keys, *versions: str, database: Optional[Path] = None,
+                      migrations: Sequence[int] = ()) -> SoftwareUpdates:
+    """A software store on the shipped 0.1.0 with ``versions`` installed in order (bundles in tmp_path).
+
+    ``migrations[i]``: how many schema migrations the wheel of ``versions[i]`` carries.
+    """
+    tmp_path.mkdir(parents=True, exist_ok=True)
     store = SoftwareUpdates(tmp_path / "software", load_public_key(keys[1]), BundleKind.SOFTWARE,
-                            "glanceseg", "0.1.0")
-    for version in versions:
+                            "glanceseg", "0.1.0", database=database)
+    for i, version in enumerate(versions):
         out = tmp_path / f"sw-{version}.glsb"
-        make_bundle([make_wheel(tmp_path, version)], out, "software", "glanceseg", version,
-                    load_private_key(keys[0]))
+        wheel = make_wheel(tmp_path, version, migrations[i] if migrations else 0)
+        make_bundle([wheel], out, "software", "glanceseg", version, load_private_key(keys[0]))
         store.install(out)
     return store
+
+
+def test_a_rollback_past_a_schema_migration_is_refused_while_the_running_release_still_works(
+        tmp_path: Path, keys) -> None:
+    # 0.2.0 knows three migrations, 0.3.0 a fourth, which it applied when it started. 0.2.0
+    # refuses that database ("written by a newer release"): rolling back to it would leave a
+    # service that does not start, at a station with no one to repair it.
+    known = store_db.discover_migrations()
+    assert len(known) >= 4
+    database = store_db.database_path(tmp_path)
+    conn = store_db.connect(database)
+    store_db.migrate(conn, known[:3])
+    store = software_releases(tmp_path, keys, "0.2.0", "0.3.0", database=database, migrations=(3, 4))
+    store_db.migrate(conn, known[:4])  # 0.3.0 running
+    with pytest.raises(UpdateError, match=r"0\.2\.0 cannot open .*schema version\(s\) \[4\]"):
+        store.rollback()
+    assert store.current_version() == "0.3.0" and store.previous_version() == "0.2.0"
+    # The base image is checked the same way: its copy here is this checkout, which knows every
+    # migration but not one a future release might write.
+    store = software_releases(tmp_path / "b", keys, "0.2.0", database=database, migrations=(4,))
+    conn.execute("INSERT INTO schema_migrations (version, name, sha256, applied_at) VALUES (99, 'future', '', '')")
+    with pytest.raises(UpdateError, match=r"base image's 0\.1\.0 cannot open"):
+        store.rollback()
+    assert store.current_version() == "0.2.0"
+    conn.execute("DELETE FROM schema_migrations WHERE version = 99")
+    assert store.rollback() == "0.1.0" and store.current_version() is None
+    # And a release that does not know the database's migrations is not installed at all.
+    with pytest.raises(UpdateError, match=r"0\.5\.0.* cannot open"):
+        software_releases(tmp_path / "c", keys, "0.5.0", database=database, migrations=(2,))
+    conn.close()
 
 
 def test_software_bundle_install_and_rollback(tmp_path: Path, keys) -> None:
