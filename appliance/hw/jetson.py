@@ -49,6 +49,8 @@ class JetsonPin(Pin):
         self._bounce: Optional[float] = None
         self._edges = "both"
         self._when_changed: Optional[Callable[[int, int], None]] = None
+        self._report_lock = threading.Lock()
+        self._reported: Optional[int] = None
         self._info = PinInfo(number=number, name=f"GPIO{number}", names=frozenset({number, str(number), f"GPIO{number}", f"BCM{number}"}),
                              pull="", row=0, col=0, interfaces=frozenset({"gpio"}))
 
@@ -112,14 +114,37 @@ class JetsonPin(Pin):
             self._gpio.remove_event_detect(self._number)
         self._when_changed = value
         if value is not None:
+            self._reported = self._get_state()
             edge = {"both": self._gpio.BOTH, "rising": self._gpio.RISING, "falling": self._gpio.FALLING}[self._edges]
             kwargs = {"bouncetime": int(self._bounce * 1000)} if self._bounce else {}
             self._gpio.add_event_detect(self._number, edge, callback=self._fire, **kwargs)
 
     def _fire(self, _channel: int) -> None:
+        """Report the pin's level once it has settled, ``bounce`` seconds after the edge.
+
+        Jetson.GPIO calls back on the first edge and drops the next ones for ``bouncetime``;
+        the level read at that moment may still be a bounce (a press read as high), and with
+        the following edges dropped gpiozero would never see the press. Reading after the
+        bounce time gives the settled level; a level equal to the last one reported is not a
+        change.
+        """
+        if self._bounce:
+            timer = threading.Timer(self._bounce, self._settled)
+            timer.daemon = True
+            timer.start()
+        else:
+            self._settled()
+
+    def _settled(self) -> None:
         callback = self._when_changed
-        if callback is not None:
-            callback(self._factory.ticks(), self._get_state())
+        if callback is None:
+            return
+        with self._report_lock:
+            state = self._get_state()
+            if state == self._reported:
+                return
+            self._reported = state
+        callback(self._factory.ticks(), state)
 
 
 class JetsonFactory(Factory):

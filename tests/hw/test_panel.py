@@ -163,3 +163,25 @@ def test_jetson_adapter_drives_gpiozero_devices():
     led.close()
     button.close()
     factory.close()
+
+
+def test_a_press_read_mid_bounce_on_the_jetson_is_not_lost():
+    # Jetson.GPIO calls back on the first edge and drops the following ones for `bouncetime`;
+    # the level read in the callback can still be the contact bouncing back high.
+    gpio = FakeJetsonGPIO()
+    factory = JetsonFactory(gpio=gpio)
+    presses, releases = threading.Semaphore(0), threading.Semaphore(0)
+    button = Button(17, pin_factory=factory, bounce_time=0.05)
+    button.when_pressed, button.when_released = presses.release, releases.release
+    gpio.press(17, 1)      # the falling edge fired, but the contact reads high again...
+    gpio.levels[17] = 0    # ...and settles low; its later edges were dropped by Jetson.GPIO
+    assert presses.acquire(timeout=5)
+    gpio.press(17, 0)      # the release's first edge read low (still bouncing)...
+    gpio.levels[17] = 1    # ...settling high
+    assert releases.acquire(timeout=5)
+    gpio.press(17, 1)      # a second bounce after the release is not a second release
+    gpio.press(17, 0)      # the next press
+    assert presses.acquire(timeout=5)
+    assert not releases.acquire(timeout=0.2) and not presses.acquire(timeout=0.2)
+    button.close()
+    factory.close()
