@@ -17,7 +17,7 @@ from appliance.errors import UpdateError
 from appliance.sync.bundles import (BUNDLE_MANIFEST, BundleKind, generate_keypair, load_private_key,
                                     make_bundle, verify_folder)
 from appliance.sync.model_updates import install_from_server, model_store, newest_bundle
-from appliance.sync.software_updates import SOFTWARE_FAMILY, software_store
+from appliance.sync.software_updates import SOFTWARE_FAMILY, running_from, software_store
 from appliance.sync.versions import VersionedStore
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ def register(subparsers: Any) -> None:
         p.set_defaults(handler=run_install, kind=kind.value)
         p = group.add_parser("rollback", help=f"return to the previous {kind.value} version")
         p.set_defaults(handler=run_rollback, kind=kind.value)
+        p = group.add_parser("reconcile", help=f"stop using an installed {kind.value} version that the "
+                                               "shipped one (a newer base image) has caught up with")
+        p.set_defaults(handler=run_reconcile, kind=kind.value)
         p = group.add_parser("list", help=f"installed {kind.value} versions")
         p.add_argument("--verify", action="store_true", help="also check every file's sha256")
         p.add_argument("--json", action="store_true", help="print JSON")
@@ -130,6 +133,23 @@ def run_rollback(args: argparse.Namespace, config: Config) -> int:
     """Switch back to the previous version."""
     version = _store(args, config).rollback()
     print(f"active {args.kind} version is now {version}")
+    return 0
+
+
+def run_reconcile(args: argparse.Namespace, config: Config) -> int:
+    """Retire installed versions no newer than the shipped one (glanceseg.service runs it first).
+
+    For software this must run on the base image's code (``env -u PYTHONPATH``): run from an
+    installed release, "the shipped version" would read as that release itself.
+    """
+    store = _store(args, config)
+    if args.kind == BundleKind.SOFTWARE.value and running_from(store.root):
+        raise UpdateError("Run this with the base image's code, not an installed release: "
+                          "env -u PYTHONPATH glanceseg software reconcile.")
+    retired = store.retire_superseded()
+    shipped = store.baseline_version
+    print(f"retired {args.kind} {retired}: the shipped {shipped} runs" if retired
+          else f"nothing to retire ({args.kind} {store.current_version() or 'shipped ' + shipped} runs)")
     return 0
 
 

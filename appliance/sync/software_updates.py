@@ -21,6 +21,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
+import appliance
 from appliance.config import Config
 from appliance.errors import UpdateError
 from appliance.hashing import sha256_file
@@ -81,9 +82,8 @@ class SoftwareUpdates(VersionedStore):
     def _baseline_migrations(self) -> Optional[Path]:
         """The migrations folder of the base image's copy of the package, or None if not found."""
         root = self.root.resolve()
-        here = store_db.MIGRATIONS_DIR.resolve()
-        if not here.is_relative_to(root):
-            return here  # the code running now is the base image's
+        if not running_from(root):
+            return store_db.MIGRATIONS_DIR  # the code running now is the base image's
         paths = [p for p in sys.path if p and not Path(p).resolve().is_relative_to(root)]
         spec = PathFinder.find_spec("appliance", paths)
         if spec is None or not spec.submodule_search_locations:
@@ -138,6 +138,11 @@ class SoftwareUpdates(VersionedStore):
         for rel, sha in expected.items():
             if sha256_file(site / rel) != sha:
                 raise UpdateError(f"{folder.name}: {rel} of its unpacked code was altered.")
+
+
+def running_from(root: Path) -> bool:
+    """Whether the ``appliance`` package running now was unpacked under ``root`` (an installed release)."""
+    return Path(appliance.__file__).resolve().is_relative_to(Path(root).resolve())
 
 
 def running_software_version() -> str:

@@ -377,6 +377,38 @@ class VersionedStore:
                     logger.info("pruning %s %s", self.kind.value, path.name)
                     remove_tree(path)
 
+    # --- a newer shipped version -------------------------------------------------------------
+
+    def retire_superseded(self) -> Optional[str]:
+        """Stop using installed versions the shipped one has caught up with; return the retired one.
+
+        Why: a base-image update (a re-flash that keeps the data partition) ships a version
+        newer than, or equal to, the update installed before it, but ``current`` still points
+        at the installed one, which would go on running, silently and older. ``current`` and
+        ``previous`` links to such versions are removed and their folders pruned, so the
+        shipped version runs; a rollback cannot bring them back either.
+
+        Raises
+        ------
+        UpdateError
+            If the shipped version cannot run here (:meth:`check_runnable`): then nothing changes.
+        """
+        with self.locked():
+            shipped = _safe_key(self.baseline_version)
+            cur, prev = self.current_version(), self.previous_version()
+            retired = cur if cur and _safe_key(cur) <= shipped else None
+            if retired:
+                self.check_runnable(None, self.baseline_version)
+                (self.root / CURRENT).unlink()
+                logger.warning("%s %s %s is retired: the shipped version %s is as new or newer",
+                               self.kind.value, self.family, retired, self.baseline_version)
+            if prev and _safe_key(prev) <= shipped:
+                (self.root / PREVIOUS).unlink()
+            if retired or (prev and _safe_key(prev) <= shipped):
+                fsync_dir(self.root)
+                self.prune()
+            return retired
+
     # --- rollback ----------------------------------------------------------------------------
 
     def rollback(self, hook: Optional[StepHook] = None) -> str:

@@ -35,9 +35,15 @@ def appliance_services(config: Config) -> Any:
     from appliance.sync.software_updates import software_store
     from appliance.sync.scheduler import start_background_sync
 
-    for updates in (model_store(config), software_store(config)):
+    models = model_store(config)
+    for updates in (models, software_store(config)):
         try:
             updates.recover()  # delete what an interrupted download or install left behind
+            if updates is models:
+                # A newer base image's shipped model replaces an older installed one. (Software
+                # is retired before this process starts, by the base image's code: the unit's
+                # ExecStartPre runs `software reconcile`; here it may be the release running.)
+                models.retire_superseded()
         except UpdateError as exc:  # e.g. a technician's install holds the lock right now
             logger.warning("%s update clean-up skipped: %s", updates.kind.value, exc)
     store = Store(config)

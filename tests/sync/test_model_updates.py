@@ -658,3 +658,28 @@ def test_rollback_to_shipped_cut_after_previous_is_linked_is_finished(tmp_path: 
     assert store.current_version() == store.previous_version() == "2"
     assert store.rollback() == "1"
     assert store.current_version() is None and store.previous_version() == "2"
+
+
+def test_a_newer_base_image_retires_the_older_installed_release(tmp_path: Path, keys) -> None:
+    # A re-flash to base image 0.3.0 kept /var/lib: `current` still named the installed 0.3.0
+    # (or older) release, first on PYTHONPATH, so the old code went on running, silently.
+    store = software_releases(tmp_path, keys, "0.2.0", "0.3.0")
+    newer_base = SoftwareUpdates(store.root, store.public_key, BundleKind.SOFTWARE, "glanceseg", "0.2.5")
+    assert newer_base.retire_superseded() is None  # 0.3.0 is still newer than the base: it stays
+    assert newer_base.current_version() == "0.3.0" and newer_base.previous_version() is None
+    assert not (store.root / "0.2.0").exists()  # nothing older than the base to roll back to
+    assert newer_base.rollback() == "0.2.5" and newer_base.current_version() is None
+    store = software_releases(tmp_path / "again", keys, "0.2.0", "0.3.0")
+    rebased = SoftwareUpdates(store.root, store.public_key, BundleKind.SOFTWARE, "glanceseg", "0.3.0")
+    assert rebased.retire_superseded() == "0.3.0"
+    assert rebased.current_version() is None and rebased.previous_version() is None
+    assert sorted(p.name for p in store.root.iterdir() if not p.name.startswith(".")) == []
+    with pytest.raises(UpdateError, match="no previous version"):
+        rebased.rollback()
+    assert rebased.retire_superseded() is None  # idempotent: every start of the service runs it
+
+
+def test_the_service_retires_a_superseded_release_with_the_base_images_code() -> None:
+    unit = (Path(__file__).resolve().parents[2] / "systemd" / "glanceseg.service").read_text()
+    pre = [line for line in unit.splitlines() if line.startswith("ExecStartPre=")]
+    assert any("-u PYTHONPATH" in line and "software reconcile" in line for line in pre)
