@@ -41,6 +41,46 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class PeerAddresses:
+    """Which LAN address each of the TLS terminator's loopback connections carries.
+
+    Why: behind the terminator every request reaches waitress from 127.0.0.1, so the login
+    limits could not tell a LAN host guessing PINs from the touchscreen. The terminator
+    records the local port of each upstream connection it opens with the client's address;
+    :meth:`wrap` puts that address in ``REMOTE_ADDR``. A request that did not come through
+    the terminator (a local process on waitress's port) keeps its own address.
+    """
+
+    def __init__(self) -> None:
+        self._by_port: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def add(self, local_port: int, peer: str) -> None:
+        with self._lock:
+            self._by_port[local_port] = peer
+
+    def remove(self, local_port: int) -> None:
+        with self._lock:
+            self._by_port.pop(local_port, None)
+
+    def wrap(self, app: Callable) -> Callable:
+        """Return ``app`` as a WSGI callable that sees the client's own address."""
+
+        def with_peer(environ: dict, start_response: Callable) -> Any:
+            if environ.get("REMOTE_ADDR") == "127.0.0.1":
+                try:
+                    port = int(environ.get("REMOTE_PORT") or 0)
+                except ValueError:
+                    port = 0
+                with self._lock:
+                    peer = self._by_port.get(port)
+                if peer is not None:
+                    environ["REMOTE_ADDR"] = peer
+            return app(environ, start_response)
+
+        return with_peer
+
+
 def make_server(app: Any, host: str, port: int, threads: int = 12) -> Any:
     """Create (not start) a waitress server; ``port=0`` picks a free port (``server.effective_port``)."""
     from waitress.server import create_server
@@ -49,8 +89,12 @@ def make_server(app: Any, host: str, port: int, threads: int = 12) -> Any:
                          ident="glanceseg", clear_untrusted_proxy_headers=True)
 
 
-def _tls_proxy(listen_host: str, listen_port: int, target_port: int, cert: str, key: str) -> socket.socket:
+def _tls_proxy(listen_host: str, listen_port: int, target_port: int, cert: str, key: str,
+               peers: PeerAddresses) -> socket.socket:
     """Accept TLS on ``listen_host:listen_port`` and forward bytes to ``127.0.0.1:target_port``.
+
+    Each upstream connection's local port is recorded in ``peers`` with the client's address
+    for as long as it is open.
 
     Returns the listening socket (``getsockname()[1]`` is the port; close it to stop).
     """
@@ -77,7 +121,8 @@ def _tls_proxy(listen_host: str, listen_port: int, target_port: int, cert: str, 
 
     slots = threading.BoundedSemaphore(MAX_TLS_CONNECTIONS)
 
-    def handle(raw: socket.socket) -> None:
+    def handle(raw: socket.socket, peer: str) -> None:
+        local_port = 0
         try:
             raw.settimeout(TLS_HANDSHAKE_S)
             try:
@@ -93,24 +138,28 @@ def _tls_proxy(listen_host: str, listen_port: int, target_port: int, cert: str, 
                 logger.error("the UI server does not answer on port %d: %s", target_port, exc)
                 conn.close()
                 return
+            local_port = upstream.getsockname()[1]
+            peers.add(local_port, peer)  # before any byte of the request reaches waitress
             down = threading.Thread(target=pipe, args=(upstream, conn), name="tls-down", daemon=True)
             down.start()
             pipe(conn, upstream)
             down.join()
         finally:
+            if local_port:
+                peers.remove(local_port)
             slots.release()
 
     def accept() -> None:
         while True:
             try:
-                raw, _ = listener.accept()
+                raw, address = listener.accept()
             except OSError:  # listener closed
                 return
             if not slots.acquire(blocking=False):
                 logger.warning("%d TLS connections open; refusing another", MAX_TLS_CONNECTIONS)
                 raw.close()
                 continue
-            threading.Thread(target=handle, args=(raw,), name="tls-conn", daemon=True).start()
+            threading.Thread(target=handle, args=(raw, str(address[0])), name="tls-conn", daemon=True).start()
 
     threading.Thread(target=accept, name="tls-listener", daemon=True).start()
     return listener
@@ -136,9 +185,10 @@ def build_server(app: Any, config: Config) -> tuple[Any, str, Optional[socket.so
     if not tls:
         server = make_server(app, ui.host, ui.port, ui.threads)
         return server, f"http://{ui.host}:{server.effective_port}/", None
-    server = make_server(app, "127.0.0.1", 0, ui.threads)
+    peers = PeerAddresses()
+    server = make_server(peers.wrap(app), "127.0.0.1", 0, ui.threads)
     try:
-        listener = _tls_proxy(ui.host, ui.port, server.effective_port, ui.tls_cert, ui.tls_key)
+        listener = _tls_proxy(ui.host, ui.port, server.effective_port, ui.tls_cert, ui.tls_key, peers)
     except (OSError, ssl.SSLError) as exc:
         server.close()
         raise ConfigError(f"Cannot serve TLS on {ui.host}:{ui.port} with {ui.tls_cert}: {exc}.") from exc

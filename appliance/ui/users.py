@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Optional
 
+from appliance.ui.server import is_loopback
+
 logger = logging.getLogger(__name__)
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
@@ -25,6 +27,8 @@ PIN_MAX_DIGITS = 12
 #: Seconds between writes of a session's last activity: the idle timeout is minutes, and a
 #: write per request would put every page view on the database.
 SESSION_TOUCH_S = 10.0
+#: Failed logins one network address may make per lockout period, in account lockouts' worth.
+ADDRESS_FAILURES_PER_LOCKOUT = 3
 
 
 class Role(str, enum.Enum):
@@ -79,7 +83,11 @@ def check_pin_format(pin: str) -> None:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return _iso(time.time())
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
 
 
 class UserStore:
@@ -183,7 +191,11 @@ class UserStore:
         ).fetchone()
         outcome = LoginOutcome.BAD
         user = None
-        if r is None or not r["active"]:
+        if self._address_blocked(remote, now_s):
+            hash_pin(pin)
+            outcome = LoginOutcome.LOCKED
+            logger.warning("login refused: too many failed PINs from one network address")
+        elif r is None or not r["active"]:
             hash_pin(pin)  # same cost as a real check: no user enumeration by timing
         elif r["locked_until"] > now_s:
             outcome = LoginOutcome.LOCKED
@@ -203,9 +215,26 @@ class UserStore:
                 logger.warning("account locked after %d failed PINs", failed)
         self.conn.execute(
             "INSERT INTO ui_login_attempts(name, at, success, remote) VALUES (?,?,?,?)",
-            (name[:40], _now_iso(), int(outcome is LoginOutcome.OK), remote),
+            (name[:40], _iso(now_s), int(outcome is LoginOutcome.OK), remote),
         )
         return outcome, user
+
+    def _address_blocked(self, remote: str, now_s: float) -> bool:
+        """Whether ``remote`` failed too many logins lately, whatever names it tried.
+
+        The account lockout bounds guesses at one account; a LAN host trying a few PINs at
+        every account stays under it. So one network address gets
+        :data:`ADDRESS_FAILURES_PER_LOCKOUT` × ``lockout_attempts`` failures per ``lockout_s``.
+        Loopback is the touchscreen itself (clinicians' typos must not lock the station) and
+        is not limited this way.
+        """
+        if not remote or is_loopback(remote):
+            return False
+        since = _iso(now_s - self.lockout_s)
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM ui_login_attempts WHERE remote=? AND success=0 AND at >= ?",
+            (remote, since)).fetchone()
+        return int(row[0]) >= ADDRESS_FAILURES_PER_LOCKOUT * self.lockout_attempts
 
     def start_session(self, user_id: int, now_s: Optional[float] = None) -> str:
         """Record a login and return the token its cookie carries.

@@ -141,6 +141,34 @@ def test_a_new_pin_or_disabling_a_user_ends_their_open_sessions(app):
     assert admin.get("/device").status_code == 200
 
 
+def test_one_network_address_cannot_spray_pins_across_accounts(ui_config):
+    # A wrong PIN or two per account stays under the account lockout (3 here); a LAN host trying
+    # every account must still be stopped, while the touchscreen (loopback) and other hosts log in.
+    from appliance.store import db as store_db
+    from appliance.ui.users import ADDRESS_FAILURES_PER_LOCKOUT, LoginOutcome, UserStore
+
+    ui_config.data_dir.mkdir(parents=True, exist_ok=True)
+    conn = store_db.open_database(ui_config.data_dir)
+    users = UserStore(conn, lockout_attempts=3, lockout_s=300.0)
+    names = [f"user{i}" for i in range(ADDRESS_FAILURES_PER_LOCKOUT * 3)]
+    for name in names + ["clara"]:
+        users.create(name, "clinician", PIN)
+    t0 = 1_800_000_000.0
+    for i, name in enumerate(names):  # one wrong PIN each: no account comes near its lockout
+        assert users.authenticate(name, "000000", remote="192.0.2.7", now_s=t0 + i)[0] is LoginOutcome.BAD
+    now = t0 + 100
+    assert users.authenticate("clara", PIN, remote="192.0.2.7", now_s=now)[0] is LoginOutcome.LOCKED
+    assert users.authenticate("clara", PIN, remote="192.0.2.8", now_s=now)[0] is LoginOutcome.OK
+    assert users.authenticate("clara", PIN, remote="127.0.0.1", now_s=now)[0] is LoginOutcome.OK
+    later = t0 + len(names) + 301  # the failures have aged out of the lockout period
+    assert users.authenticate("clara", PIN, remote="192.0.2.7", now_s=later)[0] is LoginOutcome.OK
+    for k in range(ADDRESS_FAILURES_PER_LOCKOUT * 3):  # typos at the touchscreen never block it
+        users.authenticate(names[k % len(names)], "000000", remote="127.0.0.1", now_s=later + 1)
+        users.unlock(users.by_name(names[k % len(names)]).id)
+    assert users.authenticate("clara", PIN, remote="127.0.0.1", now_s=later + 2)[0] is LoginOutcome.OK
+    conn.close()
+
+
 def test_the_readers_own_polls_do_not_keep_an_unattended_session_alive(app):
     import time
 

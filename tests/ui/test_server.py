@@ -15,7 +15,7 @@ from appliance.ui.app import create_app
 from appliance.ui.server import build_server
 
 
-def _self_signed(tmp_path):
+def _self_signed(tmp_path, *addresses: str):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -27,7 +27,8 @@ def _self_signed(tmp_path):
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(a))
+                                                        for a in ("127.0.0.1", *addresses)]), False)
             .sign(key, hashes.SHA256()))
     cert_path, key_path = tmp_path / "ui.crt", tmp_path / "ui.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -110,6 +111,61 @@ def test_tls_terminator_drops_silent_connections_and_caps_them(ui_config, tmp_pa
     finally:
         for s in silent:
             s.close()
+        server.close()
+        listener.close()
+        app.extensions["glanceseg_hub"].close()
+
+
+def _lan_address() -> str:
+    """This machine's own non-loopback IPv4 address (no packet is sent), or skip."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.254", 9))  # routing only: UDP connect sends nothing
+            address = probe.getsockname()[0]
+        except OSError:
+            address = ""
+    if not address or ipaddress.ip_address(address).is_loopback:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    return address
+
+
+def test_login_limits_see_the_lan_clients_address_through_the_tls_terminator(ui_config, tmp_path):
+    # Behind the terminator every request reached waitress from 127.0.0.1: a LAN host guessing
+    # PINs was the touchscreen as far as the login limits could tell.
+    import re
+
+    import requests
+
+    from appliance.ui.users import ADDRESS_FAILURES_PER_LOCKOUT
+    from .conftest import add_users
+    from .helpers import PIN
+
+    lan = _lan_address()
+    cert, key = _self_signed(tmp_path, lan)
+    config = ui_config.replace(ui={"host": "0.0.0.0", "port": 0, "tls_cert": str(cert), "tls_key": str(key),
+                                   "lockout_attempts": 2})
+    app = create_app(config)
+    add_users(config)
+    server, _, listener = build_server(app, config)
+    port = listener.getsockname()[1]
+    threading.Thread(target=server.run, name="ui-tls-peer", daemon=True).start()
+
+    def login(host: str, name: str, pin: str) -> int:
+        with requests.Session() as browser:
+            page = browser.get(f"https://{host}:{port}/login", timeout=10, verify=str(cert)).text
+            token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+            resp = browser.post(f"https://{host}:{port}/login", timeout=10, allow_redirects=False, verify=str(cert),
+                                data={"name": name, "pin": pin, "csrf_token": token})
+            return resp.status_code
+
+    try:
+        for i in range(ADDRESS_FAILURES_PER_LOCKOUT * 2):  # one wrong PIN per name: no account locked
+            assert login(lan, ["admin", "clara", "tom", "nobody"][i % 4] + ("" if i < 4 else str(i)), "000000") == 401
+        assert login(lan, "clara", PIN) == 401           # that LAN address is blocked...
+        assert login("127.0.0.1", "clara", PIN) == 302   # ...the touchscreen is not
+    finally:
         server.close()
         listener.close()
         app.extensions["glanceseg_hub"].close()

@@ -2,7 +2,8 @@
 -- A session cookie is signed, not secret-held: without this table a copy of it (a shared
 -- browser profile, a cookie lifted from the kiosk) kept working after the clinician logged
 -- out, until the idle timeout. The cookie now carries a random token whose sha256 is a row
--- here; log-out, a new PIN and disabling the user delete the rows.
+-- here; log-out, a new PIN and disabling the user delete the rows. The index serves the
+-- per-address login limit (failed logins of one LAN address in the last lockout period).
 
 CREATE TABLE IF NOT EXISTS ui_sessions (
     token_sha256 TEXT PRIMARY KEY,              -- sha256 hex of the cookie's token
@@ -12,3 +13,5 @@ CREATE TABLE IF NOT EXISTS ui_sessions (
 );
 
 CREATE INDEX IF NOT EXISTS ui_sessions_user ON ui_sessions(user_id);
+
+CREATE INDEX IF NOT EXISTS ui_login_attempts_remote ON ui_login_attempts(remote, at);
