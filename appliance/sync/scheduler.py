@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from appliance.config import Config
 from appliance.errors import HardwareError, StoreError, SyncError
@@ -221,3 +221,53 @@ def attach_panel(scheduler: SyncScheduler, config: Config) -> SyncScheduler:
     connect(panel, scheduler)
     scheduler.panel = panel  # type: ignore[attr-defined]
     return scheduler
+
+
+class OfflinePanel:
+    """The status panel of a station with no DICOMweb server (delivery by USB export only).
+
+    Why: the panel used to be built only with the sync scheduler, so on an outreach station
+    with ``[hw] enabled`` and no server every LED stayed dark and the button did nothing,
+    with no log line. Here the *ready* and *pending* LEDs follow the outbox (studies waiting
+    for delivery, by ``glanceseg export-usb`` or a later network sync), and a press of the
+    button says in the log why nothing is sent.
+    """
+
+    def __init__(self, store: Store, panel: Any) -> None:
+        self.store = store
+        self.panel = panel
+        panel.set_on_sync(self._pressed)
+        store.add_change_listener(self.show)
+        self.show()
+
+    def show(self) -> None:
+        """Light the LEDs for what waits in the outbox."""
+        if self.panel is None:
+            return
+        status = self.store.sync_status()
+        self.panel.update(False, status.pending + status.sending, False)
+
+    @staticmethod
+    def _pressed() -> None:
+        logger.warning("sync button pressed, but no DICOMweb server is configured ([dicomweb] url); "
+                       "studies wait on the device until exported (glanceseg export-usb) or a server is set")
+
+    def stop(self) -> None:
+        """Switch the LEDs off and release the pins."""
+        panel, self.panel = self.panel, None
+        if panel is not None:
+            panel.close()
+
+
+def start_offline_panel(store: Store, config: Config) -> Optional[OfflinePanel]:
+    """Build the status panel for a station without a sync scheduler (None when ``[hw]`` is off
+    or the pins cannot be claimed: logged, never fatal, as in :func:`attach_panel`)."""
+    if not config.hw.enabled:
+        return None
+    from appliance.hw.panel import StatusPanel
+
+    try:
+        return OfflinePanel(store, StatusPanel(config.hw))
+    except HardwareError as exc:
+        logger.error("the status panel is unavailable (%s); running without its LEDs and button", exc)
+        return None

@@ -33,7 +33,7 @@ def appliance_services(config: Config) -> Any:
     from appliance.errors import UpdateError
     from appliance.sync.model_updates import model_store
     from appliance.sync.software_updates import software_store
-    from appliance.sync.scheduler import start_background_sync
+    from appliance.sync.scheduler import start_background_sync, start_offline_panel
 
     models = model_store(config)
     for updates in (models, software_store(config)):
@@ -48,9 +48,10 @@ def appliance_services(config: Config) -> Any:
             logger.warning("%s update clean-up skipped: %s", updates.kind.value, exc)
     store = Store(config)
     scheduler = start_background_sync(store, config)
+    panel = start_offline_panel(store, config) if scheduler is None else None
     if config.updates.server_url:
         _start_update_checks(config)
-    return build_services(config, store=store, scheduler=scheduler)
+    return build_services(config, store=store, scheduler=scheduler, panel=panel)
 
 
 def _start_update_checks(config: Config) -> None:

@@ -178,6 +178,8 @@ class Services:
     #: The background sync (``SyncScheduler``) when one runs: stopped with the services, so its
     #: status panel turns its LEDs off instead of showing "ready" for a station that is down.
     scheduler: Any = field(default=None, repr=False)
+    #: The status panel of a station without a scheduler (``OfflinePanel``), stopped likewise.
+    panel: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -243,8 +245,9 @@ class Services:
     def close(self) -> None:
         """Stop the analysis worker and the background sync (the store is closed by whoever opened it)."""
         self.analysis.close()
-        if self.scheduler is not None:
-            self.scheduler.stop()
+        for background in (self.scheduler, self.panel):
+            if background is not None:
+                background.stop()
 
 
 def build_services(config: Config, store: Optional[Any] = None, scheduler: Optional[Any] = None,

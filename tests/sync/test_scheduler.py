@@ -89,3 +89,27 @@ def test_a_pass_held_by_another_process_is_not_an_error(tmp_path):
             assert time.monotonic() - started < 5
         indicator = scheduler.indicator()
         assert not indicator.error and indicator.last_error is None and indicator.pending == 3
+
+
+def test_a_station_without_a_server_still_shows_what_waits_on_its_panel(tmp_path, caplog):
+    # An outreach station delivering by USB only: the panel used to be built with the scheduler
+    # alone, so with no [dicomweb] url every LED stayed dark and the button did nothing.
+    from appliance.ui.cli_ui import appliance_services
+
+    pins = dict(sync_button_pin=17, led_ready_pin=5, led_syncing_pin=6, led_pending_pin=13, led_error_pin=19,
+                button_bounce_s=0.0)
+    config = make_config(tmp_path / "data", hw={"enabled": True, "pin_factory": "mock", **pins})
+    services = appliance_services(config)
+    try:
+        assert services.scheduler is None and services.panel is not None
+        panel = services.panel.panel
+        leds = {name: led for name, led in panel.leds.items()}
+        assert leds["ready"].is_lit and not leds["pending"].is_lit
+        add_study(services.store, 1, "P1", "L")
+        assert leds["pending"].is_lit and not leds["ready"].is_lit and not leds["error"].is_lit
+        panel.button.pin.drive_low()  # pressed
+        assert "no DICOMweb server is configured" in caplog.text
+    finally:
+        services.close()
+        services.store.close()
+    assert services.panel.panel is None and all(led.closed for led in leds.values())
