@@ -28,6 +28,10 @@ class GazeError(ApplianceError):
     """A gaze source failed or a gaze recording is malformed."""
 
 
+class OutputError(ApplianceError):
+    """A command's output folder or file cannot be created or written."""
+
+
 class StoreError(ApplianceError):
     """The local store cannot complete an operation (disk full, schema mismatch)."""
 

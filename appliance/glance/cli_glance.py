@@ -34,10 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_segment(args: argparse.Namespace, config: Config) -> int:
     """Segment one photograph and write the contract files."""
     from appliance.glance.engine import GlanceEngine
-    from appliance.glance.outputs import write_outputs
+    from appliance.glance.outputs import check_out_dir, write_outputs
     from appliance.glance.scan import segment_photograph
     from appliance.imaging.io import load_photograph
 
+    check_out_dir(args.out)  # a bad --out is refused before the slow segmentation
     photo = load_photograph(args.image, config.imaging)
     engine = GlanceEngine.from_config(config, use_model=False if args.no_model else None)
     result = segment_photograph(photo, engine, gaze_csv=args.gaze, px_per_deg=args.px_per_deg)

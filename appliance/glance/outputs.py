@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from appliance.errors import OutputError
 from appliance.glance.lesions import SegmentationResult
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,36 @@ def _png(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Make sure ``out_dir`` is, or can be created as, a writable folder; create nothing.
+
+    Why: ``glanceseg segment`` checks this before it segments, so an ``--out`` that names
+    a file, or a folder it cannot write, is refused in one sentence at once instead of with
+    a traceback after a minute of work; and a refused photograph leaves no empty folder.
+
+    Raises
+    ------
+    OutputError
+        If ``out_dir`` or a parent exists and is not a folder, or the folder that would
+        hold it is not writable.
+    """
+    existing = out_dir.absolute()
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{existing} exists and is not a folder; --out must name a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"The output folder {existing} is not writable.")
+
+
+def _make_out_dir(out_dir: Path) -> None:
+    check_out_dir(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot create the output folder {out_dir}: {exc.strerror or exc}.") from exc
+
+
 def write_outputs(result: SegmentationResult, rgb: np.ndarray, image_name: str, out_dir: Path) -> dict[str, Path]:
     """Write the contract files into ``out_dir`` (created if needed), each atomically.
 
@@ -115,18 +146,26 @@ def write_outputs(result: SegmentationResult, rgb: np.ndarray, image_name: str, 
     -------
     dict[str, Path]
         The paths written, by name (``lesions``, ``mask``, ``overlay``, ``score``).
+
+    Raises
+    ------
+    OutputError
+        If ``out_dir`` is not a writable folder or a file cannot be written.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _make_out_dir(out_dir)
     paths = {
         "lesions": out_dir / "lesions.json",
         "mask": out_dir / "mask.png",
         "overlay": out_dir / "overlay.png",
         "score": out_dir / "score.png",
     }
-    _atomic_write(paths["mask"], _png(result.mask()))
-    _atomic_write(paths["score"], _png(score_map(result)))
-    _atomic_write(paths["overlay"], _png(overlay(rgb, result)))
-    # lesions.json last: its presence means the folder is complete.
-    _atomic_write(paths["lesions"], json.dumps(lesions_document(result, image_name), indent=1).encode())
+    try:
+        _atomic_write(paths["mask"], _png(result.mask()))
+        _atomic_write(paths["score"], _png(score_map(result)))
+        _atomic_write(paths["overlay"], _png(overlay(rgb, result)))
+        # lesions.json last: its presence means the folder is complete.
+        _atomic_write(paths["lesions"], json.dumps(lesions_document(result, image_name), indent=1).encode())
+    except OSError as exc:
+        raise OutputError(f"Cannot write the results into {out_dir}: {exc.strerror or exc}.") from exc
     logger.info("wrote %d lesions (%d shown) to %s", len(result.lesions), len(result.shown), out_dir)
     return paths

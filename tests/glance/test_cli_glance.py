@@ -129,3 +129,23 @@ def test_segment_says_why_a_gaze_recording_gave_nothing(crop: Path, tmp_path: Pa
     assert doc["lesions"] == [] and doc["gaze_samples"]["not_worn"] == 200
     assert doc["gaze_samples"]["fixations"] == 0
     assert "No fixation in the gaze recording (not worn 200)" in capsys.readouterr().out
+
+
+def test_segment_refuses_an_out_that_is_a_file_before_segmenting(tmp_path: Path, monkeypatch, capsys) -> None:
+    """An --out naming a file is one clear error (exit 2) given at once, not a traceback after the work."""
+    monkeypatch.setenv("GLANCESEG_DATA_DIR", str(tmp_path / "data"))
+    target = tmp_path / "results"
+    target.write_text("not a folder")
+
+    def no_segmentation(*args, **kwargs):
+        raise AssertionError("segmented although --out cannot be written")
+
+    monkeypatch.setattr("appliance.glance.scan.segment_photograph", no_segmentation)
+    assert main(["segment", str(DEMO), "--out", str(target)]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert target.read_text() == "not a folder"
+    assert main(["segment", str(DEMO), "--out", str(target / "sub")]) == 2
+    # A photograph refused leaves no (empty) output folder behind.
+    (tmp_path / "bad.jpg").write_text("not a photograph")
+    assert main(["segment", str(tmp_path / "bad.jpg"), "--out", str(tmp_path / "new" / "out")]) == 2
+    assert not (tmp_path / "new").exists()
