@@ -160,6 +160,9 @@ def write_outputs(result: SegmentationResult, rgb: np.ndarray, image_name: str, 
         "score": out_dir / "score.png",
     }
     try:
+        # A reused folder's lesions.json belongs to the previous run: remove it before the
+        # images change, so a run cut short never leaves it beside new images as if complete.
+        paths["lesions"].unlink(missing_ok=True)
         _atomic_write(paths["mask"], _png(result.mask()))
         _atomic_write(paths["score"], _png(score_map(result)))
         _atomic_write(paths["overlay"], _png(overlay(rgb, result)))

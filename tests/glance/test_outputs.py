@@ -42,3 +42,31 @@ def test_overlapping_lesions_keep_the_higher_value() -> None:
     assert int(smap[30, 33]) == round(0.9 * 65535)
     # at the model mask's rim (inside the saliency mask too) its value has faded below 0.5
     assert int(smap[30, 27]) == round(0.5 * 65535)
+
+
+def test_a_write_cut_short_leaves_no_old_lesions_json_beside_new_images(tmp_path, monkeypatch) -> None:
+    """lesions.json marks a complete folder: a rerun into the same folder that fails after the
+    first image must not leave the previous run's lesions.json beside the new mask."""
+    import pytest
+
+    from appliance.glance import outputs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lesions.json").write_text('{"image": "previous.jpg", "lesions": []}')
+    result = SegmentationResult(width=8, height=6, mode="scan", lesions=[], display_threshold=0.5,
+                                model_name="m", model_sha256="0" * 64)
+    real_png = outputs._png
+    calls = []
+
+    def png_then_power_cut(image: np.ndarray) -> bytes:
+        calls.append(image.shape)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real_png(image)
+
+    monkeypatch.setattr(outputs, "_png", png_then_power_cut)
+    with pytest.raises(outputs.OutputError):
+        outputs.write_outputs(result, np.zeros((6, 8, 3), np.uint8), "new.jpg", out)
+    assert (out / "mask.png").exists()
+    assert not (out / "lesions.json").exists()
