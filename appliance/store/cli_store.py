@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.errors import GazeError
 
 logger = logging.getLogger(__name__)
 
@@ -35,30 +33,23 @@ def register(subparsers: Any) -> None:
 def gaze_summary(path: Path) -> dict[str, Any]:
     """Summarise a gaze CSV (samples, valid share, duration) for the report; no samples are kept.
 
+    The file is read by the contract's own reader (:func:`~appliance.gaze.csv_replay.read_gaze_csv`),
+    the one ``glanceseg segment --gaze`` uses. Why: a second, stricter parser here refused
+    files the contract allows (a BOM, spaces around the header, float timestamps), so a
+    recording ``segment`` accepted made ``study add`` fail.
+
     Raises
     ------
     GazeError
-        If the file cannot be read or lacks the ``timestamp_ns,x,y`` columns.
+        If the file cannot be read, lacks the ``timestamp_ns,x,y`` columns or holds a value
+        that is not a number.
     """
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or not {"timestamp_ns", "x", "y"} <= set(reader.fieldnames):
-                raise GazeError(f"{path.name}: a gaze CSV needs the columns timestamp_ns,x,y.")
-            n = valid = 0
-            first = last = None
-            for row in reader:
-                n += 1
-                t = int(row["timestamp_ns"])
-                first = t if first is None else first
-                last = t
-                x, y = row.get("x", ""), row.get("y", "")
-                worn = row.get("worn", "1") in ("1", "", None)
-                if x not in ("", None) and y not in ("", None) and worn and not math.isnan(float(x)):
-                    valid += 1
-    except (OSError, ValueError) as exc:
-        raise GazeError(f"{path.name}: the gaze CSV cannot be read ({exc}).") from exc
-    duration = (last - first) / 1e9 if n > 1 and first is not None and last is not None else 0.0
+    from appliance.gaze.csv_replay import read_gaze_csv
+
+    samples = read_gaze_csv(path)
+    n = len(samples)
+    valid = sum(1 for s in samples if s.worn and math.isfinite(s.x) and math.isfinite(s.y))
+    duration = (samples[-1].timestamp_ns - samples[0].timestamp_ns) / 1e9 if n > 1 else 0.0
     return {"file": path.name, "samples": n, "valid_samples": valid,
             "valid_fraction": round(valid / n, 4) if n else 0.0, "duration_s": round(duration, 3)}
 

@@ -88,3 +88,14 @@ def test_study_add_refuses_an_id_the_pacs_cannot_take_before_any_work(tmp_path, 
     assert main(["study", "add", str(missing), "--patient", "P\\1", "--eye", "L", "--no-model"]) == 2
     assert "backslash" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
+
+
+def test_gaze_summary_reads_every_file_the_gaze_contract_allows(tmp_path):
+    """study add --gaze takes what segment --gaze takes: a BOM, CRLF, spaces around the header,
+    columns in another order, float timestamps (DESIGN.md's gaze CSV contract)."""
+    text = ("\ufeff y , timestamp_ns , x ,worn\r\n"
+            "10,0.0,10,1\r\n,5000000.0,,1\r\n11,1.0e7,12,0\r\n12,1000000000,13,1\r\n\r\n")
+    path = tmp_path / "g.csv"
+    path.write_bytes(text.encode("utf-8"))
+    assert gaze_summary(path) == {"file": "g.csv", "samples": 4, "valid_samples": 2, "valid_fraction": 0.5,
+                                  "duration_s": 1.0}
