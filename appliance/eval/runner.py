@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from appliance.errors import ImageError
 from appliance.eval.dataset import DatasetItem
 from appliance.eval.froc import (
     CPM_FP_RATES, FrocResult, GroundTruth, PixelCurve, froc, ground_truth_from_mask, match_lesions,
@@ -97,6 +98,12 @@ def evaluate(items: Sequence[DatasetItem], variants: dict[str, SegmentFn], progr
             start = time.perf_counter()
             result = segment(item)
             seconds = time.perf_counter() - start
+            if mask.shape != (result.height, result.width):
+                # A mask of another size cannot be lined up with the lesions: refuse it in one
+                # sentence rather than fail deep in the pixel curve (or score misplaced MAs).
+                raise ImageError(
+                    f"{item.id}: the mask {item.mask_path.name} is {mask.shape[1]}x{mask.shape[0]} px but the "
+                    f"photograph is {result.width}x{result.height} px; a mask must be the image's size.")
             xy, scores = lesion_arrays(result)
             triples[name].append((xy, scores, truth))
             image_dice = curves[name].add(score_map(result), mask, predicted=result.mask() > 0)

@@ -93,3 +93,18 @@ def test_gaze_eval_reports_dwelt_sensitivity_with_and_without_the_gaze(small_dat
         assert 0.0 <= figures[f"dwelt_sensitivity_at_{rate}_fppi"] <= 1.0
         assert 0.0 <= figures[f"dwelt_sensitivity_at_{rate}_fppi_detector_only"] <= 1.0
     assert figures["latency_first_ms_p50"] is not None
+
+
+def test_a_mask_of_another_size_is_a_clear_error(small_dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A data set we never saw may pair a photograph with a mask of another size: eval says so
+    (exit 2) instead of an IndexError from the pixel curve."""
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(small_dataset, root)
+    mask_path = root / "masks" / "CROP_0_MA.png"
+    cv2.imwrite(str(mask_path), cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)[:300, :300])
+    monkeypatch.setenv("GLANCESEG_DATA_DIR", str(tmp_path / "data"))
+    assert main(["eval", str(root), "--variants", "saliency", "--out", str(tmp_path / "report"),
+                 "--no-progress"]) == 2
+    assert "300x300" in capsys.readouterr().err
