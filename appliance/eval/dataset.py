@@ -98,7 +98,9 @@ def load_dataset(root: Path, ids: Optional[Sequence[str]] = None) -> list[Datase
     index = root / "index.csv"
     if not index.is_file():
         raise ImageError(f"{root} holds no index.csv; expected a data set laid out like idrid-ma.")
-    with open(index, newline="") as fh:
+    # utf-8-sig: an index saved by a spreadsheet starts with a byte-order mark, which
+    # would otherwise become part of the first column's name ("id").
+    with open(index, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     required = {"id", "image", "mask"}
     if rows and not required <= set(rows[0]):

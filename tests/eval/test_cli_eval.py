@@ -108,3 +108,12 @@ def test_a_mask_of_another_size_is_a_clear_error(small_dataset: Path, tmp_path: 
     assert main(["eval", str(root), "--variants", "saliency", "--out", str(tmp_path / "report"),
                  "--no-progress"]) == 2
     assert "300x300" in capsys.readouterr().err
+
+
+def test_an_index_saved_by_a_spreadsheet_loads(small_dataset: Path, tmp_path: Path) -> None:
+    """index.csv with a byte-order mark and CRLF line ends (a spreadsheet's CSV) reads like idrid-ma's."""
+    text = (small_dataset / "index.csv").read_text()
+    root = tmp_path / "ds"
+    root.mkdir()
+    (root / "index.csv").write_bytes(b"\xef\xbb\xbf" + text.replace("\r\n", "\n").replace("\n", "\r\n").encode())
+    assert [i.id for i in load_dataset(root)] == [i.id for i in load_dataset(small_dataset)]
