@@ -142,6 +142,21 @@ def test_zoom_change_ends_the_fixation() -> None:
     assert [f.px_per_deg for f in fixes] == [PPD, PPD / 2]
 
 
+def test_noisy_px_per_deg_keeps_fixations_whole_and_a_zoom_step_still_ends_one() -> None:
+    """A CSV's px_per_deg may be measured per sample (viewing distance) with a little noise:
+    fixations survive it, while the reader's 20 % wheel zoom still starts a new window."""
+    rng = np.random.default_rng(3)
+    a = fixation(0, 500.0, 400.0, 300)
+    b = fixation(next_t(a), 1200.0, 900.0, 300, seed=1)
+    noisy = [GazeSample(s.timestamp_ns, s.x, s.y, True, PPD * (1.0 + rng.uniform(-0.02, 0.02))) for s in a + b]
+    fixes, counters = detect_fixations(noisy, image_size=SIZE)
+    assert len(fixes) == 2 and counters["view_change"] == 0
+    assert [f.duration_ms for f in fixes] == pytest.approx([300.0, 300.0])
+    zoomed = fixation(next_t(a), 500.0, 400.0, 200, ppd=PPD * 1.2)
+    fixes, counters = detect_fixations(a + zoomed, image_size=SIZE)
+    assert counters["view_change"] == 1 and len(fixes) == 2
+
+
 def test_too_short_window_is_not_a_fixation() -> None:
     fixes, counters = detect_fixations(fixation(0, 500.0, 400.0, 60))
     assert fixes == [] and counters["too_short"] == 1
