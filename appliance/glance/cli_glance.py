@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seg = subparsers.add_parser("segment", help="segment the microaneurysms of one photograph")
     seg.add_argument("image", type=Path, help="JPEG, PNG, TIFF or DICOM photograph")
     seg.add_argument("--gaze", type=Path, default=None, help="gaze CSV in image px (gaze mode); without it: scan mode")
-    seg.add_argument("--px-per-deg", type=float, default=None,
+    seg.add_argument("--px-per-deg", type=positive_px_per_deg, default=None,
                      help="image px per degree for gaze rows without px_per_deg")
     seg.add_argument("--out", type=Path, required=True, help="output folder (lesions.json, mask.png, overlay.png)")
     seg.add_argument("--no-model", action="store_true", help="saliency-only lesions (no SAM model)")
@@ -29,6 +30,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--dataset", type=Path, default=None, help="idrid-ma folder (default: ../shared/data/idrid-ma)")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions and images (a smoke run)")
     bench.set_defaults(handler=run_bench)
+
+
+def positive_px_per_deg(text: str) -> float:
+    """Parse ``--px-per-deg``: a finite number above zero.
+
+    Why: 0, a negative number, nan or inf gives no usable scale, so every sample without its
+    own px_per_deg was dropped and the run "succeeded" with no lesion; a typo is refused here.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is not a finite number above zero.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of image px per degree above zero")
+    return value
 
 
 def run_segment(args: argparse.Namespace, config: Config) -> int:

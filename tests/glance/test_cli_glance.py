@@ -149,3 +149,14 @@ def test_segment_refuses_an_out_that_is_a_file_before_segmenting(tmp_path: Path,
     (tmp_path / "bad.jpg").write_text("not a photograph")
     assert main(["segment", str(tmp_path / "bad.jpg"), "--out", str(tmp_path / "new" / "out")]) == 2
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "ninety"])
+def test_segment_refuses_a_px_per_deg_that_gives_no_scale(value: str, tmp_path: Path, capsys) -> None:
+    """--px-per-deg 0 (or negative, nan, inf) dropped every sample as unscaled and still exited 0."""
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", str(DEMO), "--gaze", str(tmp_path / "g.csv"), f"--px-per-deg={value}",
+              "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    assert "px per degree" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
