@@ -184,6 +184,7 @@ def _decode_raster(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.n
                 f"{source}: unsupported bit depth or channel layout ({image.mode}); expected 8-bit RGB, "
                 "8- or 16-bit grey."
             )
+        wide_colour = image.mode in ("RGB", "RGBA") and _raw_mode(image).endswith(("16B", "16L", "16N"))
         previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None  # our limit was applied above
         try:
@@ -197,11 +198,55 @@ def _decode_raster(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.n
     acquired = _exif_acquired(exif)
     if acquired:
         meta["AcquisitionDateTime"] = acquired
+    if wide_colour:
+        # PIL keeps only the high byte of 16-bit colour, so 12-bit data comes out black.
+        image = Image.fromarray(_decode_wide_colour(raw, source))
+        transpose = _EXIF_TRANSPOSE.get(exif.get(_EXIF_ORIENTATION, 1))
+        return np.asarray(image if transpose is None else image.transpose(transpose)), meta
     if exif.get(_EXIF_ORIENTATION, 1) != 1:
         # A camera held sideways (or a phone adapter) stores the pixels as shot and says how to
         # turn them; every viewer, OpenCV included, shows them turned, so lesions are placed there.
         image = ImageOps.exif_transpose(image)
     return _to_rgb8(image), meta
+
+
+#: How each EXIF orientation is undone (what ImageOps.exif_transpose does).
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _raw_mode(image: Image.Image) -> str:
+    """The stored pixel layout of an image not yet loaded (``"RGB;16B"`` for 48-bit PNG), or ""."""
+    if not image.tile:
+        return ""
+    args = image.tile[0][3]
+    return str(args[0] if isinstance(args, tuple) else args)
+
+
+def _to_8bit(pixels: np.ndarray) -> np.ndarray:
+    """Reduce 16-bit samples to 8 bits by the bits the photograph actually uses.
+
+    Why: a 10-, 12- or 14-bit sensor's values are often stored in 16-bit PNG or TIFF without
+    saying so (PNG's sBIT is optional, TIFF has none); taking the high byte made such a
+    photograph almost black ("too dark", no lesions). The shift keeps the top 8 of the bits
+    in use, so data spanning the full 16 bits is reduced exactly as before (``>> 8``).
+    """
+    peak = int(pixels.max()) if pixels.size else 0
+    shift = min(16, max(8, peak.bit_length())) - 8
+    return (pixels >> shift).astype(np.uint8)
+
+
+def _decode_wide_colour(raw: bytes, source: str) -> np.ndarray:
+    """Decode a 16-bit-per-channel colour PNG or TIFF to H×W×3 uint8 RGB (alpha dropped)."""
+    import cv2
+
+    pixels = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)  # stored order, no EXIF turn
+    if pixels is None or pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise ImageError(f"{source}: the 16-bit colour image cannot be decoded.")
+    return np.ascontiguousarray(_to_8bit(pixels[:, :, 2::-1]))
 
 
 def _exif_acquired(exif: Any) -> str:
@@ -228,7 +273,7 @@ def _exif_acquired(exif: Any) -> str:
 def _to_rgb8(image: Image.Image) -> np.ndarray:
     if image.mode.startswith("I;16"):
         grey = np.asarray(image, dtype=np.uint16)
-        return np.repeat((grey >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
+        return np.repeat(_to_8bit(grey)[:, :, None], 3, axis=2)
     if image.mode == "L":
         return np.repeat(np.asarray(image)[:, :, None], 3, axis=2)
     return np.asarray(image.convert("RGB"))

@@ -214,3 +214,33 @@ def test_unsupported_dicom_layout() -> None:
     raw = _dicom_bytes(_fundus_like(), bits=32)
     with pytest.raises(ImageError, match="unsupported bit depth"):
         load_photograph(raw, CFG)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_12bit_data_in_16bit_files_is_not_read_as_black(tmp_path: Path, fmt: str, channels: int) -> None:
+    """A 12-bit sensor's values in a 16-bit PNG or TIFF (0..4095, no sBIT) read like the 8-bit
+    photograph they came from; taking the high byte made them 0..15 (too dark, no lesions)."""
+    import cv2
+
+    rgb = _fundus_like()
+    if channels == 1:
+        stored, expected = rgb[:, :, 1].astype(np.uint16) << 4, np.repeat(rgb[:, :, 1:2], 3, axis=2)
+    else:
+        bgr = rgb[:, :, ::-1].astype(np.uint16) << 4
+        stored = bgr if channels == 3 else np.dstack([bgr, np.full(bgr.shape[:2], 4095, np.uint16)])
+        expected = rgb
+    path = tmp_path / f"wide.{fmt.lower()}"
+    assert cv2.imwrite(str(path), stored)
+    photo = load_photograph(path, CFG)
+    np.testing.assert_array_equal(photo.rgb, expected)
+
+
+def test_full_range_16bit_colour_keeps_its_high_byte(tmp_path: Path) -> None:
+    import cv2
+
+    bgr = np.random.default_rng(1).integers(0, 65536, size=(64, 80, 3), dtype=np.uint16)
+    bgr[0, 0, 0] = 65535
+    path = tmp_path / "full.png"
+    assert cv2.imwrite(str(path), bgr)
+    np.testing.assert_array_equal(load_photograph(path, CFG).rgb, (bgr[:, :, ::-1] >> 8).astype(np.uint8))
