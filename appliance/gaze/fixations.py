@@ -18,11 +18,12 @@ Defaults (:class:`FixationParams`):
   clock change (NTP, a device reconnect), not a gap: the window is closed and the
   sample starts a fresh time base. Smaller backward steps are out-of-order samples and
   are dropped.
-- ``view_change_tolerance = 0.05``: a sample whose px_per_deg differs by more than 5 % from
+- ``view_change_tolerance = 0.10``: a sample whose px_per_deg differs by more than 10 % from
   the open window's is a new view (a zoom: the reader's wheel steps 20 %) and ends the
   window. A gaze CSV may carry px_per_deg per sample, measured from the viewing distance
   with its noise; at the former 1 % a jitter of half a percent cut most fixations into
-  pieces too short to count, and a 5 % error in scale moves the dispersion limit by 5 %.
+  pieces too short to count. A scale 10 % off moves the dispersion limit by 10 %, and a
+  zoom smaller than that moves the gaze in image px, which the dispersion limit sees anyway.
 
 Robustness: the detector never raises on a sample. Every sample it does not use is
 counted in :attr:`FixationDetector.counters` under the reason (``no_gaze``,
@@ -57,7 +58,7 @@ class FixationParams:
     min_duration_ms: float = 100.0
     max_gap_ms: float = 75.0
     clock_jump_ms: float = 1000.0
-    view_change_tolerance: float = 0.05
+    view_change_tolerance: float = 0.10
 
     def __post_init__(self) -> None:
         if not (self.dispersion_deg > 0 and self.min_duration_ms >= 0 and self.max_gap_ms > 0):

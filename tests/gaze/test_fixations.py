@@ -148,7 +148,7 @@ def test_noisy_px_per_deg_keeps_fixations_whole_and_a_zoom_step_still_ends_one()
     rng = np.random.default_rng(3)
     a = fixation(0, 500.0, 400.0, 300)
     b = fixation(next_t(a), 1200.0, 900.0, 300, seed=1)
-    noisy = [GazeSample(s.timestamp_ns, s.x, s.y, True, PPD * (1.0 + rng.uniform(-0.02, 0.02))) for s in a + b]
+    noisy = [GazeSample(s.timestamp_ns, s.x, s.y, True, PPD * (1.0 + rng.uniform(-0.04, 0.04))) for s in a + b]
     fixes, counters = detect_fixations(noisy, image_size=SIZE)
     assert len(fixes) == 2 and counters["view_change"] == 0
     assert [f.duration_ms for f in fixes] == pytest.approx([300.0, 300.0])
