@@ -17,7 +17,8 @@ What it serves, as the Companion app does (see the client library's ``models.py`
 - The time-echo TCP port: 8-byte client ms in, 16 bytes (echo, device ms) out.
 
 Its clock can run ahead of the host's by ``clock_offset_s`` (timestamps, SR NTP time and time
-echo all use it), and it can stall streams, drop connections and go offline on command.
+echo all use it) and step during a session (``step_clock``), and it can stall streams, drop
+connections, go offline or refuse time echo on command.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class FakeNeon:
                  scene_frames: Optional[dict[str, np.ndarray]] = None, scene_fps: float = 10.0,
                  camera: Optional[tuple[np.ndarray, np.ndarray]] = None) -> None:
         self.rate_hz, self.clock_offset_ns = rate_hz, int(round(clock_offset_s * 1e9))
+        self.clock_step_ns = 0  # wall-clock steps since start (see step_clock)
         self.gaze_fn, self.fixation_every, self.hardware_version = gaze_fn, fixation_every, hardware_version
         self.sent: list[SentSample] = []
         self.dual_monocular = False
@@ -151,6 +153,7 @@ class FakeNeon:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-neon", daemon=True)
         self._writers: set[asyncio.StreamWriter] = set()
+        self._echo_writers: set[asyncio.StreamWriter] = set()
         self._websockets: set[web.WebSocketResponse] = set()
         self.http_port = self.rtsp_port = self.echo_port = 0
         self._servers: list = []
@@ -195,7 +198,7 @@ class FakeNeon:
 
     def now_ns(self) -> int:
         """The device clock."""
-        return time.time_ns() + self.clock_offset_ns
+        return time.time_ns() + self.clock_offset_ns + self.clock_step_ns
 
     def stall(self) -> None:
         """Freeze the streams now playing (TCP stays open, no RTP/RTCP): a silent stream."""
@@ -214,6 +217,33 @@ class FakeNeon:
     def come_back(self) -> None:
         """Listen again on the same ports."""
         self._run(self._start_servers())
+
+    def step_clock(self, delta_s: float) -> None:
+        """Step the device's wall clock by ``delta_s`` (NTP, or the user setting the phone's
+        time). As on a real sender the RTP media clock runs on: the sender reports (and so
+        the client's timestamps from the next one on), time echo and events follow the step."""
+        async def step() -> None:  # on the fake's loop: never between a sample's stamp and send
+            self.clock_step_ns += int(round(delta_s * 1e9))
+        self._run(step())
+
+    def echo_offline(self) -> None:
+        """Stop the time-echo server only (its port refuses), the rest keeps running."""
+        self._run(self._echo_offline())
+
+    def echo_back(self) -> None:
+        """Listen for time echo again on the same port."""
+        self._run(self._echo_back())
+
+    async def _echo_offline(self) -> None:
+        echo = self._servers.pop()
+        echo.close()
+        for w in list(self._echo_writers):
+            w.close()
+        await echo.wait_closed()
+
+    async def _echo_back(self) -> None:
+        self._servers.append(await asyncio.start_server(
+            self._echo_client, "127.0.0.1", self.echo_port, reuse_address=True))
 
     def set_battery(self, level: int) -> None:
         self.battery_level = level
@@ -345,6 +375,7 @@ class FakeNeon:
 
     async def _echo_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self._echo_writers.add(writer)
         try:
             while True:
                 data = await reader.readexactly(8)
@@ -354,6 +385,7 @@ class FakeNeon:
             pass
         finally:
             self._writers.discard(writer)
+            self._echo_writers.discard(writer)
             writer.close()
 
     # -- RTSP ---------------------------------------------------------------------------
@@ -391,7 +423,7 @@ class FakeNeon:
                     out["Session"] = f"{session.ssrc:08x};timeout=60"
                 elif method == "PLAY" and session is not None:
                     out["Session"], out["Range"] = f"{session.ssrc:08x}", "npt=now-"
-                    session.t0_ns, session.stalled = self.now_ns(), self.stall_new_sessions
+                    session.t0_ns, session.stalled = self.now_ns() - self.clock_step_ns, self.stall_new_sessions
                     self._send_sr(session, self.now_ns())  # before any RTP, as the client needs
                     session.playing = True
                     with self._lock:
@@ -437,7 +469,8 @@ class FakeNeon:
                 t.close()
 
     def _rtp_ts(self, s: _Session, device_ns: int) -> int:
-        return (s.rtp_base + (device_ns - s.t0_ns) * CLOCK_RATE // 1_000_000_000) & 0xFFFFFFFF
+        media_ns = device_ns - self.clock_step_ns  # the media clock does not follow wall steps
+        return (s.rtp_base + (media_ns - s.t0_ns) * CLOCK_RATE // 1_000_000_000) & 0xFFFFFFFF
 
     def _send_sr(self, s: _Session, device_ns: int) -> None:
         ntp = device_ns / 1e9 + NTP_EPOCH_OFFSET_S
@@ -461,6 +494,7 @@ class FakeNeon:
         """Generate gaze at ``rate_hz`` on an absolute schedule and send it to every session."""
         period_ns = int(1e9 / self.rate_hz)
         start_dev = self.now_ns()
+        start_step = self.clock_step_ns
         start_mono = time.monotonic_ns()
         index = 0
         while True:
@@ -468,7 +502,7 @@ class FakeNeon:
             delay = (target - time.monotonic_ns()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)
-            device_ns = start_dev + index * period_ns
+            device_ns = start_dev + index * period_ns + self.clock_step_ns - start_step
             x, y, worn = self.gaze_fn(index)
             x32, y32 = float(np.float32(x)), float(np.float32(y))
             if self.dual_monocular:  # 17 bytes: left eye, worn, right eye (Companion option)
