@@ -53,6 +53,9 @@ class _SessionEnded(Exception):
 
 
 _CLOCK_JUMP_NS = 1_000_000_000
+#: A re-estimated clock offset that moves appliance-time stamps back by at most this much is
+#: absorbed (stamps kept strictly increasing); a larger step back is passed on as a step.
+_OFFSET_JITTER_NS = 20_000_000
 _RETRYABLE = (OSError, asyncio.TimeoutError, aiohttp.ClientError, DeviceError, RTSPError,
               _SessionEnded, ValueError, KeyError)
 
@@ -383,8 +386,16 @@ class NeonGazeSource(GazeSource):
         with self._lock:
             ts = device_ts_ns + self.state.clock_offset_ns
             self._arrivals.append(device_ts_ns)
-        # A re-estimated offset may step back by a millisecond: keep the stream monotonic.
-        ts = max(ts, self._last_ts + 1)
+        if ts <= self._last_ts - _OFFSET_JITTER_NS:
+            # The offset was re-estimated after a clock step (the phone's NTP, a first time
+            # echo that failed): clamping would stamp every sample until the old time is
+            # reached 1 ns apart (no fixation, a stale homography for the whole step), so
+            # the step is passed on like the device clock's own step above.
+            logger.warning("Gaze timestamps stepped back %.3f s with the re-estimated clock offset.",
+                           (self._last_ts - ts) / 1e9)
+        else:
+            # A re-estimated offset may step back by a millisecond: keep the stream monotonic.
+            ts = max(ts, self._last_ts + 1)
         self._last_dev_ts, self._last_ts = device_ts_ns, ts
         ix = iy = ppd = float("nan")
         if self._to_image is not None:

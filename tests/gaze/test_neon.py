@@ -254,3 +254,29 @@ def test_dual_monocular_payloads_and_invisible_camera():
         fake.stop()
     assert [(g.x, g.y) for g in got] == [(s.x, s.y) for s in fake.sent[:10]]
     assert screen.camera is INVISIBLE_SCENE_CAMERA
+
+
+def test_a_re_estimated_clock_offset_is_passed_on_not_squeezed():
+    """The time echo fails at connect (offset 0 kept) and works a moment later: the offset then
+    moves every stamp 3.25 s back. Clamping them to stay increasing stamped 3.25 s of gaze
+    1 ns apart (no fixation can last 100 ms, the scene frame matched is a stale one); the step
+    must be passed on and every later sample stamped device time + the new offset."""
+    from fake_neon import FakeNeon
+
+    fake = FakeNeon(clock_offset_s=3.25, fixation_every=0).start()
+    fake.echo_offline()
+    try:
+        with NeonGazeSource(tracker_config(fake, time_echo_interval_s=0.3), to_image=identity) as source:
+            assert len(collect(source, 40)) == 40
+            assert source.clock_offset_ns == 0
+            fake.echo_back()
+            assert wait_for(lambda: source.clock_offset_ns != 0)
+            while source.receive(0.0) is not None:
+                pass
+            got = collect(source, 200)
+    finally:
+        fake.stop()
+    assert source.clock_offset_ns == pytest.approx(OFFSET_NS, abs=2_000_000)
+    sent = {(s.x, s.y): s.device_ts_ns for s in fake.sent}
+    err = np.array([g.timestamp_ns - sent[(g.x, g.y)] - OFFSET_NS for g in got])
+    assert len(got) == 200 and np.abs(err).max() < 2_500_000, np.abs(err).max()
