@@ -215,6 +215,8 @@ def marker_png(marker_id: int, size_px: int = 160) -> bytes:
 # errors on 5 px modules and CONTOUR pulled every corner 0.5 px inwards); we use OpenCV's
 # pixel-centre convention everywhere, so the offset is removed.
 _APRILTAG_CORNER_SHIFT_PX = 0.5
+#: A scene frame stamped this much before the newest is a clock step, not a late frame, ns.
+TIME_BASE_STEP_NS = 1_000_000_000
 
 
 def make_detector() -> Any:
@@ -315,8 +317,18 @@ class ScreenMapper:
         return h
 
     def add_homography(self, timestamp_ns: int, homography: Optional[np.ndarray]) -> None:
-        """Record a frame's homography (None: the screen was not located in that frame)."""
+        """Record a frame's homography (None: the screen was not located in that frame).
+
+        A frame more than :data:`TIME_BASE_STEP_NS` older than the newest starts a new time
+        base (the phone's clock stepped back, or its offset was re-estimated): ignoring it as
+        late left the screen unlocated until the clock caught up with the old stamps.
+        """
         with self._lock:
+            if self._times and timestamp_ns < self._times[-1] - TIME_BASE_STEP_NS:
+                logger.warning("Scene frame stamps stepped back %.3f s; frames before are dropped.",
+                               (self._times[-1] - timestamp_ns) / 1e9)
+                self._times.clear()
+                self._homs.clear()
             if self._times and timestamp_ns <= self._times[-1]:
                 return  # frames arrive in order; a repeat or a late one is ignored
             self._times.append(int(timestamp_ns))

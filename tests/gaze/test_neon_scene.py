@@ -4,6 +4,7 @@ client decodes it, the source detects the markers and maps every gaze sample ont
 from __future__ import annotations
 
 import math
+import time
 
 import cv2
 import numpy as np
@@ -86,3 +87,24 @@ def test_tracker_check_reports_markers(scene_neon, config, capsys):
     assert cli_tracker.run_check(args, cfg) == 0
     out = capsys.readouterr().out
     assert "last frame saw ids 0, 1, 2, 3" in out, out
+
+
+def test_screen_mapping_survives_the_phone_clock_stepping_back(scene_neon, corner_markers):
+    """The phone's clock steps back 30 s mid-reading (NTP). Gaze and scene frames both carry
+    the new stamps, but the frames were ignored as 'late' until the clock reached the old
+    stamps again, so the screen stayed unlocated; the mapping must resume within seconds
+    (long before the next time echo, which is an hour away here)."""
+    scene_neon.scene_state = "visible"
+    screen = ScreenMapper(INVISIBLE_SCENE_CAMERA, corner_markers, max_frame_gap_ns=250_000_000)
+    cfg = tracker_config(scene_neon, scene_stream=True, time_echo_interval_s=3600.0)
+    try:
+        with NeonGazeSource(cfg, to_image=GazeToImageMapper(screen), frame_sink=screen.add_frame) as source:
+            assert any(math.isfinite(g.x) for g in collect(source, 200))
+            scene_neon.step_clock(-30.0)
+            ts_before = time.time_ns()
+            stepped = lambda: any(g.timestamp_ns < ts_before - 20e9 for g in collect(source, 20))  # noqa: E731
+            assert wait_for(stepped, 5.0), "the step never reached the gaze stamps"
+            assert wait_for(lambda: sum(math.isfinite(g.x) for g in collect(source, 20)) >= 15, 5.0), \
+                "the screen was not located again after the clock step"
+    finally:
+        scene_neon.step_clock(30.0)
