@@ -329,9 +329,16 @@ class NeonGazeSource(GazeSource):
             logger.warning("Companion offers no time-echo port; trusting its NTP clock (offset 0).")
             return
         estimator = TimeOffsetEstimator(device.address, phone.time_echo_port)
-        estimate = await asyncio.wait_for(
-            estimator.estimate(number_of_measurements=max(2, self._config.time_echo_measurements)),
-            self._config.request_timeout_s * 3)
+        try:
+            estimate = await asyncio.wait_for(
+                estimator.estimate(number_of_measurements=max(2, self._config.time_echo_measurements)),
+                self._config.request_timeout_s * 3)
+        except (OSError, asyncio.TimeoutError, ValueError) as exc:
+            # The library raises ValueError when the echo port hangs up before its first answer.
+            # The offset only refines the stamps: a failed echo must neither keep gaze from
+            # flowing (every session ended here) nor end the periodic re-estimates.
+            estimate = None
+            logger.warning("Time echo with the Companion failed: %r", exc)
         if estimate is None:
             logger.warning("Time echo failed; keeping clock offset %d ns.", self.state.clock_offset_ns)
             return
@@ -345,10 +352,7 @@ class NeonGazeSource(GazeSource):
     async def _clock_loop(self, device: Device, phone: Phone) -> None:
         while True:
             await asyncio.sleep(self._config.time_echo_interval_s)
-            try:
-                await self._sync_clock(device, phone)
-            except (OSError, asyncio.TimeoutError) as exc:
-                logger.warning("Periodic time echo failed: %r", exc)
+            await self._sync_clock(device, phone)  # logs its own failures and keeps the offset
 
     async def _watchdog(self) -> None:
         timeout = self._config.stall_timeout_s

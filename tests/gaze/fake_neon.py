@@ -128,6 +128,8 @@ class FakeNeon:
                  camera: Optional[tuple[np.ndarray, np.ndarray]] = None) -> None:
         self.rate_hz, self.clock_offset_ns = rate_hz, int(round(clock_offset_s * 1e9))
         self.clock_step_ns = 0  # wall-clock steps since start (see step_clock)
+        #: the time-echo port accepts, then closes without answering (a broken echo service)
+        self.echo_hangs_up = False
         self.gaze_fn, self.fixation_every, self.hardware_version = gaze_fn, fixation_every, hardware_version
         self.sent: list[SentSample] = []
         self.dual_monocular = False
@@ -377,7 +379,7 @@ class FakeNeon:
         self._writers.add(writer)
         self._echo_writers.add(writer)
         try:
-            while True:
+            while not self.echo_hangs_up:
                 data = await reader.readexactly(8)
                 writer.write(data + struct.pack("!Q", self.now_ns() // 1_000_000))
                 await writer.drain()

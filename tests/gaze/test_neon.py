@@ -280,3 +280,27 @@ def test_a_re_estimated_clock_offset_is_passed_on_not_squeezed():
     sent = {(s.x, s.y): s.device_ts_ns for s in fake.sent}
     err = np.array([g.timestamp_ns - sent[(g.x, g.y)] - OFFSET_NS for g in got])
     assert len(got) == 200 and np.abs(err).max() < 2_500_000, np.abs(err).max()
+
+
+def test_a_broken_time_echo_neither_stops_gaze_nor_later_re_estimates():
+    """The Companion's time-echo port accepts and hangs up (the library then raises
+    ValueError): gaze must flow with the offset kept, as when the port refuses, and the
+    periodic re-estimate must survive the failures and pick the offset up once echo works.
+    Before, every session ended at the echo (no gaze at all), and one failed periodic echo
+    ended the re-estimates for the rest of the session."""
+    from fake_neon import FakeNeon
+
+    fake = FakeNeon(clock_offset_s=3.25, fixation_every=0).start()
+    fake.echo_hangs_up = True
+    try:
+        with NeonGazeSource(tracker_config(fake, time_echo_interval_s=0.2), to_image=identity) as source:
+            assert len(collect(source, 40, timeout_s=5.0)) == 40, source.status().detail["last_error"]
+            assert source.clock_offset_ns == 0
+            n_before = source.status().detail["samples"]
+            assert wait_for(lambda: source.status().detail["samples"] > n_before + 100)  # periodic echoes failed
+            fake.echo_hangs_up = False
+            assert wait_for(lambda: source.clock_offset_ns != 0)
+            assert source.status().detail["reconnects"] == 0
+    finally:
+        fake.stop()
+    assert source.clock_offset_ns == pytest.approx(OFFSET_NS, abs=2_000_000)
