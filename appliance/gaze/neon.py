@@ -275,9 +275,10 @@ class NeonGazeSource(GazeSource):
             if cfg.scene_stream and self._frame_sink is not None and world_url:
                 side.append(asyncio.create_task(self._retrying(self._scene, world_url)))
             stop = asyncio.create_task(self._stop.wait())  # type: ignore[union-attr]
-            with self._lock:
-                self.state.connected = True
-            logger.info("Eye tracker connected: %s.", device)
+            # ``connected`` is set by the session's first gaze datum (_on_gaze), not here: a
+            # locked phone answers its status but streams nothing, and the reader's badge
+            # then showed the tracker connected during every reconnect attempt.
+            logger.info("Eye tracker session up: %s.", device)
             try:
                 done, _ = await asyncio.wait(main + [stop], return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -420,6 +421,9 @@ class NeonGazeSource(GazeSource):
             self._queue.put_nowait(sample)
             dropped = 1
         with self._lock:
+            if not self.state.connected:
+                logger.info("Eye tracker gaze flowing.")
+            self.state.connected = True
             self.state.samples += 1
             self.state.dropped += dropped
             self.state.mapped += ix == ix

@@ -304,3 +304,28 @@ def test_a_broken_time_echo_neither_stops_gaze_nor_later_re_estimates():
     finally:
         fake.stop()
     assert source.clock_offset_ns == pytest.approx(OFFSET_NS, abs=2_000_000)
+
+
+def test_a_locked_phone_never_reads_connected():
+    """The phone is locked: the Companion answers its status but streams no gaze. Every
+    reconnect attempt used to mark the tracker connected until its stall timeout, so the
+    reader's badge (polled every 5 s) showed it connected at random while no gaze came.
+    Connected must mean gaze flowing, and come back with the gaze."""
+    from fake_neon import FakeNeon
+
+    fake = FakeNeon(fixation_every=0)
+    fake.stall_new_sessions = True
+    fake.start()
+    try:
+        with NeonGazeSource(tracker_config(fake), to_image=identity) as source:
+            seen, deadline = set(), time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                seen.add(source.status().connected)
+                time.sleep(0.01)
+            assert source.status().detail["reconnects"] >= 2  # sessions were set up and stalled
+            assert seen == {False}
+            fake.stall_new_sessions = False
+            assert wait_for(lambda: source.status().connected)
+            assert source.receive(1.0) is not None
+    finally:
+        fake.stop()
