@@ -128,6 +128,8 @@ class ReaderGaze:
         self.mapper: Any = None
         self.neon: Optional[GazeSource] = None
         self.closed = False
+        #: the reader pages reading this photograph now (their tokens): closed with the last
+        self.pages: set[str] = set()
         self._pointer_at = -math.inf  # time.monotonic() of the latest pointer position
         #: True while the Neon's samples must be set aside (a recording is being replayed)
         self.neon_paused: Callable[[], bool] = lambda: False
@@ -208,16 +210,24 @@ class GazeLinks:
         self.links: dict[int, ReaderGaze] = {}
         self._lock = threading.Lock()
 
-    def open(self, image_id: int, image_width: int, image_height: int, push: Callable[[Any], Any]) -> ReaderGaze:
-        """Return the link of ``image_id``, opening it (and closing another's Neon) if needed."""
+    def open(self, image_id: int, image_width: int, image_height: int, push: Callable[[Any], Any],
+             page: Optional[str] = None) -> ReaderGaze:
+        """Return the link of ``image_id``, opening it (and closing another's Neon) if needed.
+
+        ``page`` is the token of the reader page that opened it (see :meth:`close_one`).
+        """
         with self._lock:
             link = self.links.get(image_id)
             if link is not None and not link.closed:
+                if page is not None:
+                    link.pages.add(page)
                 return link
             if self.config.gaze.source == "neon":  # one wearer, one screen: one Neon session
                 for other_id in [i for i, l in self.links.items() if l.neon is not None]:
                     self.links.pop(other_id).close()
             link = ReaderGaze(self.config, image_width, image_height, push, self.neon_factory)
+            if page is not None:
+                link.pages.add(page)
             self.links[image_id] = link
             return link
 
@@ -227,12 +237,24 @@ class GazeLinks:
             link = self.links.get(image_id)
             return link if link is not None and not link.closed else None
 
-    def close_one(self, image_id: int) -> bool:
-        """Close the link of ``image_id`` (the reader page closed); True when one was open."""
+    def close_one(self, image_id: int, page: Optional[str] = None) -> bool:
+        """Close the link of ``image_id`` (a reader page closed); True when it was closed.
+
+        With ``page``, only that page leaves: the link (the Neon connection) stays while
+        another page opened on it still reads, a second tab or the page a reload just loaded
+        (the old copy unloads after the new one opened). Closing it then left that page
+        without gaze and its badge reading "not connected" until the next zoom or pan.
+        """
         with self._lock:
-            link = self.links.pop(image_id, None)
-        if link is None:
-            return False
+            link = self.links.get(image_id)
+            if link is None:
+                return False
+            if page is not None:
+                link.pages.discard(page)
+                if link.pages:
+                    logger.info("reader page left; %d still reading the photograph", len(link.pages))
+                    return False
+            self.links.pop(image_id)
         link.close()
         return True
 

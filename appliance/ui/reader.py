@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import queue
+import secrets
 from typing import Any, Iterator, Optional
 
 from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, request, stream_with_context
@@ -40,11 +41,12 @@ def _session(image_id: int) -> LiveSession:
     return get_hub().get(image_id, lambda: stored_photograph(image_id))
 
 
-def _gaze_link(image_id: int) -> ReaderGaze:
-    """The photograph's gaze sources (pointer, and the Neon when configured), opened on first use."""
+def _gaze_link(image_id: int, page: Optional[str] = None) -> ReaderGaze:
+    """The photograph's gaze sources (pointer, and the Neon when configured), opened on first use;
+    ``page`` is the token of a reader page that reads it from now on."""
     image = _image_or_404(image_id)
     session = _session(image_id)
-    link = get_hub().gaze.open(image_id, image.width, image.height, session.push)
+    link = get_hub().gaze.open(image_id, image.width, image.height, session.push, page)
     # A replayed recording owns the pipeline while it runs: live Neon gaze would interleave.
     link.neon_paused = lambda: session.replay_thread is not None and session.replay_thread.is_alive()
     return link
@@ -70,7 +72,8 @@ def view(image_id: int) -> Any:
     study = studies.study(image.study_id)
     audit("view", f"study:{image.study_id}", {"image": image_id})
     session = _session(image_id)
-    link = _gaze_link(image_id)
+    page = secrets.token_urlsafe(12)  # this copy of the page: its close ends only its own reading
+    link = _gaze_link(image_id, page)
     status = tracker_status()
     stored = {l["id"]: l for l in studies.lesions(image_id)}
     lesions = {i: l for i, l in stored.items() if l["decision"]}
@@ -86,7 +89,7 @@ def view(image_id: int) -> Any:
                    for m in screen_markers(d.width_px, d.height_px, t.marker_size_px, t.marker_margin_px)]
     return render_template(
         "reader.html", image=image, study=study, lesions=list(lesions.values()),
-        tracker=status, show_markers=bool(markers), markers=markers,
+        tracker=status, show_markers=bool(markers), markers=markers, page=page,
         gaze_source=session.source if session.source == "replay" else status.kind,
         screen_px_per_deg=display_px_per_deg(config), threshold=config.glance.display_threshold,
     )
@@ -207,10 +210,12 @@ def tracker(image_id: int) -> Any:
 @bp.route("/api/reader/<int:image_id>/close", methods=["POST"])
 @roles_required("clinician")
 def close(image_id: int) -> Any:
-    """The reader page closed: stop its gaze sources (the Neon connection included)."""
+    """A reader page closed (``?page=`` its token): stop the photograph's gaze sources, the Neon
+    connection included, unless another page still reads it."""
     _image_or_404(image_id)
     gaze = get_hub().gaze
-    return jsonify({"ok": True, "closed": bool(gaze is not None and gaze.close_one(image_id))})
+    page = request.args.get("page") or None
+    return jsonify({"ok": True, "closed": bool(gaze is not None and gaze.close_one(image_id, page))})
 
 
 @bp.route("/api/reader/<int:image_id>/replay", methods=["POST"])

@@ -10,8 +10,10 @@ frames and maps each gaze sample through the homography and the view the page po
 
 from __future__ import annotations
 
+import json
 import math
 import queue
+import re
 import sys
 import threading
 import time
@@ -194,3 +196,28 @@ def test_view_from_page_maps_as_the_page_draws():
     for bad in ({**body, "scale": 0}, {**body, "tx": math.inf}, {k: v for k, v in body.items() if k != "width"}):
         with pytest.raises(ValueError):
             view_from_page(768, 600, bad)
+
+
+def page_data(page: str) -> dict:
+    """The reader page's JSON settings (its URLs)."""
+    return json.loads(re.search(r'id="reader-data">(.*?)</script>', page, re.S).group(1))
+
+
+def test_one_page_leaving_keeps_the_neon_of_another_reading_the_photograph(app, services, fundus_png, neon):
+    """Two tabs on one photograph, or a reload (the old copy unloads after the new one has
+    opened): the page that leaves posts its close. That closed the photograph's Neon link
+    under the page still reading, which got no gaze and a 'not connected' badge until its
+    next zoom; only the last page's close may end the Neon connection."""
+    client, post, image, _, page_a = open_reader(app, services, fundus_png)
+    page_b = client.get(f"/reader/{image}").get_data(as_text=True)
+    hub = app.extensions["glanceseg_hub"]
+    link = hub.gaze.get(image)
+    close_a, close_b = page_data(page_a)["close_url"], page_data(page_b)["close_url"]
+    badge = lambda: client.get(f"/api/reader/{image}/tracker").get_json()["connected"]  # noqa: E731
+    assert wait_for(badge, 15.0)
+    assert post(close_a, {}).get_json()["closed"] is False
+    assert hub.gaze.get(image) is link and not link.closed
+    n = link.neon.status().detail["samples"]
+    assert wait_for(lambda: link.neon.status().detail["samples"] > n + 20) and badge()
+    assert post(close_b, {}).get_json()["closed"] is True
+    assert hub.gaze.get(image) is None and not badge()
