@@ -10,6 +10,7 @@ threshold are shown, under the id the stored automatic result gives them (the re
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -25,6 +26,9 @@ from appliance.ui.services import LesionEvent, LiveGlance
 logger = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE = 1000
+#: Photographs whose shown lesions are remembered after their session closed (a reader who
+#: goes back to one sees what its gaze brought up before).
+KEPT_SHOWN = 64
 #: How often a quiet gaze stream is checked, s: a fixation ends this long (plus the detector's
 #: gap) after the gaze left, without waiting for the next sample.
 TICK_S = 0.025
@@ -233,6 +237,8 @@ class LiveHub:
         self.threshold = threshold
         self.sessions: dict[int, LiveSession] = {}
         self.lock = threading.Lock()
+        #: shown lesions and their store ids of closed sessions, newest last
+        self._kept: "collections.OrderedDict[int, tuple[dict, dict]]" = collections.OrderedDict()
         #: the photographs' gaze sources (``appliance.ui.gaze_link.GazeLinks``), closed first
         self.gaze: Any = None
 
@@ -242,8 +248,36 @@ class LiveHub:
             session = self.sessions.get(image_id)
             if session is None:
                 session = LiveSession(image_id, self.live_factory(photo_loader()), self.resolve, self.threshold)
+                kept = self._kept.pop(image_id, None)
+                if kept is not None:
+                    session.shown.update(kept[0])
+                    session._ids.update(kept[1])
                 self.sessions[image_id] = session
             return session
+
+    def close_session(self, image_id: int) -> bool:
+        """The last reader page of ``image_id`` left: stop its pipeline and background work.
+
+        Why: a session used to live until the server stopped, so the photograph read before
+        kept pre-encoding its tiles (on the 2 cores the next photograph's fixations need, and
+        into the embedding cache the two share) and its threads and embeddings accumulated all
+        day. The lesions it showed are kept for when the reader comes back to it.
+
+        Returns
+        -------
+        bool
+            True when a session was open.
+        """
+        with self.lock:
+            session = self.sessions.pop(image_id, None)
+            if session is None:
+                return False
+            self._kept[image_id] = (dict(session.shown), dict(session._ids))
+            while len(self._kept) > KEPT_SHOWN:
+                self._kept.popitem(last=False)
+        session.close()
+        logger.info("live session of image %d closed", image_id)
+        return True
 
     def close(self) -> None:
         """Close every gaze source, then every session (server shutdown)."""

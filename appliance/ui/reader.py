@@ -211,11 +211,16 @@ def tracker(image_id: int) -> Any:
 @roles_required("clinician")
 def close(image_id: int) -> Any:
     """A reader page closed (``?page=`` its token): stop the photograph's gaze sources, the Neon
-    connection included, unless another page still reads it."""
+    connection included, and its live pipeline, unless another page still reads it."""
     _image_or_404(image_id)
-    gaze = get_hub().gaze
+    hub = get_hub()
     page = request.args.get("page") or None
-    return jsonify({"ok": True, "closed": bool(gaze is not None and gaze.close_one(image_id, page))})
+    closed = bool(hub.gaze is not None and hub.gaze.close_one(image_id, page))
+    if hub.gaze is None or hub.gaze.get(image_id) is None:
+        # No page reads it any more (the Neon may have moved to the next photograph already):
+        # its pipeline and pre-encoding stop too.
+        hub.close_session(image_id)
+    return jsonify({"ok": True, "closed": closed})
 
 
 @bp.route("/api/reader/<int:image_id>/replay", methods=["POST"])

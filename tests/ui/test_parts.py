@@ -384,3 +384,40 @@ def test_the_report_names_the_model_that_made_the_result(app, services):
         assert result_model(made_by("ab" * 32), study) == installed
         older = result_model(made_by("cd" * 32), study)
     assert older["sha256"] == "cd" * 32 and older["version"] != "2"
+
+
+def test_leaving_a_photograph_stops_its_live_pipeline_and_keeps_what_it_showed(app, services, fundus_png):
+    """The last reader page of a photograph leaves (the reader moves to the next one): its live
+    session used to stay until the server stopped, so with the model its pre-encoder went on
+    encoding the old photograph on the cores and into the embedding cache the next one needs,
+    and every photograph of the day kept its threads. It must stop; the lesions its gaze
+    brought up are drawn again when the reader comes back."""
+    import json
+    import threading
+
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services)
+    target = _shown(services, study)[0]
+    image = study.image_id
+    page = client.get(f"/reader/{image}").get_data(as_text=True)
+    close_url = json.loads(re.search(r'id="reader-data">(.*?)</script>', page, re.S).group(1))["close_url"]
+    post = lambda url, body: client.post(url, json=body, headers={"X-CSRF-Token": token})  # noqa: E731
+    view = {"scale": 1.0, "tx": 0.0, "ty": 0.0, "width": 1000, "height": 800, "left": 0, "top": 0}
+    assert post(f"/api/reader/{image}/view", view).status_code == 200
+    samples = [{"xs": target["x"] + (i % 2), "ys": target["y"], "t_ms": 1.7e12 + 10 * i} for i in range(30)]
+    assert post(f"/api/reader/{image}/gaze", {"samples": samples + [{"gone": True, "t_ms": 1.7e12 + 310}]}).status_code == 200
+    hub = app.extensions["glanceseg_hub"]
+    session = hub.sessions[image]
+    deadline = time.monotonic() + 10.0
+    while target["id"] not in session.shown and time.monotonic() < deadline:
+        time.sleep(0.025)
+    assert target["id"] in session.shown
+    ticker = next(t for t in threading.enumerate() if t.name == f"gaze-tick-{image}")
+    assert post(close_url, {}).get_json()["closed"] is True
+    assert image not in hub.sessions
+    assert not ticker.is_alive()
+    again = client.get(f"/reader/{image}").get_data(as_text=True)
+    lesions = json.loads(re.search(r'id="reader-data">(.*?)</script>', again, re.S).group(1))["lesions"]
+    assert target["id"] in {l["id"] for l in lesions}
+    assert hub.sessions[image] is not session
