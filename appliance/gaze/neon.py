@@ -219,7 +219,7 @@ class NeonGazeSource(GazeSource):
         while not self._stop.is_set():
             delivered_before = self.state.samples
             try:
-                await self._session()
+                await self._until_stopped(self._session())
             except _RETRYABLE as exc:
                 with self._lock:
                     self.state.last_error = repr(exc)
@@ -239,6 +239,25 @@ class NeonGazeSource(GazeSource):
             except asyncio.TimeoutError:
                 pass
             backoff = min(backoff * 2.0, self._config.reconnect_max_s)
+
+    async def _until_stopped(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` until it ends or :meth:`close` is called, then cancel it.
+
+        Why: a Companion out of Wi-Fi range answers nothing, so setting up a session waits
+        for the status request, the time echo or mDNS to time out (3-10 s), and close(),
+        called in the request that opens the next photograph, waited that long.
+        """
+        assert self._stop is not None
+        work = asyncio.ensure_future(coro)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, stop):
+                task.cancel()
+            await asyncio.gather(work, stop, return_exceptions=True)
+        if not work.cancelled():
+            work.result()
 
     async def _find_device(self) -> Device:
         cfg = self._config

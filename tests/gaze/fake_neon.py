@@ -153,6 +153,8 @@ class FakeNeon:
         self.sessions: list[_Session] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
+        self._unfrozen = asyncio.Event()  # created on 3.10 outside the loop: bound when first used
+        self._unfrozen.set()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-neon", daemon=True)
         self._writers: set[asyncio.StreamWriter] = set()
         self._echo_writers: set[asyncio.StreamWriter] = set()
@@ -219,6 +221,15 @@ class FakeNeon:
     def come_back(self) -> None:
         """Listen again on the same ports."""
         self._run(self._start_servers())
+
+    def freeze(self) -> None:
+        """The network is gone (Wi-Fi out of range): nothing is sent or answered any more, but
+        no connection is refused or closed either, so every request hangs until its timeout."""
+        self._loop.call_soon_threadsafe(self._unfrozen.clear)
+
+    def thaw(self) -> None:
+        """The network is back: held requests are answered and the streams resume."""
+        self._loop.call_soon_threadsafe(self._unfrozen.set)
 
     def step_clock(self, delta_s: float) -> None:
         """Step the device's wall clock by ``delta_s`` (NTP, or the user setting the phone's
@@ -329,6 +340,7 @@ class FakeNeon:
         return comps
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
+        await self._unfrozen.wait()
         ws = web.WebSocketResponse()
         if ws.can_prepare(request).ok:
             await ws.prepare(request)
@@ -381,6 +393,7 @@ class FakeNeon:
         try:
             while not self.echo_hangs_up:
                 data = await reader.readexactly(8)
+                await self._unfrozen.wait()
                 writer.write(data + struct.pack("!Q", self.now_ns() // 1_000_000))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -398,6 +411,7 @@ class FakeNeon:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                await self._unfrozen.wait()
                 lines = head.decode().split("\r\n")
                 method, url, _ = lines[0].split(" ", 2)
                 headers = {k.strip().lower(): v.strip() for k, v in
@@ -512,7 +526,7 @@ class FakeNeon:
             else:
                 payload = struct.pack("!ffB", x32, y32, 255 if worn else 0)
             with self._lock:
-                live = [s for s in self.sessions if s.playing and not s.stalled]
+                live = [s for s in self.sessions if s.playing and not s.stalled and self._unfrozen.is_set()]
             if any(s.camera == "gaze" for s in live):
                 # Recorded before it goes out, so a test that has received it always finds it here.
                 self.sent.append(SentSample(index, device_ns, x32, y32, worn, time.time_ns()))

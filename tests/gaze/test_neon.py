@@ -329,3 +329,22 @@ def test_a_locked_phone_never_reads_connected():
             assert source.receive(1.0) is not None
     finally:
         fake.stop()
+
+
+def test_close_does_not_wait_for_a_companion_that_answers_nothing():
+    """The phone is out of Wi-Fi range: connections hang, nothing is refused. close() (run by
+    the request that opens the next photograph) waited for the status request to time out,
+    and gave up after 5 s with the thread still running; it must end the session at once."""
+    from fake_neon import FakeNeon
+
+    fake = FakeNeon(fixation_every=0).start()
+    fake.freeze()
+    try:
+        source = NeonGazeSource(tracker_config(fake, request_timeout_s=30.0), to_image=identity)
+        time.sleep(0.3)  # the status request is sent and hangs
+        source.close()
+        assert not source._thread.is_alive()
+        assert not source.status().connected
+    finally:
+        fake.thaw()
+        fake.stop()
