@@ -100,6 +100,8 @@ class NeonGazeSource(GazeSource):
         self._last_ts = 0
         self._last_dev_ts = 0
         self._arrivals: collections.deque = collections.deque(maxlen=400)
+        #: whether each of the last second's samples was mapped onto the image
+        self._mapped_recent: collections.deque = collections.deque(maxlen=200)
         self._closed = False
         if start:
             self.start()
@@ -137,6 +139,12 @@ class NeonGazeSource(GazeSource):
         with self._lock:
             detail = self.state.as_dict()
             detail["gaze_rate_hz"] = self._rate_hz()
+            recent = list(self._mapped_recent)
+        # Whether the screen is found in the scene video now (None: no gaze, or no mapping):
+        # a tracker that streams while its camera sees no corner marker gives no lesion, and
+        # the reader must say why rather than show the tracker connected and nothing happening.
+        detail["screen_found"] = (sum(recent) >= len(recent) / 2
+                                  if recent and detail["connected"] and self._to_image is not None else None)
         detail["battery_percent"] = detail["battery_level"]  # the name the UI's device page shows
         detail["last_sample_age_s"] = (time.monotonic() - self._last_rx) if detail["samples"] else None
         return SourceStatus(kind=self.kind, connected=bool(detail["connected"]), detail=detail)
@@ -226,6 +234,7 @@ class NeonGazeSource(GazeSource):
                 logger.warning("Eye tracker session ended: %r; reconnecting.", exc)
             with self._lock:
                 self.state.connected = False
+                self._mapped_recent.clear()
             if self._stop.is_set():
                 break
             with self._lock:
@@ -446,6 +455,7 @@ class NeonGazeSource(GazeSource):
             self.state.samples += 1
             self.state.dropped += dropped
             self.state.mapped += ix == ix
+            self._mapped_recent.append(ix == ix)
 
     def _rate_hz(self) -> float:
         """Gaze rate over the last 400 device timestamps; 0 while disconnected. Lock held."""

@@ -199,12 +199,15 @@ def gaze(image_id: int) -> Any:
 @bp.route("/api/reader/<int:image_id>/tracker")
 @roles_required("clinician")
 def tracker(image_id: int) -> Any:
-    """The gaze source's state for the reader's badge: kind, connected, battery (percent or null)."""
+    """The gaze source's state for the reader's badge: kind, connected, battery (percent or null),
+    and whether the tracker's scene camera finds the screen's corner markers (null: unknown)."""
     _image_or_404(image_id)
     status = tracker_status()
     battery = status.detail.get("battery_percent")
+    screen = status.detail.get("screen_found")
     return jsonify({"kind": status.kind, "connected": bool(status.connected),
-                    "battery_percent": battery if isinstance(battery, (int, float)) else None})
+                    "battery_percent": battery if isinstance(battery, (int, float)) else None,
+                    "screen_found": screen if isinstance(screen, bool) else None})
 
 
 @bp.route("/api/reader/<int:image_id>/close", methods=["POST"])

@@ -54,6 +54,7 @@ def test_gaze_mapped_onto_the_screen_from_live_scene_video(scene_neon, corner_ma
         got = collect(source, 400)
         assert screen.located >= 3 and screen.last_marker_ids == (0, 1, 2, 3)
         assert source.status().detail["scene_frames"] >= 3
+        assert source.status().detail["screen_found"] is True
         # Then a hand covers the markers: once those frames are in, samples are unmapped.
         scene_neon.scene_state = "hidden"
         n_frames = screen.frames
@@ -61,6 +62,10 @@ def test_gaze_mapped_onto_the_screen_from_live_scene_video(scene_neon, corner_ma
         while source.receive(0.0) is not None:
             pass
         hidden = collect(source, 30)
+        # The reader's badge says why no gaze lands on the photograph.
+        assert wait_for(lambda: source.status().detail["screen_found"] is False)
+        scene_neon.scene_state = "visible"
+        assert wait_for(lambda: source.status().detail["screen_found"] is True)
     assert np.allclose(screen.camera.camera_matrix, K)  # the device's own calibration was loaded
     # Which sample is which: device time = appliance time + 1.5 s (the fake's clock offset).
     sent_ts = np.array([s.device_ts_ns for s in scene_neon.sent], dtype=np.int64)
