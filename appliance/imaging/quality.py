@@ -9,7 +9,9 @@ grid, fractions of the FOV), so the thresholds hold across cameras and resolutio
 - illumination: median luminance of the FOV, the fraction of the FOV too dark to read and
   the fraction saturated;
 - FOV coverage: how much of the aperture circle lies in the image, and how much of the
-  image the FOV fills.
+  image the FOV fills;
+- resolution: the retina's µm per pixel; a thumbnail or a preview shrinks the smallest MAs
+  below a pixel, and its focus cannot be measured either (the 20–40 µm detail is gone).
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ class QualityThresholds:
         Minimum fraction of the aperture circle inside the image.
     min_image_fraction
         Minimum fraction of the image the FOV fills.
+    max_um_per_px
+        Coarsest pixel a photograph may have. At 30 µm a 125 µm MA is 4 px across and the
+        smallest are one; the smallest fundus photographs in use (the ROC challenge's
+        768×576 at 45°, ~24 µm/px) pass, and IDRiD shrunk to a fifth (21 µm/px) still
+        scores its MAs (docs/performance.md).
     """
 
     min_focus: float = 0.007
@@ -56,6 +63,7 @@ class QualityThresholds:
     max_saturated_fraction: float = 0.10
     min_circle_coverage: float = 0.5
     min_image_fraction: float = 0.2
+    max_um_per_px: float = 30.0
 
 
 @dataclass
@@ -146,7 +154,12 @@ def check_quality(rgb: np.ndarray, fov: FieldOfView, um_per_px: float,
         reasons["dark_fraction"] = f"{100 * m['dark_fraction']:.0f}% of the field of view is too dark to read."
     if m["saturated_fraction"] > limits.max_saturated_fraction:
         reasons["saturated_fraction"] = f"{100 * m['saturated_fraction']:.0f}% of the field of view is overexposed."
-    if m["focus"] < limits.min_focus and not scale_guessed:  # measured on a grid set by the scale
+    too_coarse = not scale_guessed and um_per_px > limits.max_um_per_px
+    if too_coarse:
+        reasons["resolution"] = (f"The photograph's resolution ({um_per_px:.0f} µm per pixel) is too coarse "
+                                 f"to show microaneurysms (at most {limits.max_um_per_px:.0f}); use the "
+                                 "camera's full-size image, not a preview.")
+    if m["focus"] < limits.min_focus and not (scale_guessed or too_coarse):  # measured on a grid set by the scale
         reasons["focus"] = f"The photograph is out of focus (fine detail {m['focus']:.4f})."
     report = QualityReport(gradable=not reasons, measures=m, reasons=reasons)
     logger.debug("quality %s: %s", "gradable" if report.gradable else "ungradable", m)

@@ -37,6 +37,7 @@ QUALITY_FAULTS = {
     "circle_coverage": "field of view cut off",
     "image_fraction": "field of view too small",
     "fov_edge": "scale unknown: no edge of the field of view",
+    "resolution": "resolution too low",
 }
 _CACHE_MAX = 64
 

@@ -83,6 +83,17 @@ def test_crop_inside_the_aperture_is_ungradable_unless_its_scale_is_configured()
     assert check_quality(crop, fov, UM, scale_known=True).gradable
 
 
+def test_a_thumbnail_is_ungradable_for_its_resolution_not_called_out_of_focus():
+    # A 300 px preview of a 45° photograph is ~47 µm a pixel: its small MAs are gone, and the
+    # 20-40 µm detail the focus measure reads cannot exist, so "out of focus" would mislead.
+    img = _fundus()
+    fov = find_fov(img)
+    report = check_quality(img, fov, 47.0)
+    assert set(report.reasons) == {"resolution"}
+    assert "47 µm per pixel" in report.reasons["resolution"] and "full-size" in report.reasons["resolution"]
+    assert check_quality(img, fov, 24.0).gradable  # the smallest photographs in use pass
+
+
 def test_normalised_green_is_weber_contrast():
     img = _fundus()
     fov = find_fov(img)
