@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 from .browser import chrome, need_browser, served
@@ -34,6 +35,13 @@ def wait_js(driver: Any, script: str, timeout_s: float = 20.0) -> Any:
     raise AssertionError(f"timed out waiting for: {script}")
 
 
+def screen(driver: Any, size: tuple[int, int]) -> None:
+    """Make the page's viewport exactly ``size`` (w, h) CSS px, as on the kiosk's full screen
+    (a headless window of that size keeps part of its height for itself)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": False})
+
+
 def osk_type(driver: Any, text: str) -> None:
     """Type ``text`` by tapping the on-screen keyboard's keys (shift for capitals)."""
     from selenium.webdriver.common.by import By
@@ -51,6 +59,7 @@ def test_login_with_the_on_screen_keyboard(app, tmp_path, size):
     from selenium.webdriver.common.by import By
 
     driver = chrome(tmp_path, size)
+    screen(driver, size)
     try:
         for srv in served(app):
             driver.get(srv.url + "/login")
@@ -81,6 +90,7 @@ def test_patient_id_with_the_on_screen_keyboard(app, tmp_path):
     from selenium.webdriver.common.by import By
 
     driver = chrome(tmp_path, (1024, 600))
+    screen(driver, (1024, 600))
     try:
         for srv in served(app):
             driver.get(srv.url + "/login")
@@ -100,5 +110,70 @@ def test_patient_id_with_the_on_screen_keyboard(app, tmp_path):
             assert field.rect["y"] + field.rect["height"] - driver.execute_script("return window.scrollY") <= top
             driver.find_element(By.CSS_SELECTOR, "#osk button[data-key=hide]").click()
             assert not driver.find_element(By.ID, "osk").is_displayed()
+    finally:
+        driver.quit()
+
+
+def reader_with_a_lesion(app: Any, services: Any, fundus_png: Any) -> tuple[int, int, dict]:
+    """Import the photograph, accept its best lesion through the API (so the reader draws it on
+    opening); return (image id, result id, that lesion)."""
+    from .helpers import import_photo, login
+
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services)
+    shown = [l.to_json() for l in services.store.load_result(study.auto_result_id).result.shown]
+    assert shown, "the scan found no lesion to decide on"
+    lesion = max(shown, key=lambda l: l["score"])
+    image_id = study.image_id
+    resp = client.post(f"/api/reader/{image_id}/decision", json={"lesion_id": lesion["id"], "decision": "accepted"},
+                       headers={"X-CSRF-Token": token})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return image_id, study.auto_result_id, lesion
+
+
+def open_reader(driver: Any, base: str, image_id: int) -> None:
+    """Log in as the clinician and open the reader on ``image_id``."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(base + "/login")
+    driver.find_element(By.ID, "name").send_keys("clara")
+    driver.find_element(By.ID, "pin").send_keys(PIN)
+    driver.find_element(By.ID, "login").click()
+    wait_js(driver, "document.getElementById('nav-worklist')")
+    driver.get(f"{base}/reader/{image_id}")
+    wait_js(driver, "document.body.getAttribute('data-reader-ready') === '1' && document.getElementById('photo').complete")
+
+
+def menu_open(driver: Any) -> bool:
+    return not driver.execute_script("return document.getElementById('lesion-menu').classList.contains('hidden')")
+
+
+@pytest.mark.parametrize("size", [(1024, 600), (1280, 800)])
+def test_reader_fills_the_screen_without_scrolling(app, services, fundus_png, tmp_path, size):
+    """At both screen sizes the reading page does not scroll, every control is on screen and
+    the photograph's area is the screen less the top bar, the control column and the status line."""
+    need_browser()
+    image_id, _, _ = reader_with_a_lesion(app, services, fundus_png)
+    driver = chrome(tmp_path, size)
+    screen(driver, size)
+    try:
+        for srv in served(app):
+            open_reader(driver, srv.url, image_id)
+            m = driver.execute_script("""
+                var d = document.documentElement, vp = document.getElementById('viewport').getBoundingClientRect();
+                var bar = document.querySelector('.topbar').getBoundingClientRect();
+                var out = Array.from(document.querySelectorAll('.reader-bar button, .reader-bar a, .reader-bar input'))
+                  .filter(e => { var r = e.getBoundingClientRect();
+                                 return r.bottom > window.innerHeight + 0.5 || r.right > window.innerWidth + 0.5 || r.left < 0; })
+                  .map(e => e.id);
+                return {sh: d.scrollHeight, sw: d.scrollWidth, h: window.innerHeight, w: window.innerWidth,
+                        vpH: vp.height, vpW: vp.width, bar: bar.height, out: out,
+                        photoH: document.getElementById('photo').getBoundingClientRect().height};""")
+            assert m["sh"] <= m["h"] and m["sw"] <= m["w"], m  # no page scroll either way
+            assert m["out"] == [], (m, driver.execute_script("return Array.from(document.querySelector('.reader-bar').children).map(e => [e.id || e.className, Math.round(e.getBoundingClientRect().top), Math.round(e.getBoundingClientRect().height)])"))
+            assert m["vpH"] >= m["h"] - m["bar"] - 60, m  # only the status line below the photograph
+            assert m["vpW"] >= m["w"] - 250, m
+            assert m["photoH"] >= m["vpH"] - 1, m  # a square photograph fitted to the height
     finally:
         driver.quit()
