@@ -273,11 +273,13 @@ def test_reading_session_end_to_end(ui_config, engine, tmp_path):
 
             # Add one where nothing was marked, undo it, add again.
             spot = far_from([{"x": x, "y": y} for x, y in drawn(driver).values()], photo_side(photo))
-            tap_image(driver, *spot)
+            tap_image(driver, *spot)  # an unmarked spot: the menu offers to add one there
+            driver.find_element(By.ID, "add").click()
             wait_for(driver, "document.querySelectorAll('#overlay circle.added').length === 1")
             driver.find_element(By.ID, "undo").click()
             wait_for(driver, "document.querySelectorAll('#overlay circle.added').length === 0")
             tap_image(driver, *spot)
+            driver.find_element(By.ID, "add").click()
             wait_for(driver, "document.querySelectorAll('#overlay circle.added').length === 1")
             shot(driver, "11_reader_decisions")
             states, added = services.store.lesion_states(study.auto_result_id)

@@ -145,6 +145,15 @@ def open_reader(driver: Any, base: str, image_id: int) -> None:
     wait_js(driver, "document.body.getAttribute('data-reader-ready') === '1' && document.getElementById('photo').complete")
 
 
+def zoom_at(driver: Any, x: float, y: float, factor: float) -> None:
+    """Zoom the reader about image point (x, y) by about ``factor`` (wheel steps of 1.2)."""
+    driver.execute_script("""
+        var p = window.glanceToScreen(arguments[0], arguments[1]), vp = document.getElementById('viewport');
+        for (var i = 0; i < arguments[2]; i++) {
+          vp.dispatchEvent(new WheelEvent('wheel', {clientX: p.x, clientY: p.y, deltaY: -100, bubbles: true, cancelable: true}));
+        }""", x, y, int(round(np.log(factor) / np.log(1.2))))
+
+
 def menu_open(driver: Any) -> bool:
     return not driver.execute_script("return document.getElementById('lesion-menu').classList.contains('hidden')")
 
@@ -175,5 +184,68 @@ def test_reader_fills_the_screen_without_scrolling(app, services, fundus_png, tm
             assert m["vpH"] >= m["h"] - m["bar"] - 60, m  # only the status line below the photograph
             assert m["vpW"] >= m["w"] - 250, m
             assert m["photoH"] >= m["vpH"] - 1, m  # a square photograph fitted to the height
+    finally:
+        driver.quit()
+
+
+
+def test_double_tap_on_a_menu_button_records_one_decision(app, services, fundus_png, tmp_path):
+    """A double tap on Reject records one rejection; its second tap, landing on the photograph
+    where the menu was, neither adds a lesion nor opens a menu."""
+    need_browser()
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from .test_e2e import tap_image
+
+    image_id, result_id, lesion = reader_with_a_lesion(app, services, fundus_png)
+    driver = chrome(tmp_path, (1280, 800))
+    screen(driver, (1280, 800))
+    try:
+        for srv in served(app):
+            open_reader(driver, srv.url, image_id)
+            zoom_at(driver, lesion["x"], lesion["y"], 3)  # read zoomed in: the menu lies over the photograph
+            tap_image(driver, lesion["x"], lesion["y"])
+            assert menu_open(driver)
+            ActionChains(driver).double_click(driver.find_element(By.ID, "reject")).perform()
+            wait_js(driver, f"document.getElementById('lesion-{lesion['id']}').classList.contains('rejected')")
+            time.sleep(1.0)  # any request the second tap started has arrived by now
+            states, added = services.store.lesion_states(result_id)
+            assert states == {lesion["id"]: "reject"} and added == []
+            assert [d.action for d in services.store.decisions(result_id)] == ["accept", "reject"]
+            assert not menu_open(driver)
+    finally:
+        driver.quit()
+
+
+def test_a_stray_tap_only_offers_to_add(app, services, fundus_png, tmp_path):
+    """A tap on an unmarked spot asks "Add a microaneurysm here?"; only Add records a lesion, and
+    a tap a fingertip's width off a lesion still opens that lesion's menu."""
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    from .test_e2e import tap_image
+
+    image_id, result_id, lesion = reader_with_a_lesion(app, services, fundus_png)
+    driver = chrome(tmp_path, (1024, 600))
+    screen(driver, (1024, 600))
+    try:
+        for srv in served(app):
+            open_reader(driver, srv.url, image_id)
+            s = driver.execute_script("return window.glanceView.s")
+            r = driver.execute_script("return document.getElementById('lesion-%d').getAttribute('r')" % lesion["id"])
+            off = float(r) + 18 / s  # 18 screen px beyond the drawn circle
+            tap_image(driver, lesion["x"] + off, lesion["y"])
+            assert menu_open(driver) and driver.find_element(By.ID, "accept").is_displayed()
+            driver.find_element(By.ID, "menu-close").click()
+            far = (60.0, 60.0) if np.hypot(lesion["x"] - 60, lesion["y"] - 60) > 200 else (700.0, 700.0)
+            tap_image(driver, *far)
+            assert menu_open(driver)
+            assert driver.find_element(By.ID, "add").is_displayed() and not driver.find_element(By.ID, "accept").is_displayed()
+            time.sleep(0.5)
+            assert services.store.lesion_states(result_id)[1] == []  # nothing added by the tap itself
+            driver.find_element(By.ID, "add").click()
+            wait_js(driver, "document.querySelectorAll('#overlay circle.added').length === 1")
+            assert len(services.store.lesion_states(result_id)[1]) == 1
     finally:
         driver.quit()

@@ -174,17 +174,34 @@
     undoable++; undoBtn.disabled = false;
     return send(D.decision_url, {lesion_id: id, decision: decision});
   }
+  var addAt = null;           /* image point the menu offers to add a lesion at */
+  var menuGone = null;        /* where the menu was and when it closed (an accidental second tap) */
+  function placeMenu(cx, cy) {
+    menu.classList.remove("hidden");
+    var w = menu.offsetWidth, h = menu.offsetHeight;
+    menu.style.left = Math.max(4, Math.min(cx + 12, window.innerWidth - w - 4)) + "px";
+    menu.style.top = Math.max(4, Math.min(cy + 12, window.innerHeight - h - 4)) + "px";
+  }
   function openMenu(id, cx, cy) {
-    current = id;
+    current = id; addAt = null;
     var l = lesions[id];
     document.getElementById("lesion-info").textContent = "#" + id + "  " + Math.round(l.area_px) + " px  " + l.score.toFixed(2);
-    menu.style.left = Math.min(cx + 12, window.innerWidth - 260) + "px";
-    menu.style.top = Math.min(cy + 12, window.innerHeight - 70) + "px";
-    menu.classList.remove("hidden");
+    menu.setAttribute("data-mode", "lesion");
+    placeMenu(cx, cy);
   }
-  function closeMenu() { menu.classList.add("hidden"); current = null; }
+  function openAddMenu(p, cx, cy) {
+    current = null; addAt = p;
+    document.getElementById("lesion-info").textContent = D.text.add_here;
+    menu.setAttribute("data-mode", "add");
+    placeMenu(cx, cy);
+  }
+  function closeMenu() {
+    if (!menu.classList.contains("hidden")) { menuGone = {r: menu.getBoundingClientRect(), t: Date.now()}; }
+    menu.classList.add("hidden"); current = null; addAt = null;
+  }
   document.getElementById("accept").addEventListener("click", function () { if (current !== null) { decide(current, "accepted"); } closeMenu(); });
   document.getElementById("reject").addEventListener("click", function () { if (current !== null) { decide(current, "rejected"); } closeMenu(); });
+  document.getElementById("add").addEventListener("click", function () { var p = addAt; closeMenu(); if (p) { add(p); } });
   document.getElementById("menu-close").addEventListener("click", closeMenu);
   undoBtn.addEventListener("click", function () {
     send(D.undo_url, {}).then(function (r) {
@@ -199,8 +216,10 @@
       recount(); say(D.text.undone);
     });
   });
+  /* A fingertip lands a few mm off: a lesion answers a tap within 22 screen px of its edge
+     (a 44 px target however small the lesion is drawn). */
   function hit(p) {
-    var best = null, bestD = Infinity, tol = 14 / view.s, k;
+    var best = null, bestD = Infinity, tol = 22 / view.s, k;
     for (k in lesions) {
       var l = lesions[k];
       if (!visible(l)) { continue; }
@@ -209,11 +228,21 @@
     }
     return best;
   }
+  /* A tap on the photograph where the menu just closed is the second tap of a double tap on
+     its button, not a new request: it is ignored. A tap on an unmarked spot only offers to add
+     a lesion there (a stray tap or a pan that did not move must not put an MA in the count). */
   function tap(cx, cy) {
+    var g = menuGone;
+    if (g && Date.now() - g.t < 500 && cx >= g.r.left - 8 && cx <= g.r.right + 8 && cy >= g.r.top - 8 && cy <= g.r.bottom + 8) {
+      menuGone = null; return;
+    }
     var p = toImage(cx, cy), l = hit(p);
     if (l) { openMenu(l.id, cx, cy); return; }
     closeMenu();
     if (p.x < 0 || p.y < 0 || p.x >= D.width || p.y >= D.height) { return; }
+    openAddMenu(p, cx, cy);
+  }
+  function add(p) {
     send(D.prompt_url, {x: p.x, y: p.y}).then(function (r) {
       if (!r.ok) { say(r.error || D.text.nothing); return; }
       r.lesion.decision = "added"; lesions[r.lesion.id] = r.lesion; draw(r.lesion); recount();
