@@ -249,3 +249,49 @@ def test_a_stray_tap_only_offers_to_add(app, services, fundus_png, tmp_path):
             assert len(services.store.lesion_states(result_id)[1]) == 1
     finally:
         driver.quit()
+
+
+
+def test_a_decision_the_store_refused_is_taken_back(ui_config, engine, fundus_png, tmp_path):
+    """When the appliance cannot record a decision (the database is held by another writer past
+    its wait), the lesion goes back to what the store holds and the status line says so."""
+    need_browser()
+    import sqlite3
+
+    from selenium.webdriver.common.by import By
+
+    from appliance.store import db as store_db
+    from appliance.ui.app import create_app
+    from appliance.ui.services import Services
+
+    from .conftest import add_users
+    from .test_e2e import tap_image
+
+    config = ui_config.replace(data={"busy_timeout_s": 2.0})
+    services = Services(config=config, engine=engine)
+    app = create_app(config, services)
+    add_users(config)
+    image_id, result_id, lesion = reader_with_a_lesion(app, services, fundus_png)
+    driver = chrome(tmp_path, (1280, 800))
+    holder = sqlite3.connect(str(store_db.database_path(app.config["GLANCESEG"].data_dir)), timeout=1.0,
+                             isolation_level=None)
+    try:
+        for srv in served(app):
+            open_reader(driver, srv.url, image_id)
+            tap_image(driver, lesion["x"], lesion["y"])
+            assert menu_open(driver)
+            holder.execute("BEGIN EXCLUSIVE")
+            try:
+                driver.find_element(By.ID, "reject").click()
+                wait_js(driver, "document.getElementById('reader-status').textContent.indexOf('Not saved') === 0", 60)
+            finally:
+                holder.execute("ROLLBACK")
+            assert "accepted" in driver.find_element(By.ID, f"lesion-{lesion['id']}").get_attribute("class")
+            status = driver.find_element(By.ID, "reader-status").text
+            assert status.startswith("Not saved:") and "decide again" in status, status
+            assert services.store.lesion_states(result_id)[0] == {lesion["id"]: "accept"}
+    finally:
+        holder.close()
+        driver.quit()
+        services.close()
+        services.store.close()

@@ -168,11 +168,21 @@
     queue = p.catch(function () { return null; });
     return p;
   }
+  /* A decision is drawn at once and taken back, with the reason on the status line, when the
+     appliance did not record it: the screen never shows a decision the store does not hold. */
   function decide(id, decision) {
-    var l = lesions[id];
+    var l = lesions[id], before = l.decision;
     l.decision = decision; draw(l); recount();
     undoable++; undoBtn.disabled = false;
-    return send(D.decision_url, {lesion_id: id, decision: decision});
+    function failed(error) {
+      if (l.decision === decision) { l.decision = before; draw(l); recount(); }
+      undoable = Math.max(0, undoable - 1); undoBtn.disabled = undoable === 0;
+      say(D.text.not_saved.replace("{error}", error || D.text.no_reply));
+    }
+    return send(D.decision_url, {lesion_id: id, decision: decision}).then(function (r) {
+      if (!r || !r.ok) { failed(r && r.error); }
+      return r;
+    }, function () { failed(null); });
   }
   var addAt = null;           /* image point the menu offers to add a lesion at */
   var menuGone = null;        /* where the menu was and when it closed (an accidental second tap) */
