@@ -204,6 +204,16 @@ def report(study_id: int) -> Any:
     return render_template("report.html", **ctx)
 
 
+@bp.route("/study/<int:study_id>/pdf")
+def report_pdf_view(study_id: int) -> Any:
+    """The PDF inside a page of the appliance, with a way back.
+
+    Why: the kiosk's Chromium has no back button; the PDF opened on its own filled the screen
+    with the PDF viewer and nothing led back to the appliance.
+    """
+    return render_template("pdf_view.html", study=_study_or_404(study_id))
+
+
 @bp.route("/study/<int:study_id>/report.pdf")
 def report_pdf(study_id: int) -> Any:
     """The report as a PDF."""
@@ -237,5 +247,7 @@ def report_pdf(study_id: int) -> Any:
     pdf.gap()
     pdf.line(STATEMENT)
     audit("export_pdf", f"study:{study_id}")
+    # Framed by the appliance's own PDF page only (the app's default policy forbids any frame).
     return Response(pdf.build(), mimetype="application/pdf",
-                    headers={"Content-Disposition": f"inline; filename=report-study-{study_id}.pdf"})
+                    headers={"Content-Disposition": f"inline; filename=report-study-{study_id}.pdf",
+                             "Content-Security-Policy": "default-src 'none'; frame-ancestors 'self'"})

@@ -295,3 +295,41 @@ def test_a_decision_the_store_refused_is_taken_back(ui_config, engine, fundus_pn
         driver.quit()
         services.close()
         services.store.close()
+
+
+def test_report_print_and_pdf_by_touch_with_a_way_back(app, services, fundus_png, tmp_path):
+    """The kiosk has no browser menu, back button or Ctrl+P: the report has a Print button, and
+    the PDF opens inside an appliance page with a way back to the results."""
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    from .helpers import import_photo, login
+
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services)
+    driver = chrome(tmp_path, (1024, 600))
+    screen(driver, (1024, 600))
+    try:
+        for srv in served(app):
+            open_reader(driver, srv.url, study.image_id)
+            driver.get(f"{srv.url}/study/{study.id}/report")
+            wait_js(driver, "document.getElementById('print')")
+            for el in driver.find_elements(By.CSS_SELECTOR, ".noprint a, .noprint button"):
+                assert el.size["height"] >= 44 and el.size["width"] >= 44, el.text
+            driver.execute_script("window.print = function () { window.__printed = (window.__printed || 0) + 1; }")
+            driver.find_element(By.ID, "print").click()
+            assert driver.execute_script("return window.__printed") == 1
+            driver.find_element(By.ID, "pdf-link").click()
+            wait_js(driver, "document.getElementById('pdf')")
+            assert driver.find_element(By.ID, "nav-worklist").is_displayed()
+            csp = driver.execute_async_script("""
+                var done = arguments[arguments.length - 1];
+                fetch(document.getElementById('pdf').src).then(r => done([r.status, r.headers.get('content-type'),
+                                                                          r.headers.get('content-security-policy')]));""")
+            assert csp[0] == 200 and csp[1] == "application/pdf" and "frame-ancestors 'self'" in csp[2], csp
+            driver.find_element(By.ID, "back").click()
+            wait_js(driver, "document.getElementById('signoff')")
+            assert driver.current_url.endswith(f"/study/{study.id}/results")
+    finally:
+        driver.quit()
