@@ -101,6 +101,10 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
         """Liveness for the systemd watchdog's probe: no login, no patient data, no database."""
         return {"ok": True}
 
+    from appliance.ui.timefmt import local_time
+
+    app.add_template_filter(local_time, "local_time")
+
     @app.context_processor
     def inject() -> dict[str, Any]:
         lang = config.ui.language

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, abort, flash, g, redirect, render_templat
 from appliance.ui.app import audit, get_config, get_services, get_studies
 from appliance.ui.pdf import PdfReport
 from appliance.ui.security import roles_required
+from appliance.ui.timefmt import local_time
 
 logger = logging.getLogger(__name__)
 
@@ -237,11 +238,11 @@ def report_pdf(study_id: int) -> Any:
         pdf.gap()
     if signoff and signoff["changed"]:
         pdf.line("Draft: decisions changed after the last sign-off, not signed yet.", bold=True)
-        pdf.line(f"Last sign-off: {signoff['grade']}, {signoff['signed_by']}, {signoff['signed_at']} UTC")
+        pdf.line(f"Last sign-off: {signoff['grade']}, {signoff['signed_by']}, {local_time(signoff['signed_at'])}")
     elif signoff:
         pdf.line(f"Clinician's grade: {signoff['grade']}", bold=True)
         pdf.line(f"Referral: {signoff['referral']}")
-        pdf.line(f"Signed off by {signoff['signed_by']} at {signoff['signed_at']} UTC")
+        pdf.line(f"Signed off by {signoff['signed_by']} at {local_time(signoff['signed_at'])}")
     else:
         pdf.line("Not signed off yet: this is a draft.", bold=True)
     pdf.gap()
