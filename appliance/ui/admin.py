@@ -7,11 +7,13 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
-from appliance.errors import ApplianceError
-from appliance.ui.app import audit, get_db, get_services, get_users
+from appliance.errors import ApplianceError, StoreError
+from appliance.ui.app import audit, get_config, get_db, get_services, get_users
+from appliance.ui.importing import ImportRefused, candidate_folders, resolve_folder
 from appliance.ui.audit import AuditLog
 from appliance.ui.reader import tracker_status
 from appliance.ui.security import roles_required
+from appliance.ui.sync_panel import queued_items
 from appliance.ui.users import Role
 
 logger = logging.getLogger(__name__)
@@ -24,6 +26,9 @@ bp = Blueprint("admin", __name__)
 def sync() -> Any:
     """Pending items, last successful sync, errors in plain words, and "Sync now"."""
     services = get_services()
+    if request.method == "POST" and request.form.get("action") == "export":
+        _export_to_usb(services)
+        return redirect(url_for("admin.sync"))
     if request.method == "POST":
         try:
             message = services.sync_now()
@@ -33,7 +38,35 @@ def sync() -> Any:
         flash(message, "ok")
         return redirect(url_for("admin.sync"))
     status = dict(services.sync_status())
-    return render_template("sync.html", status=status)
+    return render_template("sync.html", status=status, queued=queued_items(services.store),
+                           folders=[str(f) for f in candidate_folders(get_config())])
+
+
+def _export_to_usb(services: Any) -> None:
+    """Write every undelivered item to the chosen USB folder and say what was written.
+
+    Why: ``glanceseg export-usb`` needs a console; a station that never sees a network had no
+    way to move its results to the clinic by touch. Only folders the import page offers (the
+    import roots and the sticks mounted in them) are accepted.
+    """
+    from appliance.sync.usb_export import export_undelivered
+
+    try:
+        dest = resolve_folder(request.form.get("folder", ""), get_config())
+    except ImportRefused:
+        flash("Plug in a USB stick and choose it in the list, then export again.", "error")
+        return
+    try:
+        report = export_undelivered(services.store, dest)
+    except StoreError as exc:
+        flash(f"Nothing was exported: {exc}", "error")
+        return
+    audit("export_usb", "", {"files": report.files, "studies": report.studies, "skipped": len(report.skipped)})
+    flash(f"Exported {report.files} file(s) of {report.studies} study(ies) to {report.folder}. They stay queued "
+          "here until the clinic server confirms it has them.", "ok")
+    if report.skipped:
+        flash(f"{len(report.skipped)} item(s) could not be written and are NOT on the stick; they stay queued "
+              "here. Ask the administrator to check this appliance.", "error")
 
 
 @bp.route("/device")

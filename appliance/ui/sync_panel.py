@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Optional
 
+from appliance.ui.timefmt import local_time
+
 logger = logging.getLogger(__name__)
 
 #: (substring of a technical error, the sentence a technician reads). First match wins.
@@ -46,6 +48,37 @@ def store_sync_status(store: Any, scheduler: Optional[Any] = None) -> Callable[[
                 "last_success": s.last_delivered_at, "errors": errors}
 
     return status
+
+
+#: What each kind of queued item carries, in the technician's words.
+KIND_WORDS = {"photo": "photograph", "seg": "lesion masks (DICOM SEG)", "sr": "review report (DICOM SR)"}
+
+
+def queued_items(store: Any, limit: int = 100) -> list[dict[str, Any]]:
+    """The undelivered outbox items, oldest first, as the Sync page lists them.
+
+    Why: the page showed only a count and the newest error; a technician could not tell which
+    patients' results were still on the appliance, nor which item kept failing and why.
+
+    Returns
+    -------
+    list of dict
+        ``patient_id``, ``eye``, ``what`` (the kind in words), ``queued`` (local time),
+        ``state`` (``"waiting"``, ``"being sent"`` or ``"failed"``), ``attempts`` and ``error``
+        (plain words first, the technical text after, or None).
+    """
+    studies: dict[int, Any] = {}
+    out = []
+    for item in [i for i in store.outbox() if i.state != "delivered"][:limit]:
+        if item.study_id not in studies:
+            studies[item.study_id] = store.get_study(item.study_id)
+        study = studies[item.study_id]
+        state = "being sent" if item.state == "sending" else ("failed" if item.last_error else "waiting")
+        out.append({"seq": item.seq, "patient_id": study.patient_id, "eye": study.eye,
+                    "what": KIND_WORDS.get(item.kind, item.kind), "queued": local_time(item.created_at),
+                    "state": state, "attempts": item.attempts,
+                    "error": plain_error(item.last_error) if item.last_error else None})
+    return out
 
 
 def scheduler_sync_now(scheduler: Any) -> Callable[[], str]:

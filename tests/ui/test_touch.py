@@ -7,7 +7,9 @@ system on-screen keyboard: these tests do what a clinician or technician can do 
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -331,5 +333,50 @@ def test_report_print_and_pdf_by_touch_with_a_way_back(app, services, fundus_png
             driver.find_element(By.ID, "back").click()
             wait_js(driver, "document.getElementById('signoff')")
             assert driver.current_url.endswith(f"/study/{study.id}/results")
+    finally:
+        driver.quit()
+
+
+def test_technician_sees_the_queue_and_exports_to_usb_by_touch(app, services, fundus_png, ui_config, tmp_path):
+    """The Sync page lists what waits (patient, what, why it failed, in plain words) and writes it
+    to a USB stick with one tap; the items stay queued (a stick is no confirmed delivery)."""
+    need_browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from .helpers import import_photo, login
+
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services, patient="P-0042")
+    items = services.store.outbox(study_id=study.id)
+    assert items, "the import queued nothing"
+    services.store.record_failure(items[0].id, "HTTPSConnectionPool: Max retries exceeded (Connection refused)", 0.0)
+    stick = ui_config.ui.import_roots + "/STICK"
+    os.makedirs(stick)
+    driver = chrome(tmp_path, (1024, 600))
+    screen(driver, (1024, 600))
+    try:
+        for srv in served(app):
+            driver.get(srv.url + "/login")
+            driver.find_element(By.ID, "name").send_keys("tom")
+            driver.find_element(By.ID, "pin").send_keys(PIN)
+            driver.find_element(By.ID, "login").click()
+            wait_js(driver, "document.getElementById('nav-sync')")
+            driver.find_element(By.ID, "nav-sync").click()
+            wait_js(driver, "document.getElementById('sync-now')")
+            queued = driver.find_element(By.ID, "queued").text
+            assert "P-0042" in queued and "photograph" in queued
+            assert "The clinic server cannot be reached" in queued  # why it failed, in plain words
+            Select(driver.find_element(By.ID, "export-folder")).select_by_value(str(Path(stick).resolve()))
+            button = driver.find_element(By.ID, "export-usb")
+            assert button.size["height"] >= 44
+            button.click()
+            wait_js(driver, "document.body.innerText.indexOf('Exported ') >= 0")
+            assert "stay queued" in driver.find_element(By.CSS_SELECTOR, ".flash.ok").text
+            exported = list(Path(stick).glob("glanceseg-export-*/manifest.json"))
+            assert len(exported) == 1
+            assert json.loads(exported[0].read_text())["files"]
+            assert all(i.state != "delivered" for i in services.store.outbox(study_id=study.id))
     finally:
         driver.quit()
