@@ -131,6 +131,10 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
             403: "Your role does not allow this.",
             404: "Not found.",
             413: f"The file is too large. The limit is {config.data.max_upload_mb} MB.",
+            # werkzeug's own text ("... there is an error in the application") tells a clinician
+            # nothing they can act on; what was saved before stays saved.
+            500: "The appliance could not finish this. What was saved before is safe. Try again; "
+                 "if it happens again, note the time and call the technician.",
         }.get(exc.code or 500, exc.description or exc.name)
         if exc.code in (400, 409, 410, 429) and exc.description:
             message = exc.description

@@ -38,3 +38,41 @@ def test_sign_off_time_is_local_with_its_zone(app, services, fundus_png, nairobi
         assert "UTC" not in page and not re.search(r"\d{2}:\d{2}:\d{2}\.\d+Z", page), path
     pdf = client.get(f"/study/{study.id}/report.pdf").data
     assert local.encode() in pdf and b" UTC" not in pdf
+
+
+def test_an_unexpected_failure_says_what_to_do(ui_config, engine, fundus_png):
+    """A request that fails inside the appliance (here: the database held by another writer past
+    the wait) answers in plain words with what to do, as a page and to the reader's scripts;
+    never werkzeug's "Internal Server Error ... error in the application"."""
+    import sqlite3
+
+    from appliance.store import db as store_db
+    from appliance.ui.app import create_app
+    from appliance.ui.services import Services
+
+    from .conftest import add_users
+
+    config = ui_config.replace(data={"busy_timeout_s": 0.5})
+    services = Services(config=config, engine=engine)
+    app = create_app(config, services)
+    add_users(config)
+    holder = sqlite3.connect(str(store_db.database_path(config.data_dir)), timeout=1.0, isolation_level=None)
+    try:
+        client = app.test_client()
+        _, token = login(client)
+        study = import_photo(client, token, fundus_png, services)
+        holder.execute("BEGIN EXCLUSIVE")
+        page = client.get(f"/study/{study.id}/report")  # writes the audit log
+        api = client.get(f"/study/{study.id}/report", headers={"X-CSRF-Token": token})  # as a script asks
+        holder.execute("ROLLBACK")
+        text = page.get_data(as_text=True)
+        assert page.status_code == 500 and api.status_code == 500
+        for said in (text, api.get_json()["error"]):
+            assert "Try again" in said and "technician" in said, said
+            assert "Internal Server Error" not in said and "application" not in said
+            assert "OperationalError" not in said and "locked" not in said
+    finally:
+        holder.close()
+        app.extensions["glanceseg_hub"].close()
+        services.close()
+        services.store.close()
