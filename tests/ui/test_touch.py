@@ -380,3 +380,53 @@ def test_technician_sees_the_queue_and_exports_to_usb_by_touch(app, services, fu
             assert all(i.state != "delivered" for i in services.store.outbox(study_id=study.id))
     finally:
         driver.quit()
+
+
+SMALL_TARGETS_JS = """
+var small = [];
+document.querySelectorAll('a, button, select, summary, input').forEach(function (e) {
+  var t = e.type;
+  if (t === 'hidden' || e.closest('#osk')) { return; }
+  var box = (t === 'radio' || t === 'checkbox') ? (e.closest('label') || e) : e;
+  var r = box.getBoundingClientRect();
+  if (!r.width || !r.height || getComputedStyle(box).visibility === 'hidden') { return; }
+  if (r.height < 44 || r.width < 44) {
+    small.push(location.pathname + ' ' + e.tagName + '#' + e.id + ' "' + (box.textContent || e.value || '').trim().slice(0, 30)
+               + '" ' + Math.round(r.width) + 'x' + Math.round(r.height));
+  }
+});
+return small;
+"""
+
+
+@pytest.mark.parametrize("size", [(1024, 600), (1280, 800)])
+def test_every_target_is_a_fingertip_wide(app, services, fundus_png, tmp_path, size):
+    """Every link, button, field and choice on every page is at least 44 CSS px each way
+    (about 9 mm on the station's screen), radio buttons and ticks by their label."""
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    from .helpers import ADMIN_PIN, import_photo, login
+
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services)
+    driver = chrome(tmp_path, size)
+    screen(driver, size)
+    small: list[str] = []
+    try:
+        for srv in served(app):
+            driver.get(srv.url + "/login")
+            small += driver.execute_script(SMALL_TARGETS_JS)
+            driver.find_element(By.ID, "name").send_keys("admin")
+            driver.find_element(By.ID, "pin").send_keys(ADMIN_PIN)
+            driver.find_element(By.ID, "login").click()
+            wait_js(driver, "document.getElementById('nav-worklist')")
+            for path in ("/", "/import", "/sync", "/device", "/admin/users", "/admin/audit", "/no-such-page",
+                         f"/study/{study.id}/results", f"/study/{study.id}/report", f"/study/{study.id}/pdf"):
+                driver.get(srv.url + path)
+                wait_js(driver, "document.readyState === 'complete'")
+                small += driver.execute_script(SMALL_TARGETS_JS)
+    finally:
+        driver.quit()
+    assert small == [], "\n".join(small)
