@@ -61,12 +61,23 @@ def login() -> Any:
 
 @bp.route("/logout", methods=["POST", "GET"])
 def logout() -> Any:
-    """End the session (GET is allowed for the idle timer; it only ever logs out)."""
+    """End the session (GET is allowed for the idle timer; it only ever logs out).
+
+    The idle timer sends ``reason=idle`` and the page it left as ``next`` (a same-site path
+    only): the login page says why the session ended (a message flashed before the session was
+    cleared would be cleared with it), and logging in again returns to that page instead of the
+    worklist, so a reading interrupted by the timer goes on.
+    """
     if g.get("user") is not None:
         audit("logout", f"user:{g.user.id}")
     if session.get("sid"):
         get_users().end_session(session["sid"])
     session.clear()
+    if request.args.get("reason") == "idle":
+        flash("You were logged off after a period of inactivity. Your decisions were saved as you made them.")
+    target = request.args.get("next", "")
+    if target and _safe_next(target) == target:
+        return redirect(url_for("auth.login", next=target))
     return redirect(url_for("auth.login"))
 
 

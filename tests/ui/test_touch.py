@@ -430,3 +430,43 @@ def test_every_target_is_a_fingertip_wide(app, services, fundus_png, tmp_path, s
     finally:
         driver.quit()
     assert small == [], "\n".join(small)
+
+
+def test_idle_log_off_mid_reading_returns_to_the_photograph(ui_config, engine, fundus_png, tmp_path):
+    """The idle timer logs the clinician off in the middle of a reading; the decision made before
+    stays saved, the login page says why, and logging in again reopens the same photograph."""
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    from appliance.ui.app import create_app
+    from appliance.ui.services import Services
+
+    from .conftest import add_users
+    from .test_e2e import tap_image
+
+    config = ui_config.replace(ui={"idle_logout_s": 4.0})
+    services = Services(config=config, engine=engine)
+    app = create_app(config, services)
+    add_users(config)
+    image_id, result_id, lesion = reader_with_a_lesion(app, services, fundus_png)
+    driver = chrome(tmp_path, (1024, 600))
+    screen(driver, (1024, 600))
+    try:
+        for srv in served(app):
+            open_reader(driver, srv.url, image_id)
+            tap_image(driver, lesion["x"], lesion["y"])
+            driver.find_element(By.ID, "reject").click()
+            wait_js(driver, f"document.getElementById('lesion-{lesion['id']}').classList.contains('rejected')")
+            wait_js(driver, "location.pathname === '/login'", 20)  # left alone: logged off
+            assert "inactivity" in driver.find_element(By.TAG_NAME, "main").text
+            assert services.store.lesion_states(result_id)[0] == {lesion["id"]: "reject"}
+            driver.find_element(By.ID, "name").send_keys("clara")
+            driver.find_element(By.ID, "pin").send_keys(PIN)
+            driver.find_element(By.ID, "login").click()
+            wait_js(driver, "document.body.getAttribute('data-reader-ready') === '1'")
+            assert driver.current_url.endswith(f"/reader/{image_id}")
+            assert "rejected" in driver.find_element(By.ID, f"lesion-{lesion['id']}").get_attribute("class")
+    finally:
+        driver.quit()
+        services.close()
+        services.store.close()

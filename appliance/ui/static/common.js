@@ -23,7 +23,11 @@
   ["pointerdown", "keydown", "wheel", "touchstart"].forEach(function (t) {
     window.addEventListener(t, function () { last = Date.now(); }, {passive: true});
   });
+  /* After the log-off the login page brings the clinician back to this page (a reading left
+     idle reopens on its photograph; its decisions were saved as they were made). */
   setInterval(function () {
-    if (Date.now() - last > idleMs) { window.location.href = body.getAttribute("data-logout-url"); }
-  }, 5000);
+    if (Date.now() - last > idleMs) {
+      window.location.href = body.getAttribute("data-logout-url") + "?reason=idle&next=" + encodeURIComponent(window.location.pathname);
+    }
+  }, Math.min(5000, Math.max(1000, idleMs / 4)));
 })();
