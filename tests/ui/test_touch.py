@@ -470,3 +470,45 @@ def test_idle_log_off_mid_reading_returns_to_the_photograph(ui_config, engine, f
         driver.quit()
         services.close()
         services.store.close()
+
+
+def touch_hold(driver: Any, x: float, y: float, hold_s: float = 0.8) -> None:
+    """A finger held at screen (x, y) for ``hold_s`` with a pixel of tremor, then lifted."""
+    driver.execute_cdp_cmd("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+    end = time.monotonic() + hold_s
+    i = 0
+    while time.monotonic() < end:
+        i += 1
+        driver.execute_cdp_cmd("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x + i % 2, "y": y + (i // 2) % 2}]})
+        time.sleep(0.03)
+    driver.execute_cdp_cmd("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+def test_pointer_gaze_by_touch_hold_is_looking_not_tapping(app, services, fundus_png, tmp_path):
+    """No tracker, a touchscreen: with Pointer gaze on, the clinician holds a finger where they
+    look. The live pipeline gets the gaze and shows the lesion there; the hold neither opens a
+    menu nor records anything (a short tap still does)."""
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    image_id, result_id, lesion = reader_with_a_lesion(app, services, fundus_png)
+    services.store.undo(result_id, "clara")  # nothing decided: the lesion shows only once looked at
+    driver = chrome(tmp_path, (1280, 800))
+    screen(driver, (1280, 800))
+    try:
+        for srv in served(app):
+            open_reader(driver, srv.url, image_id)
+            driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 2})
+            assert not driver.find_elements(By.ID, f"lesion-{lesion['id']}")
+            driver.find_element(By.ID, "toggle-pointer").click()
+            p = driver.execute_script("return window.glanceToScreen(arguments[0], arguments[1])", lesion["x"], lesion["y"])
+            touch_hold(driver, p["x"], p["y"])
+            time.sleep(0.3)
+            assert not menu_open(driver)
+            driver.execute_script("return window.glanceFlushGaze()")
+            wait_js(driver, f"document.getElementById('lesion-{lesion['id']}')", 60)
+            assert services.store.lesion_states(result_id) == ({}, [])
+            touch_hold(driver, p["x"], p["y"], hold_s=0.05)  # a tap on it: its menu
+            wait_js(driver, "!document.getElementById('lesion-menu').classList.contains('hidden')")
+    finally:
+        driver.quit()

@@ -313,11 +313,18 @@
 
   /* --- pinch zoom, pan, tap --- */
   var pts = {}, start = null, pinch = null;
+  /* With pointer gaze on a touchscreen, a finger held on the photograph is where the clinician
+     looks: its first position is a gaze sample too, and a press held longer than HOLD_MS is
+     looking, not a tap (it opened the add menu after every look, and added an MA before). */
+  var HOLD_MS = 400;
   vp.addEventListener("pointerdown", function (e) {
     try { vp.setPointerCapture(e.pointerId); } catch (err) { /* synthetic or already released pointer */ }
     pts[e.pointerId] = {x: e.clientX, y: e.clientY};
     var ids = Object.keys(pts);
-    if (ids.length === 1) { start = {x: e.clientX, y: e.clientY, tx: view.tx, ty: view.ty, moved: false}; }
+    if (ids.length === 1) {
+      start = {x: e.clientX, y: e.clientY, tx: view.tx, ty: view.ty, moved: false, t: Date.now()};
+      gazeSample(e);
+    }
     if (ids.length === 2) {
       var a = pts[ids[0]], b = pts[ids[1]];
       pinch = {d: Math.hypot(a.x - b.x, a.y - b.y), s: view.s, mx: (a.x + b.x) / 2, my: (a.y + b.y) / 2};
@@ -340,7 +347,7 @@
     }
   });
   function up(e) {
-    var wasTap = start && !start.moved && Object.keys(pts).length === 1;
+    var wasTap = start && !start.moved && Object.keys(pts).length === 1 && !(pointerGaze && Date.now() - start.t > HOLD_MS);
     delete pts[e.pointerId];
     if (Object.keys(pts).length < 2) { pinch = null; }
     if (wasTap && e.type === "pointerup") { tap(e.clientX, e.clientY); }
