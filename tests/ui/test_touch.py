@@ -512,3 +512,24 @@ def test_pointer_gaze_by_touch_hold_is_looking_not_tapping(app, services, fundus
             wait_js(driver, "!document.getElementById('lesion-menu').classList.contains('hidden')")
     finally:
         driver.quit()
+
+
+def test_lesion_rings_are_visible_at_the_fitted_view(app, services, fundus_png, tmp_path):
+    """At the fitted view a lesion's ring is at least 18 screen px across (its true size was a
+    few px); zoomed in far enough, the ring is the lesion's true size again."""
+    need_browser()
+    image_id, _, lesion = reader_with_a_lesion(app, services, fundus_png)
+    driver = chrome(tmp_path, (1024, 600))
+    screen(driver, (1024, 600))
+    try:
+        for srv in served(app):
+            open_reader(driver, srv.url, image_id)
+            ring = f"document.getElementById('lesion-{lesion['id']}').getBoundingClientRect().width"
+            assert driver.execute_script("return " + ring) >= 17.5
+            true_r = max((lesion["area_px"] / np.pi) ** 0.5 + 4, 6)
+            zoom_at(driver, lesion["x"], lesion["y"], 8)
+            s = driver.execute_script("return window.glanceView.s")
+            assert true_r * s > 9
+            assert abs(driver.execute_script("return " + ring) - 2 * true_r * s) < 4  # + the stroke
+    finally:
+        driver.quit()

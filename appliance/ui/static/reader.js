@@ -27,6 +27,7 @@
 
   function apply() {
     stage.style.transform = "translate(" + view.tx + "px," + view.ty + "px) scale(" + view.s + ")";
+    resizeRings();
     viewChanged();
   }
   /* --- the view and the gaze go to the server on one ordered chain: a batch of pointer
@@ -77,6 +78,17 @@
 
   function visible(l) { return l.decision || l.score >= D.threshold; }
   function radius(l) { return Math.max(Math.sqrt(l.area_px / Math.PI) + 4, 6); }
+  /* A ring is never drawn smaller than MIN_RING_PX screen px in radius: an MA is 3-25 px of a
+     4288 px photograph, and at the fitted view its true-size ring was a 2-5 px speck on the
+     screen, hard to see and to aim at; zoomed in, rings keep their true size. */
+  var MIN_RING_PX = 9;
+  function ringRadius(l) { return Math.max(radius(l), MIN_RING_PX / view.s); }
+  function resizeRings() {
+    Array.prototype.forEach.call(svg.querySelectorAll("circle.lesion"), function (el) {
+      var l = lesions[el.getAttribute("data-id")];
+      if (l) { el.setAttribute("r", ringRadius(l)); }
+    });
+  }
   function draw(l) {
     var el = document.getElementById("lesion-" + l.id);
     if (!visible(l)) { if (el) { el.remove(); } return el; }
@@ -86,7 +98,7 @@
       el.setAttribute("vector-effect", "non-scaling-stroke");
       svg.appendChild(el);
     }
-    el.setAttribute("cx", l.x); el.setAttribute("cy", l.y); el.setAttribute("r", radius(l));
+    el.setAttribute("cx", l.x); el.setAttribute("cy", l.y); el.setAttribute("r", ringRadius(l));
     el.setAttribute("data-id", l.id);
     el.setAttribute("class", "lesion " + (l.decision || "undecided"));
     return el;
@@ -234,7 +246,7 @@
       var l = lesions[k];
       if (!visible(l)) { continue; }
       var d = Math.hypot(l.x - p.x, l.y - p.y);
-      if (d <= radius(l) + tol && d < bestD) { best = l; bestD = d; }
+      if (d <= ringRadius(l) + tol && d < bestD) { best = l; bestD = d; }
     }
     return best;
   }
