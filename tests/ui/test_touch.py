@@ -209,6 +209,8 @@ def test_double_tap_on_a_menu_button_records_one_decision(app, services, fundus_
             zoom_at(driver, lesion["x"], lesion["y"], 3)  # read zoomed in: the menu lies over the photograph
             tap_image(driver, lesion["x"], lesion["y"])
             assert menu_open(driver)
+            info = driver.find_element(By.ID, "lesion-info").text  # words, not the store's lesion id
+            assert info == f"Microaneurysm? (model score {lesion['score']:.2f})", info
             ActionChains(driver).double_click(driver.find_element(By.ID, "reject")).perform()
             wait_js(driver, f"document.getElementById('lesion-{lesion['id']}').classList.contains('rejected')")
             time.sleep(1.0)  # any request the second tap started has arrived by now

@@ -207,7 +207,9 @@
   function openMenu(id, cx, cy) {
     current = id; addAt = null;
     var l = lesions[id];
-    document.getElementById("lesion-info").textContent = "#" + id + "  " + Math.round(l.area_px) + " px  " + l.score.toFixed(2);
+    /* Words a clinician reads, not the store's lesion id and an unlabelled number. */
+    document.getElementById("lesion-info").textContent = (l.decision === "added" ? D.text.info_added : D.text.info)
+      .replace("{score}", l.score.toFixed(2));
     menu.setAttribute("data-mode", "lesion");
     placeMenu(cx, cy);
   }
