@@ -84,16 +84,22 @@ def users() -> Any:
     store = get_users()
     status = 200
     if request.method == "POST":
-        if request.form.get("action") == "disable":
+        if request.form.get("action") in ("disable", "enable"):
             try:
                 uid = int(request.form.get("user_id", ""))
             except ValueError:
                 abort(400, description="Unknown user.")
             if uid == g.user.id:
                 flash("You cannot disable yourself.", "error")
+            elif request.form.get("action") == "enable":
+                # A mis-tap on Disable locked a colleague out with no way back on this screen.
+                store.set_active(uid, True)
+                audit("user_enabled", f"user:{uid}")
+                flash("User enabled again.", "ok")
             else:
                 store.set_active(uid, False)
                 audit("user_disabled", f"user:{uid}")
+                flash("User disabled. 'Enable' below undoes it.", "ok")
         else:
             try:
                 user = store.create(request.form.get("name", ""), request.form.get("role", ""),

@@ -535,3 +535,37 @@ def test_lesion_rings_are_visible_at_the_fitted_view(app, services, fundus_png, 
             assert abs(driver.execute_script("return " + ring) - 2 * true_r * s) < 4  # + the stroke
     finally:
         driver.quit()
+
+
+def test_a_mis_tapped_disable_can_be_undone_on_the_screen(app, tmp_path):
+    """Disable is one tap on a touchscreen; Enable on the same page undoes it, and the colleague
+    can log in again (there was no way back without a console)."""
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    from .helpers import ADMIN_PIN
+
+    driver = chrome(tmp_path, (1024, 600))
+    screen(driver, (1024, 600))
+    try:
+        for srv in served(app):
+            driver.get(srv.url + "/login")
+            driver.find_element(By.ID, "name").send_keys("admin")
+            driver.find_element(By.ID, "pin").send_keys(ADMIN_PIN)
+            driver.find_element(By.ID, "login").click()
+            wait_js(driver, "document.getElementById('nav-users')")
+            driver.find_element(By.ID, "nav-users").click()
+            row = lambda: next(r for r in driver.find_elements(By.CSS_SELECTOR, "#users tbody tr") if r.text.startswith("clara"))
+            row().find_element(By.TAG_NAME, "button").click()  # Disable
+            wait_js(driver, "document.body.innerText.indexOf('User disabled') >= 0")
+            enable = row().find_element(By.TAG_NAME, "button")
+            assert enable.text == "Enable" and enable.size["height"] >= 44
+            enable.click()
+            wait_js(driver, "document.body.innerText.indexOf('User enabled again') >= 0")
+            driver.find_element(By.ID, "logout").click()
+            driver.find_element(By.ID, "name").send_keys("clara")
+            driver.find_element(By.ID, "pin").send_keys(PIN)
+            driver.find_element(By.ID, "login").click()
+            wait_js(driver, "document.getElementById('nav-worklist')")
+    finally:
+        driver.quit()
