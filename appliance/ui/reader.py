@@ -69,6 +69,12 @@ def view(image_id: int) -> Any:
     """The reading screen: lesions decided before and those the live pipeline showed so far."""
     studies, services, config = get_studies(), get_services(), get_config()
     image = _image_or_404(image_id)
+    if studies.store.get_image(image_id).deleted_at:
+        # Retention removed it: say so, instead of a black reader around a broken image (a live
+        # session opened before the removal still held its pixels, so nothing else failed).
+        from appliance.ui.worklist import RETAINED_AWAY
+
+        abort(410, description=RETAINED_AWAY)
     study = studies.study(image.study_id)
     audit("view", f"study:{image.study_id}", {"image": image_id})
     session = _session(image_id)

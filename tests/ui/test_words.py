@@ -76,3 +76,24 @@ def test_an_unexpected_failure_says_what_to_do(ui_config, engine, fundus_png):
         app.extensions["glanceseg_hub"].close()
         services.close()
         services.store.close()
+
+
+def test_reader_of_a_photograph_removed_by_retention_says_so(app, services, fundus_png):
+    """A photograph that retention removed (after its delivery) opens on a page that says where
+    it is, not on a black reader around a broken image; even when a reading session of it was
+    open before the removal."""
+    import sqlite3
+
+    from appliance.store import db as store_db
+
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services)
+    assert client.get(f"/reader/{study.image_id}").status_code == 200  # a live session holds its pixels
+    # What retention's purge leaves in the database (appliance.store.retention).
+    conn = sqlite3.connect(str(store_db.database_path(app.config["GLANCESEG"].data_dir)), isolation_level=None)
+    conn.execute("UPDATE images SET deleted_at = ? WHERE id = ?", ("2026-11-27T00:00:00Z", study.image_id))
+    conn.close()
+    page = client.get(f"/reader/{study.image_id}")
+    assert page.status_code == 410
+    assert "removed by the retention policy" in page.get_data(as_text=True)
