@@ -569,3 +569,45 @@ def test_a_mis_tapped_disable_can_be_undone_on_the_screen(app, tmp_path):
             wait_js(driver, "document.getElementById('nav-worklist')")
     finally:
         driver.quit()
+
+
+def test_a_refused_live_stream_is_said_on_the_reader(ui_config, engine, fundus_png, tmp_path):
+    """With every reader stream slot taken (here: the only one, by another clinician) the
+    server refuses this page's stream (429); the reader says that lesions will not appear and
+    what to do, instead of staying silent."""
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    from appliance.ui.app import RESERVED_THREADS, create_app
+    from appliance.ui.services import Services
+
+    from .conftest import add_users
+    from .helpers import ADMIN_PIN, login
+
+    config = ui_config.replace(ui={"threads": RESERVED_THREADS + 1})
+    services = Services(config=config, engine=engine)
+    app = create_app(config, services)
+    add_users(config)
+    image_id, _, _ = reader_with_a_lesion(app, services, fundus_png)
+    other = app.test_client()
+    login(other)
+    held = other.get(f"/reader/{image_id}/events", buffered=False)  # clara's reader holds the slot
+    assert held.status_code == 200
+    driver = chrome(tmp_path, (1280, 800))
+    screen(driver, (1280, 800))
+    try:
+        for srv in served(app):
+            driver.get(srv.url + "/login")
+            driver.find_element(By.ID, "name").send_keys("admin")
+            driver.find_element(By.ID, "pin").send_keys(ADMIN_PIN)
+            driver.find_element(By.ID, "login").click()
+            wait_js(driver, "document.getElementById('nav-worklist')")
+            driver.get(f"{srv.url}/reader/{image_id}")
+            wait_js(driver, "document.body.getAttribute('data-reader-ready') === '1'")
+            wait_js(driver, "document.getElementById('reader-status').textContent.indexOf('no longer appear') >= 0", 20)
+            assert "Close reader pages" in driver.find_element(By.ID, "reader-status").text
+    finally:
+        held.close()
+        driver.quit()
+        services.close()
+        services.store.close()

@@ -163,6 +163,13 @@
       });
     }
   });
+  /* A refused stream (too many reader pages open: 429) or a lost one is closed for good by the
+     browser: live lesions stop without a sign unless the page says so. */
+  es.addEventListener("error", function () {
+    if (es.readyState === EventSource.CLOSED) {
+      say(D.text.live_lost); document.body.setAttribute("data-live", "lost");
+    }
+  });
   es.addEventListener("gaze", function (m) { var g = JSON.parse(m.data); heatAdd(g.x, g.y); });
   window.addEventListener("pagehide", function () {
     es.close();
