@@ -10,7 +10,8 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -134,15 +135,56 @@ def reader_with_a_lesion(app: Any, services: Any, fundus_png: Any) -> tuple[int,
     return image_id, study.auto_result_id, lesion
 
 
-def open_reader(driver: Any, base: str, image_id: int) -> None:
-    """Log in as the clinician and open the reader on ``image_id``."""
+@contextmanager
+def touchscreen(app: Any, tmp_path: Path, size: tuple[int, int], name: str = "clara",
+                pin: str = PIN) -> Iterator[tuple[Any, str]]:
+    """A touchscreen of ``size`` on the served app with ``name`` logged in; yields (driver, base URL)."""
+    driver = chrome(tmp_path, size)
+    screen(driver, size)
+    try:
+        for srv in served(app):
+            log_in(driver, srv.url, name, pin)
+            yield driver, srv.url
+    finally:
+        driver.quit()
+
+
+@contextmanager
+def reading(app: Any, image_id: int, tmp_path: Path, size: tuple[int, int]) -> Iterator[Any]:
+    """:func:`touchscreen` with the clinician's reader open on ``image_id``; yields the driver."""
+    with touchscreen(app, tmp_path, size) as (driver, base):
+        show_reader(driver, base, image_id)
+        yield driver
+
+
+def reader_app(ui_config: Any, engine: Any, fundus_png: Any, **changes: dict) -> tuple[Any, Any, int, int, dict]:
+    """The app on ``ui_config.replace(**changes)`` with the users and a photograph whose best
+    lesion is accepted; return (app, services, image id, result id, that lesion)."""
+    from appliance.ui.app import create_app
+    from appliance.ui.services import Services
+
+    from .conftest import add_users
+
+    config = ui_config.replace(**changes)
+    services = Services(config=config, engine=engine)
+    app = create_app(config, services)
+    add_users(config)
+    return (app, services, *reader_with_a_lesion(app, services, fundus_png))
+
+
+def log_in(driver: Any, base: str, name: str = "clara", pin: str = PIN) -> None:
+    """Log ``name`` in through the login form."""
     from selenium.webdriver.common.by import By
 
     driver.get(base + "/login")
-    driver.find_element(By.ID, "name").send_keys("clara")
-    driver.find_element(By.ID, "pin").send_keys(PIN)
+    driver.find_element(By.ID, "name").send_keys(name)
+    driver.find_element(By.ID, "pin").send_keys(pin)
     driver.find_element(By.ID, "login").click()
     wait_js(driver, "document.getElementById('nav-worklist')")
+
+
+def show_reader(driver: Any, base: str, image_id: int) -> None:
+    """Open the reader on ``image_id`` and wait until its photograph is drawn."""
     driver.get(f"{base}/reader/{image_id}")
     wait_js(driver, "document.body.getAttribute('data-reader-ready') === '1' && document.getElementById('photo').complete")
 
@@ -166,28 +208,22 @@ def test_reader_fills_the_screen_without_scrolling(app, services, fundus_png, tm
     the photograph's area is the screen less the top bar, the control column and the status line."""
     need_browser()
     image_id, _, _ = reader_with_a_lesion(app, services, fundus_png)
-    driver = chrome(tmp_path, size)
-    screen(driver, size)
-    try:
-        for srv in served(app):
-            open_reader(driver, srv.url, image_id)
-            m = driver.execute_script("""
-                var d = document.documentElement, vp = document.getElementById('viewport').getBoundingClientRect();
-                var bar = document.querySelector('.topbar').getBoundingClientRect();
-                var out = Array.from(document.querySelectorAll('.reader-bar button, .reader-bar a, .reader-bar input'))
-                  .filter(e => { var r = e.getBoundingClientRect();
-                                 return r.bottom > window.innerHeight + 0.5 || r.right > window.innerWidth + 0.5 || r.left < 0; })
-                  .map(e => e.id);
-                return {sh: d.scrollHeight, sw: d.scrollWidth, h: window.innerHeight, w: window.innerWidth,
-                        vpH: vp.height, vpW: vp.width, bar: bar.height, out: out,
-                        photoH: document.getElementById('photo').getBoundingClientRect().height};""")
-            assert m["sh"] <= m["h"] and m["sw"] <= m["w"], m  # no page scroll either way
-            assert m["out"] == [], (m, driver.execute_script("return Array.from(document.querySelector('.reader-bar').children).map(e => [e.id || e.className, Math.round(e.getBoundingClientRect().top), Math.round(e.getBoundingClientRect().height)])"))
-            assert m["vpH"] >= m["h"] - m["bar"] - 60, m  # only the status line below the photograph
-            assert m["vpW"] >= m["w"] - 250, m
-            assert m["photoH"] >= m["vpH"] - 1, m  # a square photograph fitted to the height
-    finally:
-        driver.quit()
+    with reading(app, image_id, tmp_path, size) as driver:
+        m = driver.execute_script("""
+            var d = document.documentElement, vp = document.getElementById('viewport').getBoundingClientRect();
+            var bar = document.querySelector('.topbar').getBoundingClientRect();
+            var out = Array.from(document.querySelectorAll('.reader-bar button, .reader-bar a, .reader-bar input'))
+              .filter(e => { var r = e.getBoundingClientRect();
+                             return r.bottom > window.innerHeight + 0.5 || r.right > window.innerWidth + 0.5 || r.left < 0; })
+              .map(e => e.id);
+            return {sh: d.scrollHeight, sw: d.scrollWidth, h: window.innerHeight, w: window.innerWidth,
+                    vpH: vp.height, vpW: vp.width, bar: bar.height, out: out,
+                    photoH: document.getElementById('photo').getBoundingClientRect().height};""")
+        assert m["sh"] <= m["h"] and m["sw"] <= m["w"], m  # no page scroll either way
+        assert m["out"] == [], (m, driver.execute_script("return Array.from(document.querySelector('.reader-bar').children).map(e => [e.id || e.className, Math.round(e.getBoundingClientRect().top), Math.round(e.getBoundingClientRect().height)])"))
+        assert m["vpH"] >= m["h"] - m["bar"] - 60, m  # only the status line below the photograph
+        assert m["vpW"] >= m["w"] - 250, m
+        assert m["photoH"] >= m["vpH"] - 1, m  # a square photograph fitted to the height
 
 
 
@@ -201,25 +237,19 @@ def test_double_tap_on_a_menu_button_records_one_decision(app, services, fundus_
     from .test_e2e import tap_image
 
     image_id, result_id, lesion = reader_with_a_lesion(app, services, fundus_png)
-    driver = chrome(tmp_path, (1280, 800))
-    screen(driver, (1280, 800))
-    try:
-        for srv in served(app):
-            open_reader(driver, srv.url, image_id)
-            zoom_at(driver, lesion["x"], lesion["y"], 3)  # read zoomed in: the menu lies over the photograph
-            tap_image(driver, lesion["x"], lesion["y"])
-            assert menu_open(driver)
-            info = driver.find_element(By.ID, "lesion-info").text  # words, not the store's lesion id
-            assert info == f"Microaneurysm? (model score {lesion['score']:.2f})", info
-            ActionChains(driver).double_click(driver.find_element(By.ID, "reject")).perform()
-            wait_js(driver, f"document.getElementById('lesion-{lesion['id']}').classList.contains('rejected')")
-            time.sleep(1.0)  # any request the second tap started has arrived by now
-            states, added = services.store.lesion_states(result_id)
-            assert states == {lesion["id"]: "reject"} and added == []
-            assert [d.action for d in services.store.decisions(result_id)] == ["accept", "reject"]
-            assert not menu_open(driver)
-    finally:
-        driver.quit()
+    with reading(app, image_id, tmp_path, (1280, 800)) as driver:
+        zoom_at(driver, lesion["x"], lesion["y"], 3)  # read zoomed in: the menu lies over the photograph
+        tap_image(driver, lesion["x"], lesion["y"])
+        assert menu_open(driver)
+        info = driver.find_element(By.ID, "lesion-info").text  # words, not the store's lesion id
+        assert info == f"Microaneurysm? (model score {lesion['score']:.2f})", info
+        ActionChains(driver).double_click(driver.find_element(By.ID, "reject")).perform()
+        wait_js(driver, f"document.getElementById('lesion-{lesion['id']}').classList.contains('rejected')")
+        time.sleep(1.0)  # any request the second tap started has arrived by now
+        states, added = services.store.lesion_states(result_id)
+        assert states == {lesion["id"]: "reject"} and added == []
+        assert [d.action for d in services.store.decisions(result_id)] == ["accept", "reject"]
+        assert not menu_open(driver)
 
 
 def test_a_stray_tap_only_offers_to_add(app, services, fundus_png, tmp_path):
@@ -231,28 +261,22 @@ def test_a_stray_tap_only_offers_to_add(app, services, fundus_png, tmp_path):
     from .test_e2e import tap_image
 
     image_id, result_id, lesion = reader_with_a_lesion(app, services, fundus_png)
-    driver = chrome(tmp_path, (1024, 600))
-    screen(driver, (1024, 600))
-    try:
-        for srv in served(app):
-            open_reader(driver, srv.url, image_id)
-            s = driver.execute_script("return window.glanceView.s")
-            r = driver.execute_script("return document.getElementById('lesion-%d').getAttribute('r')" % lesion["id"])
-            off = float(r) + 18 / s  # 18 screen px beyond the drawn circle
-            tap_image(driver, lesion["x"] + off, lesion["y"])
-            assert menu_open(driver) and driver.find_element(By.ID, "accept").is_displayed()
-            driver.find_element(By.ID, "menu-close").click()
-            far = (60.0, 60.0) if np.hypot(lesion["x"] - 60, lesion["y"] - 60) > 200 else (700.0, 700.0)
-            tap_image(driver, *far)
-            assert menu_open(driver)
-            assert driver.find_element(By.ID, "add").is_displayed() and not driver.find_element(By.ID, "accept").is_displayed()
-            time.sleep(0.5)
-            assert services.store.lesion_states(result_id)[1] == []  # nothing added by the tap itself
-            driver.find_element(By.ID, "add").click()
-            wait_js(driver, "document.querySelectorAll('#overlay circle.added').length === 1")
-            assert len(services.store.lesion_states(result_id)[1]) == 1
-    finally:
-        driver.quit()
+    with reading(app, image_id, tmp_path, (1024, 600)) as driver:
+        s = driver.execute_script("return window.glanceView.s")
+        r = driver.execute_script("return document.getElementById('lesion-%d').getAttribute('r')" % lesion["id"])
+        off = float(r) + 18 / s  # 18 screen px beyond the drawn circle
+        tap_image(driver, lesion["x"] + off, lesion["y"])
+        assert menu_open(driver) and driver.find_element(By.ID, "accept").is_displayed()
+        driver.find_element(By.ID, "menu-close").click()
+        far = (60.0, 60.0) if np.hypot(lesion["x"] - 60, lesion["y"] - 60) > 200 else (700.0, 700.0)
+        tap_image(driver, *far)
+        assert menu_open(driver)
+        assert driver.find_element(By.ID, "add").is_displayed() and not driver.find_element(By.ID, "accept").is_displayed()
+        time.sleep(0.5)
+        assert services.store.lesion_states(result_id)[1] == []  # nothing added by the tap itself
+        driver.find_element(By.ID, "add").click()
+        wait_js(driver, "document.querySelectorAll('#overlay circle.added').length === 1")
+        assert len(services.store.lesion_states(result_id)[1]) == 1
 
 
 
@@ -265,23 +289,14 @@ def test_a_decision_the_store_refused_is_taken_back(ui_config, engine, fundus_pn
     from selenium.webdriver.common.by import By
 
     from appliance.store import db as store_db
-    from appliance.ui.app import create_app
-    from appliance.ui.services import Services
 
-    from .conftest import add_users
     from .test_e2e import tap_image
 
-    config = ui_config.replace(data={"busy_timeout_s": 2.0})
-    services = Services(config=config, engine=engine)
-    app = create_app(config, services)
-    add_users(config)
-    image_id, result_id, lesion = reader_with_a_lesion(app, services, fundus_png)
-    driver = chrome(tmp_path, (1280, 800))
+    app, services, image_id, result_id, lesion = reader_app(ui_config, engine, fundus_png, data={"busy_timeout_s": 2.0})
     holder = sqlite3.connect(str(store_db.database_path(app.config["GLANCESEG"].data_dir)), timeout=1.0,
                              isolation_level=None)
     try:
-        for srv in served(app):
-            open_reader(driver, srv.url, image_id)
+        with reading(app, image_id, tmp_path, (1280, 800)) as driver:
             tap_image(driver, lesion["x"], lesion["y"])
             assert menu_open(driver)
             holder.execute("BEGIN EXCLUSIVE")
@@ -296,7 +311,6 @@ def test_a_decision_the_store_refused_is_taken_back(ui_config, engine, fundus_pn
             assert services.store.lesion_states(result_id)[0] == {lesion["id"]: "accept"}
     finally:
         holder.close()
-        driver.quit()
         services.close()
         services.store.close()
 
@@ -312,31 +326,26 @@ def test_report_print_and_pdf_by_touch_with_a_way_back(app, services, fundus_png
     client = app.test_client()
     _, token = login(client)
     study = import_photo(client, token, fundus_png, services)
-    driver = chrome(tmp_path, (1024, 600))
-    screen(driver, (1024, 600))
-    try:
-        for srv in served(app):
-            open_reader(driver, srv.url, study.image_id)
-            driver.get(f"{srv.url}/study/{study.id}/report")
-            wait_js(driver, "document.getElementById('print')")
-            for el in driver.find_elements(By.CSS_SELECTOR, ".noprint a, .noprint button"):
-                assert el.size["height"] >= 44 and el.size["width"] >= 44, el.text
-            driver.execute_script("window.print = function () { window.__printed = (window.__printed || 0) + 1; }")
-            driver.find_element(By.ID, "print").click()
-            assert driver.execute_script("return window.__printed") == 1
-            driver.find_element(By.ID, "pdf-link").click()
-            wait_js(driver, "document.getElementById('pdf')")
-            assert driver.find_element(By.ID, "nav-worklist").is_displayed()
-            csp = driver.execute_async_script("""
-                var done = arguments[arguments.length - 1];
-                fetch(document.getElementById('pdf').src).then(r => done([r.status, r.headers.get('content-type'),
-                                                                          r.headers.get('content-security-policy')]));""")
-            assert csp[0] == 200 and csp[1] == "application/pdf" and "frame-ancestors 'self'" in csp[2], csp
-            driver.find_element(By.ID, "back").click()
-            wait_js(driver, "document.getElementById('signoff')")
-            assert driver.current_url.endswith(f"/study/{study.id}/results")
-    finally:
-        driver.quit()
+    with touchscreen(app, tmp_path, (1024, 600)) as (driver, base):
+        show_reader(driver, base, study.image_id)
+        driver.get(f"{base}/study/{study.id}/report")
+        wait_js(driver, "document.getElementById('print')")
+        for el in driver.find_elements(By.CSS_SELECTOR, ".noprint a, .noprint button"):
+            assert el.size["height"] >= 44 and el.size["width"] >= 44, el.text
+        driver.execute_script("window.print = function () { window.__printed = (window.__printed || 0) + 1; }")
+        driver.find_element(By.ID, "print").click()
+        assert driver.execute_script("return window.__printed") == 1
+        driver.find_element(By.ID, "pdf-link").click()
+        wait_js(driver, "document.getElementById('pdf')")
+        assert driver.find_element(By.ID, "nav-worklist").is_displayed()
+        csp = driver.execute_async_script("""
+            var done = arguments[arguments.length - 1];
+            fetch(document.getElementById('pdf').src).then(r => done([r.status, r.headers.get('content-type'),
+                                                                      r.headers.get('content-security-policy')]));""")
+        assert csp[0] == 200 and csp[1] == "application/pdf" and "frame-ancestors 'self'" in csp[2], csp
+        driver.find_element(By.ID, "back").click()
+        wait_js(driver, "document.getElementById('signoff')")
+        assert driver.current_url.endswith(f"/study/{study.id}/results")
 
 
 def test_technician_sees_the_queue_and_exports_to_usb_by_touch(app, services, fundus_png, ui_config, tmp_path):
@@ -356,32 +365,23 @@ def test_technician_sees_the_queue_and_exports_to_usb_by_touch(app, services, fu
     services.store.record_failure(items[0].id, "HTTPSConnectionPool: Max retries exceeded (Connection refused)", 0.0)
     stick = ui_config.ui.import_roots + "/STICK"
     os.makedirs(stick)
-    driver = chrome(tmp_path, (1024, 600))
-    screen(driver, (1024, 600))
-    try:
-        for srv in served(app):
-            driver.get(srv.url + "/login")
-            driver.find_element(By.ID, "name").send_keys("tom")
-            driver.find_element(By.ID, "pin").send_keys(PIN)
-            driver.find_element(By.ID, "login").click()
-            wait_js(driver, "document.getElementById('nav-sync')")
-            driver.find_element(By.ID, "nav-sync").click()
-            wait_js(driver, "document.getElementById('sync-now')")
-            queued = driver.find_element(By.ID, "queued").text
-            assert "P-0042" in queued and "photograph" in queued
-            assert "The clinic server cannot be reached" in queued  # why it failed, in plain words
-            Select(driver.find_element(By.ID, "export-folder")).select_by_value(str(Path(stick).resolve()))
-            button = driver.find_element(By.ID, "export-usb")
-            assert button.size["height"] >= 44
-            button.click()
-            wait_js(driver, "document.body.innerText.indexOf('Exported ') >= 0")
-            assert "stay queued" in driver.find_element(By.CSS_SELECTOR, ".flash.ok").text
-            exported = list(Path(stick).glob("glanceseg-export-*/manifest.json"))
-            assert len(exported) == 1
-            assert json.loads(exported[0].read_text())["files"]
-            assert all(i.state != "delivered" for i in services.store.outbox(study_id=study.id))
-    finally:
-        driver.quit()
+    with touchscreen(app, tmp_path, (1024, 600), "tom") as (driver, base):
+        wait_js(driver, "document.getElementById('nav-sync')")
+        driver.find_element(By.ID, "nav-sync").click()
+        wait_js(driver, "document.getElementById('sync-now')")
+        queued = driver.find_element(By.ID, "queued").text
+        assert "P-0042" in queued and "photograph" in queued
+        assert "The clinic server cannot be reached" in queued  # why it failed, in plain words
+        Select(driver.find_element(By.ID, "export-folder")).select_by_value(str(Path(stick).resolve()))
+        button = driver.find_element(By.ID, "export-usb")
+        assert button.size["height"] >= 44
+        button.click()
+        wait_js(driver, "document.body.innerText.indexOf('Exported ') >= 0")
+        assert "stay queued" in driver.find_element(By.CSS_SELECTOR, ".flash.ok").text
+        exported = list(Path(stick).glob("glanceseg-export-*/manifest.json"))
+        assert len(exported) == 1
+        assert json.loads(exported[0].read_text())["files"]
+        assert all(i.state != "delivered" for i in services.store.outbox(study_id=study.id))
 
 
 SMALL_TARGETS_JS = """
@@ -440,36 +440,23 @@ def test_idle_log_off_mid_reading_returns_to_the_photograph(ui_config, engine, f
     need_browser()
     from selenium.webdriver.common.by import By
 
-    from appliance.ui.app import create_app
-    from appliance.ui.services import Services
 
-    from .conftest import add_users
     from .test_e2e import tap_image
 
-    config = ui_config.replace(ui={"idle_logout_s": 4.0})
-    services = Services(config=config, engine=engine)
-    app = create_app(config, services)
-    add_users(config)
-    image_id, result_id, lesion = reader_with_a_lesion(app, services, fundus_png)
-    driver = chrome(tmp_path, (1024, 600))
-    screen(driver, (1024, 600))
-    try:
-        for srv in served(app):
-            open_reader(driver, srv.url, image_id)
-            tap_image(driver, lesion["x"], lesion["y"])
-            driver.find_element(By.ID, "reject").click()
-            wait_js(driver, f"document.getElementById('lesion-{lesion['id']}').classList.contains('rejected')")
-            wait_js(driver, "location.pathname === '/login'", 20)  # left alone: logged off
-            assert "inactivity" in driver.find_element(By.TAG_NAME, "main").text
-            assert services.store.lesion_states(result_id)[0] == {lesion["id"]: "reject"}
-            driver.find_element(By.ID, "name").send_keys("clara")
-            driver.find_element(By.ID, "pin").send_keys(PIN)
-            driver.find_element(By.ID, "login").click()
-            wait_js(driver, "document.body.getAttribute('data-reader-ready') === '1'")
-            assert driver.current_url.endswith(f"/reader/{image_id}")
-            assert "rejected" in driver.find_element(By.ID, f"lesion-{lesion['id']}").get_attribute("class")
-    finally:
-        driver.quit()
+    app, services, image_id, result_id, lesion = reader_app(ui_config, engine, fundus_png, ui={"idle_logout_s": 4.0})
+    with reading(app, image_id, tmp_path, (1024, 600)) as driver:
+        tap_image(driver, lesion["x"], lesion["y"])
+        driver.find_element(By.ID, "reject").click()
+        wait_js(driver, f"document.getElementById('lesion-{lesion['id']}').classList.contains('rejected')")
+        wait_js(driver, "location.pathname === '/login'", 20)  # left alone: logged off
+        assert "inactivity" in driver.find_element(By.TAG_NAME, "main").text
+        assert services.store.lesion_states(result_id)[0] == {lesion["id"]: "reject"}
+        driver.find_element(By.ID, "name").send_keys("clara")
+        driver.find_element(By.ID, "pin").send_keys(PIN)
+        driver.find_element(By.ID, "login").click()
+        wait_js(driver, "document.body.getAttribute('data-reader-ready') === '1'")
+        assert driver.current_url.endswith(f"/reader/{image_id}")
+        assert "rejected" in driver.find_element(By.ID, f"lesion-{lesion['id']}").get_attribute("class")
         services.close()
         services.store.close()
 
@@ -495,25 +482,19 @@ def test_pointer_gaze_by_touch_hold_is_looking_not_tapping(app, services, fundus
 
     image_id, result_id, lesion = reader_with_a_lesion(app, services, fundus_png)
     services.store.undo(result_id, "clara")  # nothing decided: the lesion shows only once looked at
-    driver = chrome(tmp_path, (1280, 800))
-    screen(driver, (1280, 800))
-    try:
-        for srv in served(app):
-            open_reader(driver, srv.url, image_id)
-            driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 2})
-            assert not driver.find_elements(By.ID, f"lesion-{lesion['id']}")
-            driver.find_element(By.ID, "toggle-pointer").click()
-            p = driver.execute_script("return window.glanceToScreen(arguments[0], arguments[1])", lesion["x"], lesion["y"])
-            touch_hold(driver, p["x"], p["y"])
-            time.sleep(0.3)
-            assert not menu_open(driver)
-            driver.execute_script("return window.glanceFlushGaze()")
-            wait_js(driver, f"document.getElementById('lesion-{lesion['id']}')", 60)
-            assert services.store.lesion_states(result_id) == ({}, [])
-            touch_hold(driver, p["x"], p["y"], hold_s=0.05)  # a tap on it: its menu
-            wait_js(driver, "!document.getElementById('lesion-menu').classList.contains('hidden')")
-    finally:
-        driver.quit()
+    with reading(app, image_id, tmp_path, (1280, 800)) as driver:
+        driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 2})
+        assert not driver.find_elements(By.ID, f"lesion-{lesion['id']}")
+        driver.find_element(By.ID, "toggle-pointer").click()
+        p = driver.execute_script("return window.glanceToScreen(arguments[0], arguments[1])", lesion["x"], lesion["y"])
+        touch_hold(driver, p["x"], p["y"])
+        time.sleep(0.3)
+        assert not menu_open(driver)
+        driver.execute_script("return window.glanceFlushGaze()")
+        wait_js(driver, f"document.getElementById('lesion-{lesion['id']}')", 60)
+        assert services.store.lesion_states(result_id) == ({}, [])
+        touch_hold(driver, p["x"], p["y"], hold_s=0.05)  # a tap on it: its menu
+        wait_js(driver, "!document.getElementById('lesion-menu').classList.contains('hidden')")
 
 
 def test_lesion_rings_are_visible_at_the_fitted_view(app, services, fundus_png, tmp_path):
@@ -521,20 +502,14 @@ def test_lesion_rings_are_visible_at_the_fitted_view(app, services, fundus_png, 
     few px); zoomed in far enough, the ring is the lesion's true size again."""
     need_browser()
     image_id, _, lesion = reader_with_a_lesion(app, services, fundus_png)
-    driver = chrome(tmp_path, (1024, 600))
-    screen(driver, (1024, 600))
-    try:
-        for srv in served(app):
-            open_reader(driver, srv.url, image_id)
-            ring = f"document.getElementById('lesion-{lesion['id']}').getBoundingClientRect().width"
-            assert driver.execute_script("return " + ring) >= 17.5
-            true_r = max((lesion["area_px"] / np.pi) ** 0.5 + 4, 6)
-            zoom_at(driver, lesion["x"], lesion["y"], 8)
-            s = driver.execute_script("return window.glanceView.s")
-            assert true_r * s > 9
-            assert abs(driver.execute_script("return " + ring) - 2 * true_r * s) < 4  # + the stroke
-    finally:
-        driver.quit()
+    with reading(app, image_id, tmp_path, (1024, 600)) as driver:
+        ring = f"document.getElementById('lesion-{lesion['id']}').getBoundingClientRect().width"
+        assert driver.execute_script("return " + ring) >= 17.5
+        true_r = max((lesion["area_px"] / np.pi) ** 0.5 + 4, 6)
+        zoom_at(driver, lesion["x"], lesion["y"], 8)
+        s = driver.execute_script("return window.glanceView.s")
+        assert true_r * s > 9
+        assert abs(driver.execute_script("return " + ring) - 2 * true_r * s) < 4  # + the stroke
 
 
 def test_a_mis_tapped_disable_can_be_undone_on_the_screen(app, tmp_path):
@@ -545,30 +520,21 @@ def test_a_mis_tapped_disable_can_be_undone_on_the_screen(app, tmp_path):
 
     from .helpers import ADMIN_PIN
 
-    driver = chrome(tmp_path, (1024, 600))
-    screen(driver, (1024, 600))
-    try:
-        for srv in served(app):
-            driver.get(srv.url + "/login")
-            driver.find_element(By.ID, "name").send_keys("admin")
-            driver.find_element(By.ID, "pin").send_keys(ADMIN_PIN)
-            driver.find_element(By.ID, "login").click()
-            wait_js(driver, "document.getElementById('nav-users')")
-            driver.find_element(By.ID, "nav-users").click()
-            row = lambda: next(r for r in driver.find_elements(By.CSS_SELECTOR, "#users tbody tr") if r.text.startswith("clara"))
-            row().find_element(By.TAG_NAME, "button").click()  # Disable
-            wait_js(driver, "document.body.innerText.indexOf('User disabled') >= 0")
-            enable = row().find_element(By.TAG_NAME, "button")
-            assert enable.text == "Enable" and enable.size["height"] >= 44
-            enable.click()
-            wait_js(driver, "document.body.innerText.indexOf('User enabled again') >= 0")
-            driver.find_element(By.ID, "logout").click()
-            driver.find_element(By.ID, "name").send_keys("clara")
-            driver.find_element(By.ID, "pin").send_keys(PIN)
-            driver.find_element(By.ID, "login").click()
-            wait_js(driver, "document.getElementById('nav-worklist')")
-    finally:
-        driver.quit()
+    with touchscreen(app, tmp_path, (1024, 600), "admin", ADMIN_PIN) as (driver, base):
+        wait_js(driver, "document.getElementById('nav-users')")
+        driver.find_element(By.ID, "nav-users").click()
+        row = lambda: next(r for r in driver.find_elements(By.CSS_SELECTOR, "#users tbody tr") if r.text.startswith("clara"))
+        row().find_element(By.TAG_NAME, "button").click()  # Disable
+        wait_js(driver, "document.body.innerText.indexOf('User disabled') >= 0")
+        enable = row().find_element(By.TAG_NAME, "button")
+        assert enable.text == "Enable" and enable.size["height"] >= 44
+        enable.click()
+        wait_js(driver, "document.body.innerText.indexOf('User enabled again') >= 0")
+        driver.find_element(By.ID, "logout").click()
+        driver.find_element(By.ID, "name").send_keys("clara")
+        driver.find_element(By.ID, "pin").send_keys(PIN)
+        driver.find_element(By.ID, "login").click()
+        wait_js(driver, "document.getElementById('nav-worklist')")
 
 
 def test_a_refused_live_stream_is_said_on_the_reader(ui_config, engine, fundus_png, tmp_path):
@@ -578,36 +544,22 @@ def test_a_refused_live_stream_is_said_on_the_reader(ui_config, engine, fundus_p
     need_browser()
     from selenium.webdriver.common.by import By
 
-    from appliance.ui.app import RESERVED_THREADS, create_app
-    from appliance.ui.services import Services
+    from appliance.ui.app import RESERVED_THREADS
 
-    from .conftest import add_users
     from .helpers import ADMIN_PIN, login
 
-    config = ui_config.replace(ui={"threads": RESERVED_THREADS + 1})
-    services = Services(config=config, engine=engine)
-    app = create_app(config, services)
-    add_users(config)
-    image_id, _, _ = reader_with_a_lesion(app, services, fundus_png)
+    app, services, image_id, _, _ = reader_app(ui_config, engine, fundus_png, ui={"threads": RESERVED_THREADS + 1})
     other = app.test_client()
     login(other)
     held = other.get(f"/reader/{image_id}/events", buffered=False)  # clara's reader holds the slot
     assert held.status_code == 200
-    driver = chrome(tmp_path, (1280, 800))
-    screen(driver, (1280, 800))
     try:
-        for srv in served(app):
-            driver.get(srv.url + "/login")
-            driver.find_element(By.ID, "name").send_keys("admin")
-            driver.find_element(By.ID, "pin").send_keys(ADMIN_PIN)
-            driver.find_element(By.ID, "login").click()
-            wait_js(driver, "document.getElementById('nav-worklist')")
-            driver.get(f"{srv.url}/reader/{image_id}")
+        with touchscreen(app, tmp_path, (1280, 800), "admin", ADMIN_PIN) as (driver, base):
+            driver.get(f"{base}/reader/{image_id}")
             wait_js(driver, "document.body.getAttribute('data-reader-ready') === '1'")
             wait_js(driver, "document.getElementById('reader-status').textContent.indexOf('no longer appear') >= 0", 20)
             assert "Close reader pages" in driver.find_element(By.ID, "reader-status").text
     finally:
         held.close()
-        driver.quit()
         services.close()
         services.store.close()
