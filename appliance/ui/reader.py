@@ -67,7 +67,7 @@ def _lesion_state(image_id: int, lesion_id: int) -> Optional[dict[str, Any]]:
 @roles_required("clinician")
 def view(image_id: int) -> Any:
     """The reading screen: lesions decided before and those the live pipeline showed so far."""
-    studies, services, config = get_studies(), get_services(), get_config()
+    studies, config = get_studies(), get_config()
     image = _image_or_404(image_id)
     if studies.store.get_image(image_id).deleted_at:
         # Retention removed it: say so, instead of a black reader around a broken image (a live

@@ -12,7 +12,6 @@ from flask import Blueprint, Response, abort, flash, g, redirect, render_templat
 
 from appliance.ui.app import audit, get_config, get_services, get_studies
 from appliance.ui.pdf import PdfReport
-from appliance.ui.security import roles_required
 from appliance.ui.timefmt import local_time
 
 logger = logging.getLogger(__name__)
