@@ -102,6 +102,8 @@ class NeonGazeSource(GazeSource):
         self._arrivals: collections.deque = collections.deque(maxlen=400)
         #: whether each of the last second's samples was mapped onto the image
         self._mapped_recent: collections.deque = collections.deque(maxlen=200)
+        #: the Neon's worn flag of each of the last second's samples
+        self._worn_recent: collections.deque = collections.deque(maxlen=200)
         self._closed = False
         if start:
             self.start()
@@ -140,11 +142,15 @@ class NeonGazeSource(GazeSource):
             detail = self.state.as_dict()
             detail["gaze_rate_hz"] = self._rate_hz()
             recent = list(self._mapped_recent)
+            worn = list(self._worn_recent)
         # Whether the screen is found in the scene video now (None: no gaze, or no mapping):
         # a tracker that streams while its camera sees no corner marker gives no lesion, and
         # the reader must say why rather than show the tracker connected and nothing happening.
         detail["screen_found"] = (sum(recent) >= len(recent) / 2
                                   if recent and detail["connected"] and self._to_image is not None else None)
+        # Whether the glasses are on the reader's face (None: no gaze): a Neon left on the desk
+        # streams "not worn" samples, which give no fixation, and the badge must say why.
+        detail["worn"] = (sum(worn) >= len(worn) / 2) if worn and detail["connected"] else None
         detail["battery_percent"] = detail["battery_level"]  # the name the UI's device page shows
         detail["last_sample_age_s"] = (time.monotonic() - self._last_rx) if detail["samples"] else None
         return SourceStatus(kind=self.kind, connected=bool(detail["connected"]), detail=detail)
@@ -235,6 +241,7 @@ class NeonGazeSource(GazeSource):
             with self._lock:
                 self.state.connected = False
                 self._mapped_recent.clear()
+                self._worn_recent.clear()
             if self._stop.is_set():
                 break
             with self._lock:
@@ -456,6 +463,7 @@ class NeonGazeSource(GazeSource):
             self.state.dropped += dropped
             self.state.mapped += ix == ix
             self._mapped_recent.append(ix == ix)
+            self._worn_recent.append(worn)
 
     def _rate_hz(self) -> float:
         """Gaze rate over the last 400 device timestamps; 0 while disconnected. Lock held."""

@@ -206,14 +206,16 @@ def gaze(image_id: int) -> Any:
 @roles_required("clinician")
 def tracker(image_id: int) -> Any:
     """The gaze source's state for the reader's badge: kind, connected, battery (percent or null),
-    and whether the tracker's scene camera finds the screen's corner markers (null: unknown)."""
+    whether the tracker's scene camera finds the screen's corner markers and whether the glasses
+    are worn (null: unknown)."""
     _image_or_404(image_id)
     status = tracker_status()
     battery = status.detail.get("battery_percent")
-    screen = status.detail.get("screen_found")
+    screen, worn = status.detail.get("screen_found"), status.detail.get("worn")
     return jsonify({"kind": status.kind, "connected": bool(status.connected),
                     "battery_percent": battery if isinstance(battery, (int, float)) else None,
-                    "screen_found": screen if isinstance(screen, bool) else None})
+                    "screen_found": screen if isinstance(screen, bool) else None,
+                    "worn": worn if isinstance(worn, bool) else None})
 
 
 @bp.route("/api/reader/<int:image_id>/close", methods=["POST"])

@@ -348,3 +348,25 @@ def test_close_does_not_wait_for_a_companion_that_answers_nothing():
     finally:
         fake.thaw()
         fake.stop()
+
+
+def test_status_says_whether_the_glasses_are_worn():
+    """Glasses left on the desk stream samples marked not worn, which give no fixation; the
+    status says so (the reader's badge shows it) and says it again once they are put on."""
+    from fake_neon import FakeNeon, default_gaze
+
+    on_face = {"worn": False}
+
+    def gaze(index: int) -> tuple[float, float, bool]:
+        x, y, _ = default_gaze(index)
+        return x, y, on_face["worn"]
+
+    fake = FakeNeon(gaze_fn=gaze, fixation_every=0).start()
+    try:
+        with NeonGazeSource(tracker_config(fake), to_image=identity) as source:
+            assert wait_for(lambda: source.status().connected)
+            assert wait_for(lambda: source.status().detail["worn"] is False)
+            on_face["worn"] = True
+            assert wait_for(lambda: source.status().detail["worn"] is True)
+    finally:
+        fake.stop()

@@ -145,7 +145,7 @@ def test_neon_gaze_on_a_lesion_brings_it_live(app, services, fundus_png, wearer,
     status = link.neon.status()
     assert status.connected and status.detail["battery_percent"] == 87
     badge = client.get(f"/api/reader/{image}/tracker").get_json()
-    assert badge == {"kind": "neon", "connected": True, "battery_percent": 87, "screen_found": True}
+    assert badge == {"kind": "neon", "connected": True, "battery_percent": 87, "screen_found": True, "worn": True}
     device = client.get("/device").get_data(as_text=True)
     assert 'id="tracker-kind">neon<' in device and "87 %" in device
     assert 'id="tracker-connected">connected<' in device

@@ -97,3 +97,13 @@ def test_reader_of_a_photograph_removed_by_retention_says_so(app, services, fund
     page = client.get(f"/reader/{study.image_id}")
     assert page.status_code == 410
     assert "removed by the retention policy" in page.get_data(as_text=True)
+
+
+def test_the_device_page_does_not_call_the_pointer_a_connected_tracker(app):
+    """With no eye tracker the pointer stands in for gaze; "Tracker: connected" sent a technician
+    looking for a device that was never there."""
+    client = app.test_client()
+    login(client)
+    page = client.get("/device").get_data(as_text=True)
+    assert 'id="tracker-kind">pointer<' in page
+    assert re.search(r'id="tracker-connected">none: the pointer stands in for gaze<', page)

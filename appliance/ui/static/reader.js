@@ -325,7 +325,8 @@
   function pollTracker() {
     fetch(D.tracker_url, {credentials: "same-origin"}).then(function (r) { return r.json(); }).then(function (t) {
       trackerState.textContent = (t.connected ? " \u25CF" : " \u25CB") + (t.battery_percent === null ? "" : " " + t.battery_percent + " %")
-        + (t.screen_found === false ? " \u2013 " + D.text.screen_not_found : "");  /* no marker in view: no gaze on the photograph */
+        + (t.worn === false ? " \u2013 " + D.text.not_worn   /* glasses off: no fixation, whatever the camera sees */
+           : t.screen_found === false ? " \u2013 " + D.text.screen_not_found : "");  /* no marker in view: no gaze on the photograph */
       document.body.setAttribute("data-screen-found", t.screen_found === false ? "0" : "1");
       document.body.setAttribute("data-tracker-connected", t.connected ? "1" : "0");
     }).catch(function () { return null; });
