@@ -563,3 +563,28 @@ def test_a_refused_live_stream_is_said_on_the_reader(ui_config, engine, fundus_p
         held.close()
         services.close()
         services.store.close()
+
+
+def test_the_sign_off_is_one_tap_from_the_top_of_the_results(app, services, fundus_png, tmp_path):
+    """The results page lists every lesion of every photograph before the sign-off form; on the
+    1024x600 screen the clinician had to scroll past all of them. A button at the top goes there,
+    and the lesion tables fold away."""
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    from .helpers import import_photo, login
+
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services)
+    with touchscreen(app, tmp_path, (1024, 600)) as (driver, base):
+        driver.get(f"{base}/study/{study.id}/results")
+        wait_js(driver, "document.getElementById('to-signoff')")
+        button = driver.find_element(By.ID, "to-signoff")
+        assert button.is_displayed() and button.location["y"] + button.size["height"] <= 600
+        assert not driver.find_element(By.CSS_SELECTOR, "table.lesions").is_displayed()  # folded
+        button.click()
+        wait_js(driver, "document.getElementById('signoff-form').getBoundingClientRect().top < window.innerHeight")
+        driver.find_element(By.CSS_SELECTOR, "details.lesion-list > summary").location_once_scrolled_into_view
+        driver.find_element(By.CSS_SELECTOR, "details.lesion-list > summary").click()
+        assert driver.find_element(By.CSS_SELECTOR, "table.lesions").is_displayed()
