@@ -107,3 +107,15 @@ def test_the_device_page_does_not_call_the_pointer_a_connected_tracker(app):
     page = client.get("/device").get_data(as_text=True)
     assert 'id="tracker-kind">pointer<' in page
     assert re.search(r'id="tracker-connected">none: the pointer stands in for gaze<', page)
+
+
+def test_the_worklist_says_when_each_study_was_imported(app, services, fundus_png, nairobi):
+    """A screening day's list: which patient came when, in the station's time."""
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services)
+    row = [s for s in services.store.worklist() if s.id == study.id][0]
+    utc = datetime.strptime(row.created_at[:16], "%Y-%m-%dT%H:%M")
+    local = (utc + timedelta(hours=3)).strftime("%Y-%m-%d %H:%M") + " EAT"
+    page = client.get("/").get_data(as_text=True)
+    assert re.search(r'class="imported">' + re.escape(local) + "<", page), local
