@@ -44,7 +44,7 @@ models: $(BUILD_STAMP)
 	$(BUILD_VENV)/bin/python models/build.py --check
 
 eval: $(STAMP)
-	$(BIN)/glanceseg eval ../shared/data/idrid-ma --split test --out artifacts/eval
+	$(BIN)/glanceseg eval ../shared/data/idrid-ma --split report --out artifacts/eval
 
 bench: $(STAMP)
 	$(BIN)/glanceseg bench --json
