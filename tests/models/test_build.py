@@ -18,6 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BUILD_PY = REPO / ".venv-build" / "bin" / "python"
 
+pytestmark = pytest.mark.build  # make test-fast leaves these out: they need the torch virtualenv
+
 
 @pytest.fixture(scope="module")
 def build_python() -> Path:
