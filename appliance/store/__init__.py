@@ -34,7 +34,7 @@ Guarantees: files are written (temp, fsync, rename, fsync dir) before the row na
 a crash leaves either no row or a complete, checksummed file. Space is checked before a study writes
 anything (``StoreError`` "Not enough free space ..."). Every row carries ``seq`` from one counter.
 Migrations: ``migrations/NNNN_name.sql``, applied in order, each in one transaction
-(0001 store/sync, 0002 UI, 0003 annotations). Retention: :mod:`appliance.store.retention`.
+(0001 store/sync, 0002 UI, 0003 annotations, 0004 UI sessions). Retention: :mod:`appliance.store.retention`.
 The sync side (DICOM, DICOMweb, scheduler, USB export) is :mod:`appliance.sync`.
 """
 
