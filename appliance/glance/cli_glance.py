@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument("--gaze", type=Path, default=None, help="gaze CSV in image px (gaze mode); without it: scan mode")
     seg.add_argument("--px-per-deg", type=positive_px_per_deg, default=None,
                      help="image px per degree for gaze rows without px_per_deg")
-    seg.add_argument("--out", type=Path, required=True, help="output folder (lesions.json, mask.png, overlay.png)")
+    seg.add_argument("--out", type=Path, required=True,
+                     help="output folder (lesions.json, mask.png, overlay.png, score.png)")
     seg.add_argument("--no-model", action="store_true", help="saliency-only lesions (no SAM model)")
     seg.set_defaults(handler=run_segment)
 
