@@ -2,7 +2,7 @@
 
 Run (torch is a build-time tool; the build virtualenv has it)::
 
-    PYTHONPATH=/work/main .venv-build/bin/python -m appliance.eval.fit_cnn_ranker \\
+    .venv-build/bin/python -m appliance.eval.fit_cnn_ranker \\
         --data ../shared/data/idrid-ma --cv
 
 Only the tuning split is read (DESIGN.md's fixed split). Candidates and their CNN patches
