@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ def open_database(data_dir: Path, busy_timeout_s: float = 30.0) -> sqlite3.Conne
     """
     conn: Optional[sqlite3.Connection] = None
     try:
+        _create_owner_only(database_path(data_dir))
         conn = connect(database_path(data_dir), busy_timeout_s)
         migrate(conn)
     except BaseException as exc:
@@ -113,6 +115,21 @@ def open_database(data_dir: Path, busy_timeout_s: float = 30.0) -> sqlite3.Conne
             raise StoreError(f"Cannot open the database in {data_dir}: {exc}.") from exc
         raise
     return conn
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists.
+
+    Why: SQLite creates a new database under the process umask (0644 by default) and gives its
+    ``-wal`` and ``-shm`` files the database's mode; the database holds patient identifiers, and
+    every other file of the store is 0600 (docs/security.md).
+    """
+    try:
+        os.close(os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"Cannot create the database {path}: {exc.strerror or exc}.") from exc
 
 
 @contextlib.contextmanager

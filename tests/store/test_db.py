@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -105,3 +106,19 @@ def test_sequence_is_monotonic(tmp_path):
     with db.transaction(conn) as c:
         d = db.next_seq(c)
     assert a < b < d and d == b + 1  # a rolled-back draw is not consumed
+
+
+def test_a_new_database_and_its_wal_files_are_owner_only(tmp_path):
+    # docs/security.md: every file the store writes is 0600. The database holds patient IDs;
+    # SQLite creates it (and gives -wal/-shm its mode) under the process umask, 0644 by default.
+    old = os.umask(0o022)
+    try:
+        conn = db.open_database(tmp_path)
+        with db.transaction(conn):
+            conn.execute("INSERT INTO store_counter (name, value) VALUES ('x', 1)")
+    finally:
+        os.umask(old)
+    names = [db.DB_NAME, db.DB_NAME + "-wal", db.DB_NAME + "-shm"]
+    modes = {n: oct((tmp_path / n).stat().st_mode & 0o777) for n in names}
+    conn.close()
+    assert modes == {n: "0o600" for n in names}
