@@ -78,7 +78,7 @@ class ModelConfig:
     ``dir``: the committed model folder (``<data_dir>/models/current`` wins when a model
     update installed one). ``variant``: ``int8`` or ``fp32`` (files listed in the
     manifest), or ``auto``: int8 on the CPU provider, fp32 on a GPU one (the int8 files are
-    quantized for the CPU and run 10x slower than fp32 on CUDA;
+    quantized for the CPU and run 5x slower than fp32 on CUDA;
     ``glance.runtime.onnx.resolve_variant``). ``runtime``: a key of
     ``glance.runtime.factory.RUNTIMES``. ``providers``:
     ``auto`` (TensorRT -> CUDA -> CPU, whatever the onnxruntime build offers) or a comma
