@@ -103,7 +103,7 @@ def run_sign(args: argparse.Namespace, config: Config) -> int:
     info = make_bundle(args.files, args.out, args.kind, family, args.version,
                        load_private_key(args.key), metadata)
     print(f"{args.out}: {info.kind.value} {info.family} {info.version}, {len(info.files)} files, "
-          f"manifest sha256 {info.manifest_sha256}")
+          f"bundle sha256 {info.manifest_sha256}")
     return 0
 
 
@@ -125,7 +125,7 @@ def run_install(args: argparse.Namespace, config: Config) -> int:
                 return 0
             source = found
         info = store.install(source, force=args.force)
-    print(f"installed {info.kind.value} {info.family} {info.version} (manifest sha256 {info.manifest_sha256})")
+    print(f"installed {info.kind.value} {info.family} {info.version} (bundle sha256 {info.manifest_sha256})")
     return 0
 
 

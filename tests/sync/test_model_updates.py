@@ -683,3 +683,21 @@ def test_the_service_retires_a_superseded_release_with_the_base_images_code() ->
     unit = (Path(__file__).resolve().parents[2] / "systemd" / "glanceseg.service").read_text()
     pre = [line for line in unit.splitlines() if line.startswith("ExecStartPre=")]
     assert any("-u PYTHONPATH" in line and "software reconcile" in line for line in pre)
+
+
+def test_sign_and_install_name_the_bundle_hash_apart_from_the_model_manifest_hash(tmp_path: Path, keys, capsys):
+    # `models check`, `status` and lesions.json's model.sha256 give manifest.json's sha256; sign and
+    # install print bundle.json's, which differs, so calling both "manifest sha256" made a good
+    # install look like the wrong model to a technician comparing the two.
+    priv, pub = keys
+    config = load_config(environ={"GLANCESEG_DATA_DIR": str(tmp_path / "data"),
+                                  "GLANCESEG_UPDATES_PUBLIC_KEY": str(pub),
+                                  "GLANCESEG_MODEL_DIR": str(tmp_path / "nomodels")})
+    out = tmp_path / "m2.glsb"
+    for argv in (["models", "sign", str(model_folder(tmp_path, "2")), "--key", str(priv), "--version", "2",
+                  "--out", str(out)], ["models", "install", str(out)]):
+        args = _parser().parse_args(argv)
+        assert args.handler(args, config) == 0
+    printed = capsys.readouterr().out
+    bundle_sha = hashlib.sha256(tarfile.open(out).extractfile("bundle.json").read()).hexdigest()
+    assert printed.count(f"bundle sha256 {bundle_sha}") == 2 and "manifest sha256" not in printed
