@@ -7,24 +7,36 @@ takes seconds to minutes (more with the model). So an import only validates the 
 which queues the automatic, not-yet-reviewed result for sync. The worklist shows the jobs
 still waiting or running (and any that failed) above the stored studies.
 
-The queue lives in memory: a photograph whose job had not finished when the appliance stopped
-was never stored, and the technician imports it again (the worklist said "analysing").
+The queue is kept on disk (``<data_dir>/import-queue``): the technician was told "imported"
+and may have wiped the camera card or taken the stick away, so a photograph whose analysis had
+not finished when the appliance stopped (shut down at the end of the day, a power cut) is
+analysed at the next start instead of being lost. Each queued import is its file's bytes and
+a small JSON beside them, written durably before the import is acknowledged and removed once
+the study is stored (or its analysis failed, which the worklist shows).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
+
+from appliance.errors import ApplianceError
+from appliance.store import files
 
 logger = logging.getLogger(__name__)
 
 #: Finished or failed jobs kept for the worklist, newest last.
 KEEP_FINISHED = 50
+#: Seconds ``close`` waits for the photograph under analysis (systemd stops the service after
+#: 30 s); a job cut short is analysed again at the next start.
+CLOSE_WAIT_S = 20.0
 
 
 @dataclass
@@ -55,6 +67,8 @@ class AnalysisJob:
     gradable: Optional[bool] = None
     error: str = ""
     seconds: Optional[float] = None
+    #: Its entry in the on-disk queue (None: not kept, e.g. no spool folder).
+    key: Optional[str] = field(default=None, repr=False)
 
 
 class AnalysisQueue:
@@ -71,14 +85,18 @@ class AnalysisQueue:
         :func:`appliance.glance.scan.segment_photograph` (scan mode).
     on_stored
         Called with each finished job (the audit log, tests).
+    spool
+        Folder of the on-disk queue (see the module docstring); None keeps jobs in memory only.
     """
 
     def __init__(self, store: Any, engine: Callable[[], Any], segment: Optional[Callable[..., Any]] = None,
-                 on_stored: Optional[Callable[[AnalysisJob], None]] = None) -> None:
+                 on_stored: Optional[Callable[[AnalysisJob], None]] = None, spool: Optional[Path] = None) -> None:
         self.store = store
         self.engine = engine
         self.segment = segment
         self.on_stored = on_stored
+        self.spool = None if spool is None else Path(spool)
+        self._stopping = False
         self._jobs: dict[int, AnalysisJob] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -86,10 +104,71 @@ class AnalysisQueue:
         self._queue: "queue.Queue[Optional[AnalysisJob]]" = queue.Queue()
         self._thread: Optional[threading.Thread] = None
 
-    def submit(self, photo: Any, patient_id: str, eye: str, name: str) -> AnalysisJob:
-        """Queue a validated photograph (an ``appliance.imaging.io.Photograph``) for analysis."""
+    def submit(self, photo: Any, patient_id: str, eye: str, name: str, raw: Optional[bytes] = None) -> AnalysisJob:
+        """Queue a validated photograph (an ``appliance.imaging.io.Photograph``) for analysis.
+
+        ``raw``, the file's bytes, is kept in the spool first, so the import survives a stop.
+
+        Raises
+        ------
+        StoreError
+            If the spool cannot be written (disk full): the import is refused, not half taken.
+        """
+        key = self._keep(raw, patient_id, eye, name) if raw is not None and self.spool is not None else None
+        return self._enqueue(photo, patient_id, eye, name, key)
+
+    def _keep(self, raw: bytes, patient_id: str, eye: str, name: str) -> str:
+        assert self.spool is not None
+        key = f"{time.time_ns():020d}-{next(self._ids):06d}"
+        files.atomic_write(self.spool / f"{key}.photo", raw)
+        meta = {"patient_id": patient_id, "eye": eye, "name": name}
+        files.atomic_write(self.spool / f"{key}.json", json.dumps(meta).encode())  # last: marks it complete
+        return key
+
+    def _forget(self, key: Optional[str]) -> None:
+        if key is None or self.spool is None:
+            return
+        for suffix in (".json", ".photo"):
+            try:
+                files.remove_durable(self.spool / f"{key}{suffix}")
+            except OSError as exc:
+                logger.warning("could not remove %s%s from the import queue: %s", key, suffix, exc)
+
+    def resume(self, load: Callable[[bytes, str], Any]) -> int:
+        """Queue again the imports a stop left unanalysed; return how many.
+
+        ``load(raw, name)`` decodes a kept file as the import did. An entry already stored (the
+        stop came between storing the study and removing the entry) is removed, not stored
+        twice; one that cannot be read back is logged and left in place for the technician.
+        """
+        if self.spool is None or not self.spool.is_dir():
+            return 0
+        complete = {p.stem for p in self.spool.glob("*.json")}
+        for orphan in self.spool.glob("*.photo"):
+            if orphan.stem not in complete:  # cut before its JSON: the import was never acknowledged
+                files.remove_durable(orphan)
+        queued = 0
+        for key in sorted(complete):
+            try:
+                meta = json.loads((self.spool / f"{key}.json").read_text())
+                patient_id, eye, name = str(meta["patient_id"]), str(meta["eye"]), str(meta["name"])
+                photo = load((self.spool / f"{key}.photo").read_bytes(), name)
+            except (OSError, ValueError, KeyError, TypeError, ApplianceError) as exc:
+                logger.error("a queued import (%s) cannot be read back: %s; it stays in %s", key, exc, self.spool)
+                continue
+            earlier = self.store.study_of_source(photo.sha256)
+            if earlier is not None and (earlier.patient_id, earlier.eye) == (patient_id, eye):
+                self._forget(key)
+                continue
+            self._enqueue(photo, patient_id, eye, name, key)
+            queued += 1
+        if queued:
+            logger.info("%d import(s) left unanalysed at the last stop queued again", queued)
+        return queued
+
+    def _enqueue(self, photo: Any, patient_id: str, eye: str, name: str, key: Optional[str]) -> AnalysisJob:
         with self._lock:
-            job = AnalysisJob(next(self._ids), patient_id, eye, name, photo)
+            job = AnalysisJob(next(self._ids), patient_id, eye, name, photo, key=key)
             self._jobs[job.id] = job
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="ui-analysis", daemon=True)
@@ -120,15 +199,22 @@ class AnalysisQueue:
         return True
 
     def close(self) -> None:
-        """Stop the worker after the job in flight."""
+        """Stop the worker after the job in flight (waiting up to :data:`CLOSE_WAIT_S`).
+
+        Jobs not started stay in the spool for the next start; they used to be analysed one
+        after another here, past systemd's stop timeout.
+        """
+        self._stopping = True
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=CLOSE_WAIT_S)
+            if self._thread.is_alive():
+                logger.warning("stopping during an analysis; it runs again at the next start")
 
     def _run(self) -> None:
         while True:
             job = self._queue.get()
-            if job is None:
+            if job is None or self._stopping:
                 return
             with self._lock:
                 job.state = "analysing"
@@ -145,7 +231,10 @@ class AnalysisQueue:
                     job.state, job.error = "failed", f"{exc}"
                     job.photo = None
                     self._idle.notify_all()
+                if not self._stopping:  # a failure because the appliance is stopping is retried at start
+                    self._forget(job.key)  # the worklist says it failed; the technician imports it again
                 continue
+            self._forget(job.key)  # stored: the study holds the photograph now
             with self._lock:
                 job.state, job.study_id, job.gradable = "stored", study.id, bool(result.gradable)
                 job.seconds = time.perf_counter() - start

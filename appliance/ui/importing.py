@@ -91,7 +91,7 @@ def import_bytes(raw: bytes, name: str, patient_id: str, eye: str, config: Confi
     if any(j.photo.sha256 == photo.sha256 and (j.patient_id, j.eye) == (patient_id, eye) and j.state != "failed"
            for j in services.analysis.jobs()):
         raise ImportRefused(f"\u201c{name}\u201d is already being analysed.")
-    job = services.analysis.submit(photo, patient_id, eye, name)
+    job = services.analysis.submit(photo, patient_id, eye, name, raw=raw)
     logger.info("photograph accepted (%dx%d), analysis job %d", photo.width, photo.height, job.id)
     return Imported(job.id, name, warning)
 

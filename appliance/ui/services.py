@@ -210,7 +210,8 @@ class Services:
         if self.analysis is None:
             from appliance.ui.analysis import AnalysisQueue
 
-            self.analysis = AnalysisQueue(self.store, self.get_engine)
+            self.analysis = AnalysisQueue(self.store, self.get_engine, spool=cfg.data_dir / "import-queue")
+            self.analysis.resume(lambda raw, name: self.load_photograph(raw, cfg.imaging, name=name))
 
     def get_engine(self) -> Any:
         """The glance engine (built on first use: loading the model takes seconds)."""
