@@ -128,9 +128,13 @@ class DecisionsMixin:
             for r in rows
         ]
 
-    def lesion_states(self, result_id: int) -> tuple[dict[int, str], list[Lesion]]:
-        """Return the effective decisions: lesion id → ``accept``/``reject``, and the added lesions."""
-        log = self.decisions(result_id)
+    def lesion_states(self, result_id: int, before_seq: Optional[int] = None) -> tuple[dict[int, str], list[Lesion]]:
+        """Return the effective decisions: lesion id → ``accept``/``reject``, and the added lesions.
+
+        ``before_seq`` limits the log to decisions older than that store sequence value (the
+        state a sign-off saw), so annotations can leave out an amendment still in progress.
+        """
+        log = [d for d in self.decisions(result_id) if before_seq is None or d.seq < before_seq]
         undone = {d.undoes for d in log if d.action == "undo"}
         states: dict[int, str] = {}
         added: list[Lesion] = []

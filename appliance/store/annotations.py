@@ -131,11 +131,16 @@ def refresh(store: Any) -> int:
     """
     conn = store.connection
     cursor = int(conn.execute("SELECT seq FROM annotation_cursor WHERE name = 'decisions'").fetchone()[0])
-    top = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM decisions").fetchone()[0])
+    # A sign-off adds no decision but changes which decisions count, so it moves the cursor too.
+    top = int(conn.execute(
+        "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM decisions),"
+        " (SELECT COALESCE(MAX(seq), 0) FROM results WHERE kind = 'reviewed'))").fetchone()[0])
     if top <= cursor:
         return 0
     result_ids = [int(r[0]) for r in conn.execute(
-        "SELECT DISTINCT result_id FROM decisions WHERE seq > ? AND seq <= ? ORDER BY result_id", (cursor, top))]
+        "SELECT result_id FROM decisions WHERE seq > ? AND seq <= ?"
+        " UNION SELECT based_on FROM results WHERE kind = 'reviewed' AND based_on IS NOT NULL AND seq > ? AND seq <= ?"
+        " ORDER BY 1", (cursor, top, cursor, top))]
     versions = model_versions(store.config)
     for result_id in result_ids:
         rows = _examples_of(store, result_id, versions)
@@ -156,13 +161,19 @@ def refresh(store: Any) -> int:
 def _examples_of(store: Any, result_id: int, versions: dict[str, str]) -> list[tuple]:
     record = store.get_result(result_id)
     image = store.get_image(record.image_id)
-    log = store.decisions(result_id)
+    signed = store.connection.execute(
+        "SELECT MAX(seq) FROM results WHERE kind = 'reviewed' AND based_on = ?", (result_id,)).fetchone()[0]
+    if signed is None:
+        return []  # never signed off: the decisions are a review in progress, not an annotation
+    # Only what the latest sign-off (an amendment included) stated: decisions made after it
+    # belong to an amendment nobody signed yet.
+    log = [d for d in store.decisions(result_id) if d.seq < int(signed)]
     undone = {d.undoes for d in log if d.action == "undo"}
     decisive = {}
     for d in log:  # the latest effective decision per lesion wins
         if d.action != "undo" and d.id not in undone:
             decisive[d.lesion_id] = d
-    states, added = store.lesion_states(result_id)
+    states, added = store.lesion_states(result_id, before_seq=int(signed))
     lesions = {int(l.id): l for l in store.load_result(result_id).result.lesions}
     added_ids = {int(l.id) for l in added}
     lesions.update({int(l.id): l for l in added})

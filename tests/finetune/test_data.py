@@ -35,6 +35,7 @@ def test_examples_from_an_annotations_export(config, tmp_path: Path) -> None:
         store.decide(rid, 1, "accept", "dr_a")
         store.decide(rid, 2, "reject", "dr_a")
         store.add_lesion(rid, 50.0, 60.0, "dr_b", radius_px=4)
+        store.sign_off(rid, "No apparent retinopathy", "Routine screening", "dr_b")
         annotations.export(store, tmp_path / "export")
     ex = from_export(tmp_path / "export")
     assert len(ex) == 3 and ex.tiles.shape[1:] == (256, 256, 3)

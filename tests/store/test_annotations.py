@@ -51,12 +51,18 @@ def add_study(store: Store) -> tuple[int, str]:
     return study.auto_result_id, manifest_sha
 
 
+def sign(store: Store, rid: int, actor: str = "dr_a") -> None:
+    """Sign the review off, as the results page does: only signed decisions are annotations."""
+    store.sign_off(rid, "No apparent retinopathy", "Routine screening", actor)
+
+
 def test_decisions_become_examples(store: Store) -> None:
     rid, manifest_sha = add_study(store)
     store.decide(rid, 1, "accept", "dr_a")
     store.decide(rid, 2, "reject", "dr_a")
     store.decide(rid, 3, "accept", "dr_b")
     store.add_lesion(rid, 50.0, 60.0, "dr_b", radius_px=4)
+    sign(store, rid)
     assert annotations.refresh(store) == 1
     assert annotations.refresh(store) == 0  # nothing new
     got = {a.lesion_id: a for a in annotations.list_annotations(store)}
@@ -76,9 +82,11 @@ def test_undo_and_change_of_mind(store: Store) -> None:
     rid, _ = add_study(store)
     store.decide(rid, 1, "accept", "dr_a")
     store.decide(rid, 2, "accept", "dr_a")
+    sign(store, rid)
     annotations.refresh(store)
     store.undo(rid, "dr_a")  # undoes the accept of 2
     store.decide(rid, 1, "reject", "dr_b")  # changes her mind on 1
+    sign(store, rid, "dr_b")
     annotations.refresh(store)
     got = annotations.list_annotations(store)
     assert [(a.lesion_id, a.decision, a.actor) for a in got] == [(1, "rejected", "dr_b")]
@@ -89,6 +97,7 @@ def test_export_layout(store: Store, tmp_path: Path) -> None:
     store.decide(rid, 1, "accept", "dr_a")
     store.decide(rid, 2, "reject", "dr_a")
     store.add_lesion(rid, 50.0, 60.0, "dr_b", radius_px=4)
+    sign(store, rid)
     out = tmp_path / "export"
     manifest = annotations.export(store, out)
     assert manifest["counts"] == {"accepted": 1, "rejected": 1, "added": 1, "skipped_no_tile": 0}
@@ -114,10 +123,12 @@ def test_export_layout(store: Store, tmp_path: Path) -> None:
 def test_examples_outlive_the_photograph(store: Store, tmp_path: Path) -> None:
     rid, _ = add_study(store)
     store.decide(rid, 1, "accept", "dr_a")
+    sign(store, rid)
     annotations.refresh(store)
     image = store.get_image(store.get_result(rid).image_id)
     store.path(image.path).unlink()  # as retention would
     store.decide(rid, 2, "reject", "dr_a")
+    sign(store, rid)
     annotations.refresh(store)  # 2's tile cannot be cut any more; 1's PNG was kept
     manifest = annotations.export(store, tmp_path / "e")
     assert manifest["counts"]["accepted"] == 1
@@ -131,8 +142,29 @@ def test_cli_export(store: Store, tmp_path: Path, capsys) -> None:
 
     rid, _ = add_study(store)
     store.decide(rid, 1, "accept", "dr_a")
+    sign(store, rid)
     parser = argparse.ArgumentParser()
     cli_annotations.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["annotations", "export", str(tmp_path / "cli")])
     assert args.handler(args, store.config) == 0
     assert json.loads(capsys.readouterr().out)["counts"]["accepted"] == 1
+
+
+def test_only_signed_off_decisions_are_examples(store: Store, tmp_path: Path) -> None:
+    """The export holds what the latest sign-off stated: a review in progress (never signed, or
+    an amendment not signed yet) is no annotation, else one tap of a half-read photograph, or a
+    colleague's unfinished amendment, would train the model against the signed review."""
+    rid, _ = add_study(store)
+    store.decide(rid, 1, "accept", "dr_a")
+    store.decide(rid, 2, "reject", "dr_a")
+    assert annotations.export(store, tmp_path / "none")["count"] == 0  # not signed: nothing
+    sign(store, rid)  # a sign-off alone (no new decision) makes them annotations
+    first = annotations.export(store, tmp_path / "first")
+    assert first["counts"] == {"accepted": 1, "rejected": 1, "added": 0, "skipped_no_tile": 0}
+    store.decide(rid, 1, "reject", "dr_b")  # amendment in progress, not signed
+    store.add_lesion(rid, 50.0, 60.0, "dr_b", radius_px=4)
+    assert annotations.export(store, tmp_path / "pending")["counts"] == first["counts"]
+    sign(store, rid, "dr_b")  # the amendment's decisions replace the first sign-off's
+    assert annotations.refresh(store) == 1
+    got = {a.lesion_id: (a.decision, a.actor) for a in annotations.list_annotations(store)}
+    assert sorted(got.values()) == [("added", "dr_b"), ("rejected", "dr_a"), ("rejected", "dr_b")]
