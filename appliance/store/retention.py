@@ -39,10 +39,30 @@ def expired_images(store, now_unix: Optional[float] = None) -> list[int]:  # typ
 DERIVED_COPY_FOLDERS = ("display", "thumbs")
 
 
+def _save_annotation_tiles(store) -> None:  # type: ignore[no-untyped-def]
+    """Turn the signed decisions into annotations (tile PNGs) before a photograph goes.
+
+    The tiles are cut from the photograph only when the examples are built; without this the
+    decisions on every study that expired before the next ``annotations export`` lost their
+    training examples (exported as ``skipped_no_tile``). A failure here is logged and does not
+    stop the removal: a full disk must not wait for a corrupt result file.
+    """
+    from appliance.errors import StoreError
+    from appliance.store import annotations
+
+    try:
+        annotations.refresh(store)
+    except (StoreError, OSError) as exc:
+        logger.warning("annotations could not be saved before retention: %s", exc)
+
+
 def purge_expired(store, now_unix: Optional[float] = None) -> int:  # type: ignore[no-untyped-def]
     """Remove expired photographs (see the module docstring); return how many were removed."""
     removed = 0
-    for image_id in expired_images(store, now_unix):
+    expired = expired_images(store, now_unix)
+    if expired:
+        _save_annotation_tiles(store)
+    for image_id in expired:
         with store._lock, db.transaction(store._conn) as c:
             # Re-check inside the transaction: a sign-off may have queued new items meanwhile.
             still = c.execute(

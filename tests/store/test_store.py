@@ -184,6 +184,24 @@ def test_retention_only_after_confirmed_delivery_plus_period(tmp_path):
         store.load_result(study.auto_result_id)  # the result files stay
 
 
+def test_retention_keeps_the_annotations_of_a_removed_photograph(tmp_path):
+    """Signed decisions keep their tiles when retention removes the photograph before any export:
+    the tiles are cut from the photograph, so they must be cut before it goes."""
+    from appliance.store import annotations
+
+    with Store(make_config(tmp_path / "data", data={"retention_days": 1})) as store:
+        study = add_study(store, 17)
+        lesions = store.load_result(study.auto_result_id).result.lesions
+        store.decide(study.auto_result_id, lesions[0].id, "accept", "dr")
+        store.decide(study.auto_result_id, lesions[1].id, "reject", "dr")
+        store.sign_off(study.auto_result_id, "R0", "none", "dr")
+        for item in store.outbox(study_id=study.id):
+            store.record_delivered(item.id)
+        assert retention.purge_expired(store, time.time() + 2 * 86400) == 1
+        counts = annotations.export(store, tmp_path / "export")["counts"]
+    assert counts == {"accepted": 1, "rejected": 1, "added": 0, "skipped_no_tile": 0}
+
+
 def test_store_is_shared_by_threads(store):
     import threading
 
