@@ -44,8 +44,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=run_prepare)
 
     p = sub.add_parser("train", help="train on one split, report before/after on the held-out one")
-    p.add_argument("--set", type=Path, required=True, help="candidate set from `finetune prepare`")
-    p.add_argument("--data", type=Path, required=True, help="the data set the set was made from")
+    p.add_argument("--set", type=Path, default=None, help="candidate set from `finetune prepare`")
+    p.add_argument("--data", type=Path, default=None, help="the data set the set was made from")
+    p.add_argument("--annotations", type=Path, default=None,
+                   help="instead of --set/--data: a `glanceseg annotations export` folder (clinicians' decisions)")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="with --annotations: share of patients held out for validation")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--train-ids", type=_ids, default=list(TRAIN_IDS))
     p.add_argument("--val-ids", type=_ids, default=list(VAL_IDS))
@@ -91,6 +95,20 @@ def run_train(args: argparse.Namespace, config: Any) -> int:
 
     params = TrainParams(seed=args.seed, epochs=args.epochs, batch=args.batch, lr=args.lr, patience=args.patience,
                          monitor=args.monitor)
+    if (args.annotations is None) == (args.set is None or args.data is None):
+        raise SystemExit("finetune train: give either --annotations DIR or both --set and --data.")
+    if args.annotations is not None:
+        from appliance.finetune.proof import run_annotations
+
+        try:
+            doc = run_annotations(args.annotations, args.out, params, weights=args.weights, device=args.device,
+                                  base_sha256=args.base_sha256, progress=not args.no_progress,
+                                  val_fraction=args.val_fraction)
+        except ValueError as exc:
+            raise SystemExit(f"finetune train: {exc}") from exc
+        print(json.dumps({k: doc[k] for k in ("counts", "test_before", "test_after", "epochs_run", "best_epoch",
+                                              "seconds")}, indent=1))
+        return 0
     doc = run_proof(args.set, args.data, args.out, args.train_ids, args.val_ids, args.test_ids, params,
                     weights=args.weights, device=args.device, base_sha256=args.base_sha256,
                     progress=not args.no_progress, spots_per_image=args.spots)

@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Collection, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -148,30 +148,120 @@ def from_candidate_set(set_path: Path, data_dir: Path, ids: Sequence[str], seed:
     return _assemble(tiles, truths, rows, image_ids, truth_list)
 
 
-def from_export(export_dir: Path) -> ExampleSet:
+EXPORT_FORMAT = "glanceseg-annotations/1"
+_EXPORT_NEEDS = ("tile", "mask", "label", "decision", "box_tile", "center_image", "features", "model", "image_sha256")
+
+
+def read_export(export_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Read and check an annotations export; return its manifest and its example lines.
+
+    Why checked: a truncated copy or a hand-edited file must stop the build with the line at
+    fault, not train on part of it or fail deep inside OpenCV.
+
+    Raises
+    ------
+    ValueError
+        If the manifest is missing or of another format, a line is not a complete example,
+        or the number of lines differs from the manifest's ``count``.
+    """
+    export_dir = Path(export_dir)
+    try:
+        manifest = json.loads((export_dir / "manifest.json").read_text())
+        text = (export_dir / "annotations.jsonl").read_text()
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{export_dir} is not a readable annotations export ({exc}).") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{export_dir}/manifest.json is not of format {EXPORT_FORMAT}.")
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            ex = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{export_dir}/annotations.jsonl line {number} is not JSON ({exc}).") from exc
+        if not isinstance(ex, dict) or any(k not in ex for k in _EXPORT_NEEDS):
+            raise ValueError(f"{export_dir}/annotations.jsonl line {number} is not a complete example.")
+        lines.append(ex)
+    if len(lines) != manifest.get("count"):
+        raise ValueError(f"{export_dir} holds {len(lines)} examples but its manifest says {manifest.get('count')}: "
+                         "the copy is incomplete; export again.")
+    return manifest, lines
+
+
+def example_group(ex: dict[str, Any]) -> str:
+    """The patient group of an export line (older exports: its photograph)."""
+    return str(ex.get("group") or ex["image_sha256"][:16])
+
+
+def split_groups(groups: Sequence[str], val_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Split patient groups into training and validation, never one group on both sides.
+
+    Raises
+    ------
+    ValueError
+        With fewer than two groups (nothing could be held out) or a fraction outside (0, 1).
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError("The validation fraction must lie between 0 and 1.")
+    unique = sorted(set(groups))
+    if len(unique) < 2:
+        raise ValueError(f"The annotations come from {len(unique)} patient(s); at least two are needed so that "
+                         "validation is on patients never trained on.")
+    order = [unique[i] for i in np.random.default_rng(seed).permutation(len(unique))]
+    n_val = min(len(unique) - 1, max(1, int(round(len(unique) * val_fraction))))
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def from_export(export_dir: Path, groups: Optional[Collection[str]] = None) -> ExampleSet:
     """Build examples from ``glanceseg annotations export DIR`` (labels from decisions).
 
     The exported mask of an accepted or added lesion is its target; a rejected one has none.
+    ``groups`` keeps only the examples of those patient groups (:func:`split_groups`);
+    ``image_of`` indexes the photographs (``image_ids``: their sha256).
+
+    Raises
+    ------
+    ValueError
+        If the export is incomplete or corrupt (:func:`read_export`) or a tile or mask is unreadable.
     """
     export_dir = Path(export_dir)
+    _, lines = read_export(export_dir)
     tiles: list[np.ndarray] = []
     truths: list[np.ndarray] = []
     rows: list[tuple] = []
     index: dict[str, int] = {}
-    for line in (export_dir / "annotations.jsonl").read_text().splitlines():
-        ex = json.loads(line)
+    images: dict[str, int] = {}
+    for ex in lines:
+        if groups is not None and example_group(ex) not in groups:
+            continue
         if ex["tile"] not in index:
+            bgr = cv2.imread(str(export_dir / ex["tile"]), cv2.IMREAD_COLOR)
+            if bgr is None or bgr.shape[:2] != (TILE, TILE):
+                raise ValueError(f"The tile {ex['tile']} of {export_dir} is missing or damaged.")
             index[ex["tile"]] = len(tiles)
-            tiles.append(cv2.cvtColor(cv2.imread(str(export_dir / ex["tile"]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+            tiles.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             truths.append(np.zeros((TILE, TILE), np.uint8))
         t = index[ex["tile"]]
         if ex["label"]:
-            truths[t] |= (cv2.imread(str(export_dir / ex["mask"]), cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
+            mask = cv2.imread(str(export_dir / ex["mask"]), cv2.IMREAD_GRAYSCALE)
+            if mask is None or mask.shape != (TILE, TILE):
+                raise ValueError(f"The mask {ex['mask']} of {export_dir} is missing or damaged.")
+            truths[t] |= (mask > 0).astype(np.uint8)
         kind = ADDED if ex["decision"] == "added" else CANDIDATE
         x, y = ex["center_image"]
-        rows.append((t, np.array(ex["box_tile"], np.float32), float(ex["label"]), kind, 0, x, y,
+        image = images.setdefault(ex["image_sha256"], len(images))
+        rows.append((t, np.array(ex["box_tile"], np.float32), float(ex["label"]), kind, image, x, y,
                      float(ex["features"].get("z", np.nan))))
-    return _assemble(tiles, truths, rows, ["export"], [(np.zeros((0, 2)), np.zeros(0))])
+    return _assemble(tiles, truths, rows, list(images), [(np.zeros((0, 2)), np.zeros(0)) for _ in images])
+
+
+def export_models(lines: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Which models proposed the exported candidates: manifest sha256 -> name, version, examples."""
+    out: dict[str, dict[str, Any]] = {}
+    for ex in lines:
+        m = ex["model"]
+        entry = out.setdefault(m.get("sha256", ""), {"name": m.get("name"), "version": m.get("version"), "examples": 0})
+        entry["examples"] += 1
+    return out
 
 
 def _assemble(tiles: list, truths: list, rows: list, image_ids: list, truth_list: list) -> ExampleSet:

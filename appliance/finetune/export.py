@@ -88,6 +88,14 @@ def export_finetuned(state_path: Path, out_dir: Path, version: str, base_dir: Pa
         if base.get(key) and (Path(base_dir) / base[key]).is_file():
             shutil.copy2(Path(base_dir) / base[key], out_dir / base[key])
     metrics = json.loads(Path(metrics_path).read_text()) if metrics_path else {}
+    base_sha = hashlib.sha256(base_raw).hexdigest() if base_raw else None
+    proposed_by = metrics.get("annotation_models") or {}
+    if proposed_by and base_sha not in proposed_by:
+        # Not refused: the clinicians' labels stay true. But the candidates (the rejected
+        # ones above all) are another model's, and this base may lack that model's tuning.
+        logger.warning("the annotations' candidates came from model(s) %s, not from the base %s (%s)",
+                       sorted(f"{v.get('name')} {v.get('version')}" for v in proposed_by.values()),
+                       base.get("version"), base_sha)
     manifest = {**{k: v for k, v in base.items() if k not in ("files", "lineage", "version", "agreement")},
                 "version": version, "files": files,
                 "int8_decoder": "onnxruntime dynamic quantization of the constant-weight linear layers "
@@ -96,6 +104,8 @@ def export_finetuned(state_path: Path, out_dir: Path, version: str, base_dir: Pa
                             "base_model_sha256": metrics.get("base_model_sha256"),
                             "decoder_state_sha256": hashlib.sha256(Path(state_path).read_bytes()).hexdigest(),
                             "data_sha256": metrics.get("data_sha256"),
+                            "data_source": metrics.get("source", "candidate_set"),
+                            "annotation_models": proposed_by or None,
                             "train_examples_sha256": metrics.get("train_examples_sha256"),
                             "hyper_parameters": metrics.get("hyper_parameters"),
                             "splits": metrics.get("splits"),

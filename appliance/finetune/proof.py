@@ -18,7 +18,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from appliance.finetune.data import ADDED, CANDIDATE, SPOT, ExampleSet, dataset_hash, from_candidate_set
+from appliance.finetune.data import (ADDED, CANDIDATE, SPOT, ExampleSet, dataset_hash, example_group, export_models,
+                                     from_candidate_set, from_export, read_export, split_groups)
 from appliance.finetune.metrics import cpm, plot_losses, roc_auc
 from appliance.finetune.train import Batches, TrainParams, decoder_state, predict, train
 
@@ -95,6 +96,86 @@ def run_proof(set_path: Path, data_dir: Path, out_dir: Path, train_ids: Sequence
                           "ma": int(((ex.labels > 0) & (ex.kinds != SPOT)).sum()),
                           "rejected": int(((ex.labels == 0) & (ex.kinds == CANDIDATE)).sum()),
                           "spots": int((ex.kinds == SPOT).sum())} for name, ex in splits.items()},
+        "hyper_parameters": params.as_dict(),
+        "epochs_run": len(history),
+        "best_epoch": best_row.get("epoch", 0),
+        "best_val": {k: v for k, v in best_row.items() if k.startswith("val_")},
+        "test_before": before,
+        "test_after": after,
+        "device": device if device == "cpu" else torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "seconds": round(time.time() - started, 1),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(doc, indent=1))
+    return doc
+
+
+def decision_metrics(ex: ExampleSet, pred: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Figures on clinicians' decisions (no ground-truth masks, so no CPM): how the IoU head
+    ranks accepted above rejected candidates, the Dice of added lesions' masks, the loss."""
+    cand = ex.kinds == CANDIDATE
+    added = ex.kinds == ADDED
+    return {"auc_accepted_vs_rejected": roc_auc(pred["score"][cand], ex.labels[cand]),
+            "dice_added": float(pred["dice"][added].mean()) if added.any() else None,
+            "loss": float(pred["loss"])}
+
+
+def run_annotations(export_dir: Path, out_dir: Path, params: TrainParams, weights: Optional[Path] = None,
+                    device: str = "auto", base_sha256: str = "", progress: bool = True,
+                    val_fraction: float = 0.2) -> dict[str, Any]:
+    """Fine-tune on an annotations export (clinicians' decisions); return the metrics document.
+
+    The export's patient groups are split so that no patient is on both the training and the
+    validation side; validation picks the epoch kept and gives the before/after figures.
+    Writes what :func:`run_proof` writes, with ``data_sha256`` the export's ``dataset_sha256``
+    and ``annotation_models`` the models that proposed the candidates (checked at export).
+
+    Raises
+    ------
+    ValueError
+        If the export is corrupt, has fewer than two patients, or a side lacks an MA or a
+        rejected candidate (an IoU head trained on one class only learns to say one thing).
+    """
+    import torch
+
+    from appliance.finetune.model import encode_tiles, load_model
+
+    started = time.time()
+    manifest, lines = read_export(export_dir)
+    train_groups, val_groups = split_groups([example_group(ex) for ex in lines], val_fraction, params.seed)
+    splits = {"train": from_export(export_dir, set(train_groups)), "val": from_export(export_dir, set(val_groups))}
+    for name, ex in splits.items():
+        cand = ex.kinds == CANDIDATE
+        if not (ex.labels > 0).any() or not (ex.labels[cand] == 0).any():
+            raise ValueError(f"The {name} split needs at least one accepted or added lesion and one rejected "
+                             f"candidate ({int((ex.labels > 0).sum())} and {int((ex.labels[cand] == 0).sum())} here); "
+                             "collect more reviewed studies.")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = load_model(weights).to(device)
+    batches = {name: Batches(ex, encode_tiles(model, ex.tiles, device, progress=progress), device)
+               for name, ex in splits.items()}
+    before = decision_metrics(splits["val"], predict(model, batches["val"], params))
+    model, history = train(model, batches["train"], batches["val"], params, progress=progress)
+    after = decision_metrics(splits["val"], predict(model, batches["val"], params))
+    torch.save(decoder_state(model), out_dir / "decoder_state.pt")
+    (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+    plot_losses(history, out_dir / "loss_curve.png")
+    key = (lambda r: r["val_loss"]) if params.monitor == "loss" else (lambda r: -r["val_auc_candidates"])
+    best_row = min(history, key=key) if history else {}
+    doc = {
+        "source": "annotations",
+        "base_model_sha256": base_sha256,
+        "data_sha256": manifest.get("dataset_sha256"),
+        "annotation_models": export_models(lines),
+        "train_examples_sha256": dataset_hash(splits["train"]),
+        "splits": {"train": train_groups, "val": val_groups, "test": []},
+        "counts": {name: {"tiles": int(len(ex.tiles)), "examples": int(len(ex)), "images": len(ex.image_ids),
+                          "ma": int((ex.labels > 0).sum()),
+                          "rejected": int(((ex.labels == 0) & (ex.kinds == CANDIDATE)).sum())}
+                   for name, ex in splits.items()},
         "hyper_parameters": params.as_dict(),
         "epochs_run": len(history),
         "best_epoch": best_row.get("epoch", 0),

@@ -43,7 +43,7 @@ BOX_MARGIN_PX = 4
 DECISION_NAMES = {"accept": "accepted", "reject": "rejected", "add": "added"}
 EXAMPLE_KEYS = ("id", "tile", "mask", "label", "decision", "box_tile", "box_image", "center_tile",
                 "center_image", "actor", "decided_at", "score", "source", "features", "model",
-                "image_sha256", "tile_grid")
+                "image_sha256", "tile_grid", "group")
 
 
 @dataclass(frozen=True)
@@ -237,8 +237,28 @@ def list_annotations(store: Any, decision: Optional[str] = None) -> list[Annotat
     return out
 
 
-def example_json(a: Annotation, tile_name: str, mask_name: str) -> dict[str, Any]:
-    """Return one export line for annotation ``a`` (tile and mask paths relative to DIR)."""
+def patient_groups(store: Any) -> dict[int, str]:
+    """Map each annotated result to an export-local patient group (``p1``, ``p2``, ... in decision order).
+
+    Why: a fine-tuning split must keep one patient (both eyes, every visit) out of either
+    training or validation, or validation measures memory of that retina, yet no patient
+    identifier may leave the appliance. The ordinals are drawn afresh from the examples' order
+    at each export, so they say only "same patient" and link to nothing outside it.
+    """
+    groups: dict[str, str] = {}
+    out: dict[int, str] = {}
+    for r in store.connection.execute(
+            "SELECT a.result_id, s.patient_id FROM annotations a JOIN results r ON r.id = a.result_id"
+            " JOIN studies s ON s.id = r.study_id ORDER BY a.decision_seq, a.lesion_id").fetchall():
+        out[int(r[0])] = groups.setdefault(str(r[1]), f"p{len(groups) + 1}")
+    return out
+
+
+def example_json(a: Annotation, tile_name: str, mask_name: str, group: str = "") -> dict[str, Any]:
+    """Return one export line for annotation ``a`` (tile and mask paths relative to DIR).
+
+    ``group`` is the export-local patient group (:func:`patient_groups`); empty means unknown.
+    """
     row, col, tx0, ty0, size = a.tile
     return {
         "id": a.id, "tile": tile_name, "mask": mask_name, "label": a.label, "decision": a.decision,
@@ -248,6 +268,7 @@ def example_json(a: Annotation, tile_name: str, mask_name: str) -> dict[str, Any
         "score": a.score, "source": a.source, "features": a.features,
         "model": {"name": a.model_name, "sha256": a.model_sha256, "version": a.model_version},
         "image_sha256": a.image_sha256, "tile_grid": {"row": row, "col": col, "x0": tx0, "y0": ty0, "size": size},
+        "group": group or a.image_sha256[:16],
     }
 
 
@@ -285,6 +306,7 @@ def export(store: Any, out_dir: Path) -> dict[str, Any]:
     digest = hashlib.sha256()
     counts: dict[str, int] = {"accepted": 0, "rejected": 0, "added": 0, "skipped_no_tile": 0}
     lines = []
+    groups = patient_groups(store)
     for a in list_annotations(store):
         if not a.tile_path or not store.path(a.tile_path).is_file():
             counts["skipped_no_tile"] += 1
@@ -297,7 +319,7 @@ def export(store: Any, out_dir: Path) -> dict[str, Any]:
         if not ok:
             raise StoreError("A mask could not be encoded.")
         (out_dir / mask_name).write_bytes(png.tobytes())
-        line = json.dumps(example_json(a, tile_name, mask_name), sort_keys=True)
+        line = json.dumps(example_json(a, tile_name, mask_name, groups.get(a.result_id, "")), sort_keys=True)
         lines.append(line)
         digest.update(line.encode() + b"\n")
         digest.update(files.sha256_file(out_dir / tile_name).encode())

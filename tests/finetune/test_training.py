@@ -76,3 +76,36 @@ def test_training_is_deterministic_and_learns() -> None:
     base = tiny_model().state_dict()
     assert any(not torch.equal(a[k], base[k]) for k in a)  # the decoder did change
     assert not any(k.startswith("image_encoder.") for k in a)  # the encoder stays frozen
+
+
+def test_training_on_an_annotations_export(config, tmp_path) -> None:
+    """Clinicians' decisions train a decoder end to end: patients split, lineage names the
+    export and the model that proposed the candidates, and one-class data is refused."""
+    import json
+
+    from appliance.finetune.export import export_finetuned
+    from appliance.finetune.proof import run_annotations
+    from tests.finetune.test_data import export_of_patients
+
+    out = export_of_patients(config, tmp_path, (("PAT-A", "L"), ("PAT-B", "L")))
+    weights = tmp_path / "w.pt"
+    torch.save(tiny_model().state_dict(), weights)
+    params = TrainParams(epochs=1, batch=8)
+    doc = run_annotations(out, tmp_path / "run", params, weights=weights, device="cpu", progress=False, val_fraction=0.5)
+    assert sorted(doc["splits"]["train"] + doc["splits"]["val"]) == ["p1", "p2"]
+    assert doc["data_sha256"] == json.loads((out / "manifest.json").read_text())["dataset_sha256"]
+    assert [v["version"] for v in doc["annotation_models"].values()] == ["shipped-1"]
+    assert (tmp_path / "run" / "decoder_state.pt").is_file()
+    manifest = export_finetuned(tmp_path / "run" / "decoder_state.pt", tmp_path / "model", "2",
+                                metrics_path=tmp_path / "run" / "metrics.json", weights=weights)
+    assert manifest["lineage"]["data_source"] == "annotations"
+    assert manifest["lineage"]["annotation_models"] == doc["annotation_models"]
+
+    lines = (out / "annotations.jsonl").read_text().splitlines()
+    rejected = [l for l in lines if json.loads(l)["label"] == 0]
+    (out / "annotations.jsonl").write_text("".join(l + "\n" for l in rejected))
+    m = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**m, "count": len(rejected)}))
+    with pytest.raises(ValueError, match="at least one accepted or added lesion"):
+        run_annotations(out, tmp_path / "run2", params, weights=weights, device="cpu", progress=False,
+                        val_fraction=0.5)
