@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 EXPORT_FORMAT = "glanceseg-annotations/1"
 TILE_SIZE = 256
 TILE_OVERLAP = 64
+#: Name of the refresh cursor in ``annotation_cursor`` (highest decision or sign-off seq built).
+CURSOR = "signed"
 #: Margin in px added around a lesion's mask when no prompt box was recorded.
 BOX_MARGIN_PX = 4
 DECISION_NAMES = {"accept": "accepted", "reject": "rejected", "add": "added"}
@@ -130,7 +132,11 @@ def refresh(store: Any) -> int:
         If a result's files are corrupt.
     """
     conn = store.connection
-    cursor = int(conn.execute("SELECT seq FROM annotation_cursor WHERE name = 'decisions'").fetchone()[0])
+    with _store_lock(store), db.transaction(conn) as c:
+        # Its own cursor: rows an earlier release built from unsigned decisions (under the
+        # 'decisions' cursor) are rebuilt once under the sign-off rule, with no migration.
+        c.execute("INSERT OR IGNORE INTO annotation_cursor (name, seq) VALUES (?, 0)", (CURSOR,))
+    cursor = int(conn.execute("SELECT seq FROM annotation_cursor WHERE name = ?", (CURSOR,)).fetchone()[0])
     # A sign-off adds no decision but changes which decisions count, so it moves the cursor too.
     top = int(conn.execute(
         "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM decisions),"
@@ -153,7 +159,7 @@ def refresh(store: Any) -> int:
                 " model_sha256, model_version, created_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     with _store_lock(store), db.transaction(conn) as c:
-        c.execute("UPDATE annotation_cursor SET seq = ? WHERE name = 'decisions' AND seq < ?", (top, top))
+        c.execute("UPDATE annotation_cursor SET seq = ? WHERE name = ? AND seq < ?", (top, CURSOR, top))
     logger.info("annotations rebuilt for %d result(s)", len(result_ids))
     return len(result_ids)
 

@@ -168,3 +168,20 @@ def test_only_signed_off_decisions_are_examples(store: Store, tmp_path: Path) ->
     assert annotations.refresh(store) == 1
     got = {a.lesion_id: (a.decision, a.actor) for a in annotations.list_annotations(store)}
     assert sorted(got.values()) == [("added", "dr_b"), ("rejected", "dr_a"), ("rejected", "dr_b")]
+
+
+def test_rows_built_by_an_earlier_release_are_rebuilt(store: Store) -> None:
+    """An appliance updated from a release that turned unsigned decisions into annotations
+    rebuilds them once, so its next export is not still the old, unsigned state."""
+    rid, _ = add_study(store)
+    store.decide(rid, 1, "accept", "dr_a")
+    sign(store, rid)
+    annotations.refresh(store)
+    store.decide(rid, 1, "reject", "dr_b")  # not signed
+    top = store.connection.execute("SELECT MAX(seq) FROM decisions").fetchone()[0]
+    with store.connection:  # what the earlier release left: its own cursor at the top, the unsigned state
+        store.connection.execute("UPDATE annotations SET decision = 'rejected', actor = 'dr_b'")
+        store.connection.execute("UPDATE annotation_cursor SET seq = ? WHERE name = 'decisions'", (top,))
+        store.connection.execute("DELETE FROM annotation_cursor WHERE name = 'signed'")
+    assert annotations.refresh(store) == 1
+    assert [(a.decision, a.actor) for a in annotations.list_annotations(store)] == [("accepted", "dr_a")]
