@@ -126,10 +126,7 @@ def refresh(store: Any) -> int:
     int
         Number of results rebuilt.
 
-    Raises
-    ------
-    StoreError
-        If a result's files are corrupt.
+    A result whose files are corrupt is skipped with a warning (its earlier examples stay).
     """
     conn = store.connection
     with _store_lock(store), db.transaction(conn) as c:
@@ -148,8 +145,16 @@ def refresh(store: Any) -> int:
         " UNION SELECT based_on FROM results WHERE kind = 'reviewed' AND based_on IS NOT NULL AND seq > ? AND seq <= ?"
         " ORDER BY 1", (cursor, top, cursor, top))]
     versions = model_versions(store.config)
+    rebuilt = 0
     for result_id in result_ids:
-        rows = _examples_of(store, result_id, versions)
+        try:
+            rows = _examples_of(store, result_id, versions)
+        except StoreError as exc:
+            # One damaged study must not stop every other study's examples (and an export, or
+            # retention's saving of tiles, with them): its earlier examples, if any, stay.
+            logger.warning("annotations of result %d not rebuilt: %s", result_id, exc)
+            continue
+        rebuilt += 1
         with _store_lock(store), db.transaction(conn) as c:
             c.execute("DELETE FROM annotations WHERE result_id = ?", (result_id,))
             c.executemany(
@@ -160,8 +165,8 @@ def refresh(store: Any) -> int:
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     with _store_lock(store), db.transaction(conn) as c:
         c.execute("UPDATE annotation_cursor SET seq = ? WHERE name = ? AND seq < ?", (top, CURSOR, top))
-    logger.info("annotations rebuilt for %d result(s)", len(result_ids))
-    return len(result_ids)
+    logger.info("annotations rebuilt for %d result(s)", rebuilt)
+    return rebuilt
 
 
 def _examples_of(store: Any, result_id: int, versions: dict[str, str]) -> list[tuple]:

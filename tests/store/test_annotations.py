@@ -185,3 +185,17 @@ def test_rows_built_by_an_earlier_release_are_rebuilt(store: Store) -> None:
         store.connection.execute("DELETE FROM annotation_cursor WHERE name = 'signed'")
     assert annotations.refresh(store) == 1
     assert [(a.decision, a.actor) for a in annotations.list_annotations(store)] == [("accepted", "dr_a")]
+
+
+def test_a_corrupt_result_file_skips_only_that_study(store: Store, tmp_path: Path) -> None:
+    """A damaged result file of one study is logged and skipped; it stopped every export."""
+    rid, _ = add_study(store)
+    store.decide(rid, 1, "accept", "dr_a")
+    sign(store, rid)
+    photo = SimpleNamespace(rgb=np.zeros((H, W, 3), np.uint8), source="u.png", sha256="1" * 64, fov_deg=45.0, dicom={})
+    other = store.add_study(photo, "P2", "R", store.load_result(rid).result).auto_result_id
+    store.decide(other, 2, "reject", "dr_a")
+    sign(store, other)
+    store.path(store.get_result(rid).masks_path).write_bytes(b"damaged")
+    manifest = annotations.export(store, tmp_path / "e")
+    assert manifest["counts"]["rejected"] == 1 and manifest["counts"]["accepted"] == 0
