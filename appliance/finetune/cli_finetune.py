@@ -109,9 +109,12 @@ def run_train(args: argparse.Namespace, config: Any) -> int:
         print(json.dumps({k: doc[k] for k in ("counts", "test_before", "test_after", "epochs_run", "best_epoch",
                                               "seconds")}, indent=1))
         return 0
-    doc = run_proof(args.set, args.data, args.out, args.train_ids, args.val_ids, args.test_ids, params,
-                    weights=args.weights, device=args.device, base_sha256=args.base_sha256,
-                    progress=not args.no_progress, spots_per_image=args.spots)
+    try:
+        doc = run_proof(args.set, args.data, args.out, args.train_ids, args.val_ids, args.test_ids, params,
+                        weights=args.weights, device=args.device, base_sha256=args.base_sha256,
+                        progress=not args.no_progress, spots_per_image=args.spots)
+    except ValueError as exc:
+        raise SystemExit(f"finetune train: {exc}") from exc
     print(json.dumps({k: doc[k] for k in ("test_before", "test_after", "epochs_run", "best_epoch", "seconds")},
                      indent=1))
     return 0

@@ -42,11 +42,35 @@ def split_metrics(ex: ExampleSet, pred: dict[str, np.ndarray]) -> dict[str, Any]
     return out
 
 
+def check_disjoint(splits: dict[str, Sequence[str]]) -> None:
+    """Refuse splits that share a photograph: figures on an image trained on measure memory.
+
+    Raises
+    ------
+    ValueError
+        Naming the shared ids and the splits that hold them.
+    """
+    names = list(splits)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = sorted(set(splits[a]) & set(splits[b]))
+            if shared:
+                raise ValueError(f"{', '.join(shared[:5])} {'is' if len(shared) == 1 else 'are'} in both the {a} "
+                                 f"and the {b} split; each photograph belongs to one split.")
+
+
 def run_proof(set_path: Path, data_dir: Path, out_dir: Path, train_ids: Sequence[str], val_ids: Sequence[str],
               test_ids: Sequence[str], params: TrainParams, weights: Optional[Path] = None,
               device: str = "auto", base_sha256: str = "", progress: bool = True,
               spots_per_image: int = 40) -> dict[str, Any]:
-    """Run the whole proof; return the metrics document (also written to ``metrics.json``)."""
+    """Run the whole proof; return the metrics document (also written to ``metrics.json``).
+
+    Raises
+    ------
+    ValueError
+        If two splits share an image id (:func:`check_disjoint`).
+    """
+    check_disjoint({"train": train_ids, "val": val_ids, "test": test_ids})
     import torch
 
     from appliance.finetune.model import encode_tiles, load_model

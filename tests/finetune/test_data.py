@@ -120,3 +120,20 @@ def test_cli_train_reads_an_annotations_export() -> None:
     both = parser.parse_args(["finetune", "train", "--annotations", "/x", "--set", "s", "--data", "d", "--out", "/y"])
     with pytest.raises(SystemExit, match="either --annotations"):
         cli_finetune.run_train(both, None)
+
+
+def test_cli_train_refuses_a_photograph_in_two_splits(tmp_path: Path) -> None:
+    """--train-ids and --val-ids/--test-ids that overlap are refused before any work: the
+    before/after figures would be measured on photographs trained on."""
+    import argparse
+
+    from appliance.finetune import cli_finetune
+
+    parser = argparse.ArgumentParser()
+    cli_finetune.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["finetune", "train", "--set", "s.json", "--data", "d", "--out", str(tmp_path / "run"),
+                              "--train-ids", "IDRiD_01,IDRiD_02", "--val-ids", "IDRiD_02",
+                              "--test-ids", "IDRiD_13"])
+    with pytest.raises(SystemExit, match="IDRiD_02 is in both the train and the val split"):
+        cli_finetune.run_train(args, None)
+    assert not (tmp_path / "run").exists()
