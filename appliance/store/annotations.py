@@ -156,13 +156,19 @@ def refresh(store: Any) -> int:
             continue
         rebuilt += 1
         with _store_lock(store), db.transaction(conn) as c:
+            # An example whose decision still stands keeps its id (docs: "stable while the
+            # decision stands"); a rebuild for another lesion's decision renumbered them all.
+            kept = {(int(r[1]), int(r[2])): int(r[0]) for r in c.execute(
+                "SELECT id, lesion_id, decision_seq FROM annotations WHERE result_id = ?", (result_id,))}
             c.execute("DELETE FROM annotations WHERE result_id = ?", (result_id,))
+            numbered = [(kept.get((int(r[2]), int(r[4]))), *r) for r in rows]
+            numbered.sort(key=lambda r: r[0] is None)  # kept ids first, so a new row cannot take one
             c.executemany(
-                "INSERT INTO annotations (result_id, image_id, lesion_id, decision, decision_seq, actor, decided_at,"
+                "INSERT INTO annotations (id, result_id, image_id, lesion_id, decision, decision_seq, actor, decided_at,"
                 " x, y, box_x0, box_y0, box_x1, box_y1, mask_x0, mask_y0, mask_w, mask_h, mask, tile_row, tile_col,"
                 " tile_x0, tile_y0, tile_size, tile_path, image_sha256, score, source, features_json, model_name,"
                 " model_sha256, model_version, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", numbered)
     with _store_lock(store), db.transaction(conn) as c:
         c.execute("UPDATE annotation_cursor SET seq = ? WHERE name = ? AND seq < ?", (top, CURSOR, top))
     logger.info("annotations rebuilt for %d result(s)", rebuilt)

@@ -199,3 +199,23 @@ def test_a_corrupt_result_file_skips_only_that_study(store: Store, tmp_path: Pat
     store.path(store.get_result(rid).masks_path).write_bytes(b"damaged")
     manifest = annotations.export(store, tmp_path / "e")
     assert manifest["counts"]["rejected"] == 1 and manifest["counts"]["accepted"] == 0
+
+
+def test_example_ids_stay_while_the_decision_stands(store: Store) -> None:
+    """A later decision on another lesion of the same photograph leaves the other examples' ids
+    (and mask file names) alone, as documented; each rebuild renumbered them."""
+    rid, _ = add_study(store)
+    photo = SimpleNamespace(rgb=np.zeros((H, W, 3), np.uint8), source="u.png", sha256="1" * 64, fov_deg=45.0, dicom={})
+    other = store.add_study(photo, "P2", "R", store.load_result(rid).result).auto_result_id
+    store.decide(rid, 1, "accept", "dr_a")
+    store.decide(rid, 2, "reject", "dr_a")
+    sign(store, rid)
+    store.decide(other, 1, "accept", "dr_a")
+    sign(store, other)
+    annotations.refresh(store)
+    before = {(a.result_id, a.lesion_id): a.id for a in annotations.list_annotations(store)}
+    store.decide(rid, 3, "accept", "dr_a")  # an amendment touching lesion 3 only
+    sign(store, rid)
+    annotations.refresh(store)
+    after = {(a.result_id, a.lesion_id): a.id for a in annotations.list_annotations(store)}
+    assert {k: after[k] for k in before} == before and len(set(after.values())) == 4
