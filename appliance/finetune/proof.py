@@ -108,8 +108,6 @@ def run_proof(set_path: Path, data_dir: Path, out_dir: Path, train_ids: Sequence
     (out_dir / "history.json").write_text(json.dumps(history, indent=1))
     plot_losses(history, out_dir / "loss_curve.png")
     set_doc = json.loads(Path(set_path).read_text())
-    key = (lambda r: r["val_loss"]) if params.monitor == "loss" else (lambda r: -r["val_auc_candidates"])
-    best_row = min(history, key=key) if history else {}
     doc = {
         "base_model_sha256": base_sha256,
         "data_sha256": set_doc.get("data_sha256"),
@@ -120,18 +118,29 @@ def run_proof(set_path: Path, data_dir: Path, out_dir: Path, train_ids: Sequence
                           "ma": int(((ex.labels > 0) & (ex.kinds != SPOT)).sum()),
                           "rejected": int(((ex.labels == 0) & (ex.kinds == CANDIDATE)).sum()),
                           "spots": int((ex.kinds == SPOT).sum())} for name, ex in splits.items()},
+        "test_before": before,
+        "test_after": after,
+        **_run_record(history, params, device, started),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(doc, indent=1))
+    return doc
+
+
+def _run_record(history: list[dict], params: Any, device: str, started: float) -> dict[str, Any]:
+    """What both kinds of run record about the training itself: settings, best epoch, machine."""
+    import torch
+
+    key = (lambda r: r["val_loss"]) if params.monitor == "loss" else (lambda r: -r["val_auc_candidates"])
+    best_row = min(history, key=key) if history else {}
+    return {
         "hyper_parameters": params.as_dict(),
         "epochs_run": len(history),
         "best_epoch": best_row.get("epoch", 0),
         "best_val": {k: v for k, v in best_row.items() if k.startswith("val_")},
-        "test_before": before,
-        "test_after": after,
         "device": device if device == "cpu" else torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "seconds": round(time.time() - started, 1),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(doc, indent=1))
-    return doc
 
 
 def decision_metrics(ex: ExampleSet, pred: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -187,8 +196,6 @@ def run_annotations(export_dir: Path, out_dir: Path, params: TrainParams, weight
     torch.save(decoder_state(model), out_dir / "decoder_state.pt")
     (out_dir / "history.json").write_text(json.dumps(history, indent=1))
     plot_losses(history, out_dir / "loss_curve.png")
-    key = (lambda r: r["val_loss"]) if params.monitor == "loss" else (lambda r: -r["val_auc_candidates"])
-    best_row = min(history, key=key) if history else {}
     doc = {
         "source": "annotations",
         "base_model_sha256": base_sha256,
@@ -200,15 +207,9 @@ def run_annotations(export_dir: Path, out_dir: Path, params: TrainParams, weight
                           "ma": int((ex.labels > 0).sum()),
                           "rejected": int(((ex.labels == 0) & (ex.kinds == CANDIDATE)).sum())}
                    for name, ex in splits.items()},
-        "hyper_parameters": params.as_dict(),
-        "epochs_run": len(history),
-        "best_epoch": best_row.get("epoch", 0),
-        "best_val": {k: v for k, v in best_row.items() if k.startswith("val_")},
         "test_before": before,
         "test_after": after,
-        "device": device if device == "cpu" else torch.cuda.get_device_name(0),
-        "torch": torch.__version__,
-        "seconds": round(time.time() - started, 1),
+        **_run_record(history, params, device, started),
     }
     (out_dir / "metrics.json").write_text(json.dumps(doc, indent=1))
     return doc
