@@ -85,7 +85,7 @@ def test_training_on_an_annotations_export(config, tmp_path) -> None:
 
     from appliance.finetune.export import export_finetuned
     from appliance.finetune.proof import run_annotations
-    from tests.finetune.test_data import export_of_patients
+    from .test_data import export_of_patients
 
     out = export_of_patients(config, tmp_path, (("PAT-A", "L"), ("PAT-B", "L")))
     weights = tmp_path / "w.pt"
