@@ -86,7 +86,7 @@ class EmbeddingSpill:
         if capacity < 1:
             raise ValueError("A spill must hold at least one embedding.")
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # embeddings are derived from patient photographs
         stale = remove_stale(self.root)
         if stale:
             logger.info("removed %d stale embedding folders under %s", stale, self.root)

@@ -31,10 +31,14 @@ def appliance_services(config: Config) -> Any:
     from appliance.ui.services import build_services
 
     from appliance.errors import UpdateError
+    from appliance.store.files import makedirs_durable
     from appliance.sync.model_updates import model_store
     from appliance.sync.software_updates import software_store
     from appliance.sync.scheduler import start_background_sync, start_offline_panel
 
+    # The data folder holds patient data: created owner-only before anything else makes it
+    # (the update stores below would make it with the default umask, 0755).
+    makedirs_durable(config.data_dir)
     models = model_store(config)
     for updates in (models, software_store(config)):
         try:

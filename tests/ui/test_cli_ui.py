@@ -62,3 +62,23 @@ def test_status_reads_what_only_the_serving_process_knows(config, tmp_path):
     assert read_live_state(neon.data_dir) is None
     path.write_text(json.dumps({**state, "pid": 999_999_999}))  # a writer that is gone
     assert read_live_state(neon.data_dir) is None and read_live_state(neon.data_dir.parent) is None
+
+
+def test_a_fresh_data_folder_and_the_embedding_cache_are_owner_only(config, tmp_path):
+    # The data folder holds patient data; the update stores made it first with the default
+    # umask (0755). Embeddings are derived from patient photographs.
+    from appliance.glance.spill import EmbeddingSpill
+    from appliance.ui.cli_ui import appliance_services
+
+    data = tmp_path / "fresh" / "data"
+    services = appliance_services(config.replace(data={"dir": str(data)}))
+    try:
+        assert data.stat().st_mode & 0o777 == 0o700
+    finally:
+        services.close()
+        services.store.close()
+    spill = EmbeddingSpill(tmp_path / "cache" / "embeddings", capacity=1)
+    try:
+        assert (tmp_path / "cache" / "embeddings").stat().st_mode & 0o777 == 0o700
+    finally:
+        spill.close()
