@@ -53,7 +53,11 @@ def run_check(args: argparse.Namespace, config: Config) -> int:
         while not source.status().connected and time.monotonic() < deadline:
             time.sleep(0.1)
         if not source.status().connected:
-            print(f"Not connected: {source.status().detail.get('last_error') or 'no answer'}")
+            error = source.status().detail.get("last_error") or "no answer"
+            print(f"Not connected: nothing answered at {where}. Check that the Neon Companion app is open "
+                  "with the glasses plugged in, that the phone is on this appliance's network, and that "
+                  "[tracker] ip and port are those the app shows (or empty, to find it by mDNS).")
+            print(f"  (technical detail: {error})")
             return EXIT_NO_GAZE
         n = worn = 0
         t_end = time.monotonic() + max(0.5, args.seconds)

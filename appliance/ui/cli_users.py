@@ -58,6 +58,8 @@ def run_list(args: argparse.Namespace, config: Config) -> int:
 
     conn, users = _open(config)
     try:
+        if not users.list():
+            print("No users yet: the first start of the touchscreen asks for an administrator's PIN.")
         for user in users.list():
             locked = conn.execute("SELECT locked_until FROM ui_users WHERE id=?", (user.id,)).fetchone()[0]
             state = "active" if user.active else "disabled"

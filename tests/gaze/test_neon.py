@@ -205,7 +205,8 @@ def test_tracker_check_without_a_device(config, capsys):
                                   "reconnect_initial_s": 0.1})
     args = type("Args", (), {"ip": "127.0.0.1", "port": 9, "seconds": 0.2})()
     assert cli_tracker.run_check(args, cfg) == 1
-    assert "Not connected" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Not connected: nothing answered at 127.0.0.1:9" in out and "Companion app is open" in out
 
 
 def test_discovery_by_mdns(fake_neon):

@@ -44,3 +44,10 @@ def test_set_pin_unlock_and_list_from_the_console(ui_config, monkeypatch, capsys
     actions = [(e.actor, e.action) for e in AuditLog(conn).entries()]
     assert ("console", "user_pin_set") in actions and ("console", "user_unlocked") in actions
     conn.close()
+
+
+def test_listing_no_users_says_so(ui_config, monkeypatch, capsys):
+    monkeypatch.setenv("GLANCESEG_DATA_DIR", str(ui_config.data_dir))
+    ui_config.data_dir.mkdir(parents=True)
+    assert main(["users", "list"]) == 0
+    assert "No users yet" in capsys.readouterr().out
