@@ -374,6 +374,13 @@
     if (Object.keys(pts).length < 2) { pinch = null; }
     if (wasTap && e.type === "pointerup") { tap(e.clientX, e.clientY); }
     if (!Object.keys(pts).length) { start = null; }
+    /* A lifted finger no longer looks: end its gaze here, not only on pointerleave, which a
+       captured touch pointer may not send; the resting-pointer repeat would otherwise hold the
+       fixation open and no lesion would come of it. A mouse button released keeps looking. */
+    if (pointerGaze && e.pointerType !== "mouse" && !Object.keys(pts).length && lastPointer) {
+      gazeBuf.push({gone: true, t_ms: performance.timeOrigin + performance.now()});
+      lastPointer = null;
+    }
   }
   vp.addEventListener("pointerup", up);
   vp.addEventListener("pointercancel", up);
