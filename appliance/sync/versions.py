@@ -402,9 +402,10 @@ class VersionedStore:
                 (self.root / CURRENT).unlink()
                 logger.warning("%s %s %s is retired: the shipped version %s is as new or newer",
                                self.kind.value, self.family, retired, self.baseline_version)
-            if prev and _safe_key(prev) <= shipped:
+            prev_retired = bool(prev) and _safe_key(prev) <= shipped
+            if prev_retired:
                 (self.root / PREVIOUS).unlink()
-            if retired or (prev and _safe_key(prev) <= shipped):
+            if retired or prev_retired:
                 fsync_dir(self.root)
                 self.prune()
             return retired

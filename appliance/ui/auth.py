@@ -43,7 +43,6 @@ def login() -> Any:
         outcome, user = users.authenticate(name, pin, remote=request.remote_addr or "")
         if outcome is LoginOutcome.OK and user is not None:
             session.clear()
-            session["uid"] = user.id
             session["sid"] = users.start_session(user.id)
             session["seen"] = time.time()
             csrf_token()

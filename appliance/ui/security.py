@@ -66,7 +66,7 @@ def load_user() -> Any:
             flash("You were logged off after a period of inactivity.")
         else:
             user = users.session_user(sid, idle_s, now)
-            if user is None or user.id != session.get("uid"):
+            if user is None:
                 session.clear()
             else:
                 g.user = user

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Optional
 
+from appliance.hashing import sha256_bytes
 from appliance.ui.server import is_loopback
 
 logger = logging.getLogger(__name__)
@@ -247,7 +248,7 @@ class UserStore:
         token = secrets.token_urlsafe(32)
         self.conn.execute("DELETE FROM ui_sessions WHERE seen_s < ?", (now_s - 86400.0,))
         self.conn.execute("INSERT INTO ui_sessions(token_sha256, user_id, created_at, seen_s) VALUES (?,?,?,?)",
-                          (_token_hash(token), user_id, _now_iso(), now_s))
+                          (sha256_bytes(token.encode()), user_id, _now_iso(), now_s))
         return token
 
     def session_user(self, token: str, idle_s: float, now_s: Optional[float] = None) -> Optional[User]:
@@ -260,7 +261,7 @@ class UserStore:
         now_s = time.time() if now_s is None else now_s
         r = self.conn.execute(
             "SELECT u.id, u.name, u.role, u.active, s.seen_s FROM ui_sessions s JOIN ui_users u ON u.id = s.user_id "
-            "WHERE s.token_sha256=?", (_token_hash(token),)).fetchone()
+            "WHERE s.token_sha256=?", (sha256_bytes(token.encode()),)).fetchone()
         if r is None or not r["active"] or now_s - r["seen_s"] > idle_s + SESSION_TOUCH_S:
             return None
         return User(r["id"], r["name"], Role(r["role"]), True)
@@ -269,16 +270,12 @@ class UserStore:
         """Record user activity on a session (at most one write in 10 s per session)."""
         now_s = time.time() if now_s is None else now_s
         self.conn.execute("UPDATE ui_sessions SET seen_s=? WHERE token_sha256=? AND seen_s < ?",
-                          (now_s, _token_hash(token), now_s - SESSION_TOUCH_S))
+                          (now_s, sha256_bytes(token.encode()), now_s - SESSION_TOUCH_S))
 
     def end_session(self, token: str) -> None:
         """Log one session out: its cookie, wherever a copy of it is, opens nothing any more."""
-        self.conn.execute("DELETE FROM ui_sessions WHERE token_sha256=?", (_token_hash(token),))
+        self.conn.execute("DELETE FROM ui_sessions WHERE token_sha256=?", (sha256_bytes(token.encode()),))
 
     def end_sessions(self, user_id: int) -> int:
         """Log every session of ``user_id`` out; return how many there were."""
         return self.conn.execute("DELETE FROM ui_sessions WHERE user_id=?", (user_id,)).rowcount
-
-
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
