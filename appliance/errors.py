@@ -46,3 +46,8 @@ class HardwareError(ApplianceError):
 
 class UpdateError(ApplianceError):
     """A model or software bundle was refused (bad signature, downgrade, wrong family)."""
+
+
+class Cancelled(ApplianceError):
+    """Work stopped on request between two steps (the appliance is stopping); it runs again
+    at the next start."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from appliance.config import Config
 from appliance.glance import dkf
+from appliance.errors import Cancelled
 from appliance.glance.candidates import Candidate, detect
 from appliance.glance.heap import release_free_heap
 from appliance.glance.lesions import Lesion, SegmentationResult
@@ -197,7 +198,7 @@ class ImageSession:
 
     # -- processing ------------------------------------------------------------------------
     def process(self, cells: Iterable[Tile], on_event: Optional[Callable[[LesionEvent], None]] = None,
-                use_model: bool = True) -> list[LesionEvent]:
+                use_model: bool = True, stop: Optional[threading.Event] = None) -> list[LesionEvent]:
         """Process the cells not yet processed; return (and deliver) their lesion events.
 
         Both stages in one call: :meth:`detect_cells` then :meth:`refine`.
@@ -210,6 +211,9 @@ class ImageSession:
             Called with each event as soon as it exists (the UI, the store).
         use_model
             Refine lesions with the model when the engine has one.
+        stop
+            Checked between detection bands and model tiles: once set, :class:`Cancelled`
+            is raised (the appliance is stopping; see :meth:`scan`).
         """
         events: list[LesionEvent] = []
 
@@ -218,9 +222,9 @@ class ImageSession:
             if on_event is not None:
                 on_event(event)
 
-        pending = self.detect_cells(cells, collect)
+        pending = self.detect_cells(cells, collect, stop)
         if use_model:
-            self.refine(pending, collect)
+            self.refine(pending, collect, stop)
         return events
 
     def _emit(self, kind: str, lesion: Lesion, key: tuple[int, int],
@@ -235,8 +239,8 @@ class ImageSession:
             if on_event is not None:
                 on_event(event)
 
-    def detect_cells(self, cells: Iterable[Tile],
-                     on_event: Optional[Callable[[LesionEvent], None]] = None) -> list[tuple[Tile, list[Candidate], CellResult]]:
+    def detect_cells(self, cells: Iterable[Tile], on_event: Optional[Callable[[LesionEvent], None]] = None,
+                     stop: Optional[threading.Event] = None) -> list[tuple[Tile, list[Candidate], CellResult]]:
         """Stage 1 (milliseconds): candidates and saliency-masked lesions of the new cells.
 
         Returns what :meth:`refine` needs to let the model segment them.
@@ -245,6 +249,8 @@ class ImageSession:
             todo = [c for c in cells if c.key not in self.done]
         pending: list[tuple[Tile, list[Candidate], CellResult]] = []
         for group in self._groups(todo):
+            if stop is not None and stop.is_set():
+                raise Cancelled("stopped before the whole field of view was searched")
             t0 = time.perf_counter()
             found = self._candidates(group)
             dkf.prime_base_scores([c for cands in found.values() for c in cands])  # one ranker call
@@ -263,12 +269,13 @@ class ImageSession:
         return pending
 
     def refine(self, pending: list[tuple[Tile, list[Candidate], CellResult]],
-               on_event: Optional[Callable[[LesionEvent], None]] = None) -> None:
+               on_event: Optional[Callable[[LesionEvent], None]] = None,
+               stop: Optional[threading.Event] = None) -> None:
         """Stage 2 (encoder-bound): the model segments the promising candidates of ``pending``."""
         if self.engine.predictor is None or not pending:
             return
         t0 = time.perf_counter()
-        prompts = self._prompt_all(pending)
+        prompts = self._prompt_all(pending, stop)
         model_ms = (time.perf_counter() - t0) * 1e3 / len(pending)
         for (cell, candidates, result), cell_prompts in zip(pending, prompts):
             if not candidates:
@@ -331,7 +338,8 @@ class ImageSession:
         xy = np.array([[c.x, c.y] for c in candidates]).reshape(-1, 2)
         return np.column_stack([xy - half[:, None], xy + half[:, None]])
 
-    def _prompt_all(self, pending: list[tuple[Tile, list[Candidate], CellResult]]) -> list[list[Optional[PromptResult]]]:
+    def _prompt_all(self, pending: list[tuple[Tile, list[Candidate], CellResult]],
+                    stop: Optional[threading.Event] = None) -> list[list[Optional[PromptResult]]]:
         """Prompt the model for the candidates worth it, in one batched predictor call.
 
         Worth it: the saliency-stage score reaches ``[glance] prompt_min_score``. The
@@ -351,7 +359,7 @@ class ImageSession:
             where += [(i, j) for j, c in enumerate(cands) if scores.get(base + j, -1.0) >= floor]
         if where:
             boxes = self._prompt_boxes([per_cell[i][j] for i, j in where])
-            results = self.engine.predictor.segment_boxes(self.photo.sha256, self.photo.rgb, boxes)
+            results = self.engine.predictor.segment_boxes(self.photo.sha256, self.photo.rgb, boxes, stop)
             for (i, j), r in zip(where, results):
                 out[i][j] = r
         return out
@@ -382,8 +390,13 @@ class ImageSession:
             quality_reasons=dict(self.quality.reasons),
         )
 
-    def scan(self, use_model: bool = True) -> SegmentationResult:
-        """Process every cell of the field of view (scan mode) and return the result."""
-        self.process(self.fov_cells(), use_model=use_model)
+    def scan(self, use_model: bool = True, stop: Optional[threading.Event] = None) -> SegmentationResult:
+        """Process every cell of the field of view (scan mode) and return the result.
+
+        ``stop``, once set, ends the scan with :class:`Cancelled` at the next detection band
+        or model tile, so a stopping appliance is not held for the rest of a photograph (and
+        no encoder run is left going when the process exits, which aborts it).
+        """
+        self.process(self.fov_cells(), use_model=use_model, stop=stop)
         release_free_heap()  # the whole-photograph pass's temporaries (docs/performance.md)
         return self.result("scan")

@@ -37,6 +37,7 @@ from typing import Hashable, Iterable, Optional
 import numpy as np
 import numpy.typing as npt
 
+from appliance.errors import Cancelled
 from appliance.glance.runtime.base import MAX_DECODE_BATCH, SamRuntime
 from appliance.glance.spill import EmbeddingSpill
 from appliance.imaging.tiling import Tile, TileGrid
@@ -275,7 +276,8 @@ class SamPredictor:
             count += int(self.stats.encoded > before)
         return count
 
-    def segment_boxes(self, image_key: Hashable, rgb: np.ndarray, boxes_xyxy: np.ndarray) -> list[PromptResult]:
+    def segment_boxes(self, image_key: Hashable, rgb: np.ndarray, boxes_xyxy: np.ndarray,
+                      stop: Optional[threading.Event] = None) -> list[PromptResult]:
         """Segment box prompts: one batched decoder call per tile.
 
         Each box goes to the tile whose centre is nearest the box centre
@@ -289,11 +291,20 @@ class SamPredictor:
             The photograph, HxWx3 uint8 RGB.
         boxes_xyxy
             Nx4 float ``(x0, y0, x1, y1)`` in image px.
+        stop
+            Checked before each tile: once set, the call ends with :class:`Cancelled` instead
+            of encoding on (an encoder run cannot be interrupted, and one left running when
+            the process exits aborts it).
 
         Returns
         -------
         list of PromptResult
             One per box, in the order given.
+
+        Raises
+        ------
+        Cancelled
+            If ``stop`` was set.
         """
         boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
         if not np.all(np.isfinite(boxes)) or np.any(boxes[:, 2:] < boxes[:, :2]):
@@ -309,6 +320,8 @@ class SamPredictor:
         results: list[Optional[PromptResult]] = [None] * len(boxes)
         size = grid.size
         for key, idx in groups.items():
+            if stop is not None and stop.is_set():
+                raise Cancelled("stopped before the model had segmented every prompt")
             tile = tiles[key]
             emb = self.decode_input(image_key, rgb, tile)
             local = boxes[idx] - np.array([tile.x0, tile.y0, tile.x0, tile.y0], dtype=np.float64)

@@ -6,6 +6,7 @@ What ``glanceseg segment``, ``glanceseg study add`` and ``glanceseg eval`` call.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -20,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 def segment_photograph(photo: Photograph, engine: GlanceEngine, gaze_csv: Optional[Path] = None,
-                       px_per_deg: Optional[float] = None) -> SegmentationResult:
+                       px_per_deg: Optional[float] = None,
+                       stop: Optional[threading.Event] = None) -> SegmentationResult:
     """Segment the microaneurysms of one photograph.
 
     Parameters
@@ -35,19 +37,26 @@ def segment_photograph(photo: Photograph, engine: GlanceEngine, gaze_csv: Option
     px_per_deg
         Image px per degree for gaze rows that do not carry ``px_per_deg``; None uses the
         configured display geometry with the photograph fitted to the screen.
+    stop
+        Scan mode: once set, the scan ends early with :class:`appliance.errors.Cancelled`
+        (the UI's analysis worker at shutdown).
 
     Raises
     ------
     GazeError
         If the gaze file is malformed.
+    Cancelled
+        If ``stop`` was set during a scan.
     """
     start = time.perf_counter()
     session = engine.open(photo)
-    if gaze_csv is None:
-        result = session.scan()
-    else:
-        result = segment_gaze(session, read_gaze_csv(gaze_csv), px_per_deg)
-    engine.forget(photo)  # a one-shot run will not read it again
+    try:
+        if gaze_csv is None:
+            result = session.scan(stop=stop)
+        else:
+            result = segment_gaze(session, read_gaze_csv(gaze_csv), px_per_deg)
+    finally:
+        engine.forget(photo)  # a one-shot run will not read it again, nor a failed one
     result.timings_ms["total"] = (time.perf_counter() - start) * 1e3
     return result
 

@@ -27,15 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, Cancelled
 from appliance.store import files
 
 logger = logging.getLogger(__name__)
 
 #: Finished or failed jobs kept for the worklist, newest last.
 KEEP_FINISHED = 50
-#: Seconds ``close`` waits for the photograph under analysis (systemd stops the service after
-#: 30 s); a job cut short is analysed again at the next start.
+#: Seconds ``close`` waits for the photograph under analysis to stop (systemd stops the
+#: service after 30 s). The scan stops at its next detection band or model tile (about a
+#: second); a job cut short is analysed again at the next start.
 CLOSE_WAIT_S = 20.0
 
 
@@ -81,8 +82,9 @@ class AnalysisQueue:
     engine
         ``() -> GlanceEngine``: the process's engine (built on first use).
     segment
-        ``(photo, engine) -> SegmentationResult``; default
-        :func:`appliance.glance.scan.segment_photograph` (scan mode).
+        ``(photo, engine, stop=threading.Event) -> SegmentationResult``; default
+        :func:`appliance.glance.scan.segment_photograph` (scan mode), which ends with
+        :class:`Cancelled` soon after ``stop`` is set.
     on_stored
         Called with each finished job (the audit log, tests).
     spool
@@ -96,7 +98,7 @@ class AnalysisQueue:
         self.segment = segment
         self.on_stored = on_stored
         self.spool = None if spool is None else Path(spool)
-        self._stopping = False
+        self._stop = threading.Event()
         self._jobs: dict[int, AnalysisJob] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -199,12 +201,14 @@ class AnalysisQueue:
         return True
 
     def close(self) -> None:
-        """Stop the worker after the job in flight (waiting up to :data:`CLOSE_WAIT_S`).
+        """Stop the worker, cutting the job in flight short (waiting up to :data:`CLOSE_WAIT_S`).
 
-        Jobs not started stay in the spool for the next start; they used to be analysed one
-        after another here, past systemd's stop timeout.
+        Jobs not started, and the one cut short, stay in the spool for the next start. The
+        scan is stopped rather than waited for: a whole photograph can take longer than
+        systemd's stop timeout, and an encoder run still going when the interpreter exits
+        aborts the process (exit 134).
         """
-        self._stopping = True
+        self._stop.set()
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout=CLOSE_WAIT_S)
@@ -214,7 +218,7 @@ class AnalysisQueue:
     def _run(self) -> None:
         while True:
             job = self._queue.get()
-            if job is None or self._stopping:
+            if job is None or self._stop.is_set():
                 return
             with self._lock:
                 job.state = "analysing"
@@ -223,15 +227,18 @@ class AnalysisQueue:
                 segment = self.segment
                 if segment is None:
                     from appliance.glance.scan import segment_photograph as segment
-                result = segment(job.photo, self.engine())
+                result = segment(job.photo, self.engine(), stop=self._stop)
                 study = self.store.add_study(job.photo, job.patient_id, job.eye, result, gaze_summary=None)
+            except Cancelled:
+                logger.info("analysis of job %d stopped with the appliance; it runs again at the next start", job.id)
+                return
             except Exception as exc:  # noqa: BLE001 - any failure is shown on the worklist, the worker goes on
                 logger.exception("analysis of job %d failed", job.id)
                 with self._lock:
                     job.state, job.error = "failed", f"{exc}"
                     job.photo = None
                     self._idle.notify_all()
-                if not self._stopping:  # a failure because the appliance is stopping is retried at start
+                if not self._stop.is_set():  # a failure because the appliance is stopping is retried at start
                     self._forget(job.key)  # the worklist says it failed; the technician imports it again
                 continue
             self._forget(job.key)  # stored: the study holds the photograph now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,33 @@ def test_embeddings_spill_under_the_data_folder_or_stay_in_ram_when_it_is_not_wr
     with caplog.at_level("WARNING", logger="appliance.glance.engine"):
         assert engine_mod._spill(config.replace(data={"dir": blocked})) is None
     assert "RAM only" in caplog.text
+
+
+def test_a_scan_asked_to_stop_ends_at_the_next_model_tile_without_encoding_the_rest(config, photo, int8_runtime,
+                                                                                      monkeypatch):
+    """The UI's analysis worker stops a scan at shutdown: an encoder run left going when the
+    process exits aborts it, and a whole photograph outlasts systemd's stop timeout."""
+    from appliance.errors import Cancelled
+    from appliance.glance.predictor import SamPredictor
+
+    session = GlanceEngine(config, predictor=SamPredictor(int8_runtime)).open(photo)
+    # Cells whose candidates prompt the model on two tiles of the demo photograph.
+    cells = [c for c in session.fov_cells() if 10 <= c.key[0] <= 11 and 5 <= c.key[1] <= 7]
+    stop = threading.Event()
+    encoded = []
+    real_encode = int8_runtime.encode
+
+    def encode_then_stop(tile):
+        encoded.append(tile.shape)
+        stop.set()  # the appliance is told to stop while the first tile is being encoded
+        return real_encode(tile)
+
+    monkeypatch.setattr(int8_runtime, "encode", encode_then_stop)
+    with pytest.raises(Cancelled):
+        session.process(cells, stop=stop)
+    assert len(encoded) == 1
+    assert session.done  # the detection stage ran; the model stage stopped after one tile
+
+    stop.set()
+    with pytest.raises(Cancelled):  # set before anything: not one band is searched
+        GlanceEngine.from_config(config, use_model=False).open(photo).scan(use_model=False, stop=stop)

@@ -22,11 +22,11 @@ def test_imports_not_yet_analysed_when_the_appliance_stops_are_analysed_at_the_n
     gate, started = threading.Event(), threading.Event()
     real_segment = first.analysis.segment
 
-    def slow_segment(photo, eng):
+    def slow_segment(photo, eng, stop):
         started.set()
         gate.wait(30)  # the first photograph is still being analysed when the appliance stops
         from appliance.glance.scan import segment_photograph
-        return (real_segment or segment_photograph)(photo, eng)
+        return (real_segment or segment_photograph)(photo, eng, stop=stop)
 
     first.analysis.segment = slow_segment
     raw = fundus_png.read_bytes()
@@ -68,6 +68,48 @@ def test_a_queued_import_already_stored_is_not_stored_twice(ui_config, engine, f
         assert again.analysis.wait_idle(300)
         assert [s.patient_id for s in again.store.worklist()] == ["P-7"]
         assert list(folder.iterdir()) == []
+    finally:
+        again.close()
+        again.store.close()
+
+
+def test_stopping_the_appliance_stops_the_scan_in_flight_and_keeps_its_photograph_for_the_next_start(
+        ui_config, engine, fundus_png, monkeypatch):
+    """systemd stops the service within 30 s, and a photograph's scan can take longer: the worker
+    stops the real scan between bands instead of finishing it (or being left running at exit)."""
+    from appliance.glance import engine as engine_mod
+
+    monkeypatch.setattr(analysis, "CLOSE_WAIT_S", 120.0, raising=False)
+    monkeypatch.setattr(engine_mod, "BAND_ROWS", 2)  # the crop's scan in several bands
+    searching, go_on = threading.Event(), threading.Event()
+    real_detect = engine_mod.detect
+
+    def detect(*args, **kwargs):
+        searching.set()
+        go_on.wait(30)
+        return real_detect(*args, **kwargs)
+
+    monkeypatch.setattr(engine_mod, "detect", detect)
+    services = Services(config=ui_config, engine=engine)
+    import_bytes(fundus_png.read_bytes(), fundus_png.name, "P-9", "L", ui_config, services)
+    assert searching.wait(60)  # the real scan is under way
+    closing = threading.Thread(target=services.close)
+    closing.start()
+    while not services.analysis._stop.is_set():
+        closing.join(0.01)
+    go_on.set()  # the band in flight finishes; the next one is not started
+    closing.join(150)
+    assert not closing.is_alive()
+    assert not services.analysis._thread.is_alive()
+    assert services.store.worklist() == []  # stopped, not finished and stored
+    services.store.close()
+    assert len(list(_queue_folder(ui_config).glob("*.json"))) == 1
+
+    monkeypatch.setattr(engine_mod, "detect", real_detect)
+    again = Services(config=ui_config, engine=engine)
+    try:
+        assert again.analysis.wait_idle(300)
+        assert [s.patient_id for s in again.store.worklist()] == ["P-9"]
     finally:
         again.close()
         again.store.close()
