@@ -70,9 +70,17 @@ class DecisionsMixin:
             Radius of the disc used as its mask when ``mask`` is None.
         mask, bbox
             Optional boolean crop and its ``(x0, y0, x1, y1)`` box in image px.
+
+        Raises
+        ------
+        StoreError
+            If ``(x, y)`` is not a point of the photograph (the UI refuses such a tap; an
+            integrator's call gets the same plain answer, not an empty-array error).
         """
         row = self._auto_result_row(result_id)
         image = self.get_image(row["image_id"])  # type: ignore[attr-defined]
+        if not (0.0 <= float(x) < image.width and 0.0 <= float(y) < image.height):  # NaN fails too
+            raise StoreError(f"({x}, {y}) is not a point of the {image.width}×{image.height} px photograph.")
         if mask is None:
             r = max(1.0, float(radius_px))
             x0, y0 = max(0, int(np.floor(x - r))), max(0, int(np.floor(y - r)))

@@ -73,6 +73,9 @@ def test_decisions_undo_and_sign_off_queue_new_instances(store):
     if hidden:
         store.decide(rid, hidden[0], "accept", "dr")
     added = store.add_lesion(rid, 20.0, 20.0, "dr", radius_px=3)
+    for x, y in ((-1.0, 20.0), (20.0, 1e9), (float("nan"), 20.0)):
+        with pytest.raises(StoreError, match="not a point of the"):
+            store.add_lesion(rid, x, y, "dr")
     with pytest.raises(StoreError):
         store.decide(rid, 424242, "accept", "dr")
     states, extra = store.lesion_states(rid)
