@@ -101,9 +101,11 @@ def create_app(config: Optional[Config] = None, services: Optional[Services] = N
         """Liveness for the systemd watchdog's probe: no login, no patient data, no database."""
         return {"ok": True}
 
+    from appliance.ui.audit import detail_text
     from appliance.ui.timefmt import local_time
 
     app.add_template_filter(local_time, "local_time")
+    app.add_template_filter(detail_text, "detail_text")
 
     @app.context_processor
     def inject() -> dict[str, Any]:

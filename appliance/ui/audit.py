@@ -34,6 +34,22 @@ class AuditEntry:
     hash: str
 
 
+def detail_text(detail: dict[str, Any]) -> str:
+    """An entry's detail as an admin reads it: ``lesion 3; source model``, not a JSON object.
+
+    Lists read as comma-separated values; anything deeper stays compact JSON (it is rare, and
+    the stored JSON, which the hash chain covers, is unchanged).
+    """
+    def value(v: Any) -> str:
+        if isinstance(v, str):
+            return v
+        if isinstance(v, list) and all(not isinstance(i, (list, dict)) for i in v):
+            return ", ".join(value(i) for i in v)
+        return json.dumps(v, ensure_ascii=False, separators=(", ", ": "))
+
+    return "; ".join(f"{k.replace('_', ' ')} {value(v)}" for k, v in detail.items())
+
+
 def entry_hash(prev_hash: str, seq: int, at: str, actor: str, action: str, target: str, detail_json: str) -> str:
     """Return the sha256 hex digest that chains an entry to its predecessor."""
     payload = json.dumps([prev_hash, seq, at, actor, action, target, detail_json], separators=(",", ":"))

@@ -268,8 +268,12 @@ def test_folder_import_stays_in_roots(app, services, ui_config, fundus_png, tmp_
 def test_audit_log_hash_chain(app):
     client = app.test_client()
     login(client, "admin", ADMIN_PIN)
+    conn = store_db.connect(app.config["GLANCESEG_DB"])
+    AuditLog(conn).append("admin", "users_export", "", {"user_names": ["dr_a", "dr_b"], "count": 2})
+    conn.close()
     page = client.get("/admin/audit").get_data(as_text=True)
     assert 'id="chain-ok"' in page and "login" in page
+    assert "count 2; user names dr_a, dr_b" in page and "{&#34;" not in page  # words, not a JSON object
     conn = store_db.connect(app.config["GLANCESEG_DB"])
     with pytest.raises(Exception, match="append-only"):
         conn.execute("UPDATE ui_audit SET actor='mallory' WHERE seq=1")
