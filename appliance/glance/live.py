@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Optional
 
+from appliance.errors import Cancelled
 from appliance.gaze.base import GazeSample, GazeSource
 from appliance.gaze.gazemap import GazeMap
 from appliance.gaze.roi import NewGround
@@ -92,6 +93,7 @@ class GlancePipeline:
         self._last_ns = 0
         self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue()
         self._refiner: Optional[threading.Thread] = None
+        self._stop = threading.Event()
         self.stats = PipelineStats()
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
@@ -169,10 +171,14 @@ class GlancePipeline:
             try:
                 if item is None:
                     return
+                if self._stop.is_set():
+                    continue  # closing: work not started is dropped
                 pending, on_event, timing, start = item
                 with self.busy:
                     try:
-                        self.session.refine(pending, on_event)
+                        self.session.refine(pending, on_event, self._stop)
+                    except Cancelled:
+                        continue
                     except Exception:  # the saliency lesions stand; the error is logged for support
                         logger.exception("model refinement failed")
                 timing.done_at = time.perf_counter()
@@ -185,8 +191,16 @@ class GlancePipeline:
         self._queue.join()
 
     def close(self) -> None:
-        """Stop the refinement thread after the work queued."""
+        """Stop the refinement thread at its next model tile, dropping the work not started.
+
+        Call :meth:`flush` first to wait for it (batch gaze mode does). The live callers
+        are a reader page that left and the server stopping: the refined masks would be
+        shown to no one (the stored result holds the scan's own), and draining the queue
+        held the page switch, or systemd's 30 s stop, for the encoder time of every queued
+        fixation.
+        """
         if self._refiner is not None:
+            self._stop.set()
             self._queue.put(None)
             self._refiner.join(timeout=60)
             self._refiner = None

@@ -155,3 +155,40 @@ def test_stream_equals_batch_with_the_model_refining_in_the_background(config, p
     assert _as_tuples(pipeline.result().lesions) == _as_tuples(batch.lesions)
     if any(l.source == "model" for l in batch.lesions):
         assert "updated" in kinds and kinds.index("updated") > kinds.index("new")
+
+
+def test_closing_the_pipeline_drops_the_refinement_not_started(config, photo, int8_runtime, monkeypatch) -> None:
+    """A reader page that left, or the server stopping: the model stops at the next tile instead
+    of refining, for no one, every fixation still queued (tens of seconds on a photograph
+    prompted on dozens of tiles; the stored result holds the scan's model masks)."""
+    import threading
+
+    from appliance.glance.predictor import SamPredictor
+
+    session = GlanceEngine(config, predictor=SamPredictor(int8_runtime)).open(photo)
+    pipeline = GlancePipeline.for_session(session)
+    encoding, go_on, encoded = threading.Event(), threading.Event(), []
+    real_encode = int8_runtime.encode
+
+    def encode(tile):
+        encoded.append(1)
+        encoding.set()
+        go_on.wait(30)
+        return real_encode(tile)
+
+    monkeypatch.setattr(int8_runtime, "encode", encode)
+    t0 = 1_000_000_000
+    # Fixations on two places whose candidates prompt the model (cells (10, 5-6) and (21-22, 16)).
+    for k, (x, y) in enumerate([(360.0, 670.0), (1050.0, 1380.0), (1300.0, 400.0)]):
+        base = t0 + k * 700_000_000
+        pipeline.feed_many([GazeSample(base + i * 5_000_000, x + (i % 3), y, True, 40.0) for i in range(100)])
+    pipeline.feed(GazeSample(t0 + 3 * 700_000_000, 2000.0, 2000.0, True, 40.0))  # ends the last fixation
+    assert encoding.wait(60)
+    closing = threading.Thread(target=pipeline.close)
+    closing.start()
+    while not pipeline._stop.is_set():
+        closing.join(0.01)
+    go_on.set()
+    closing.join(120)
+    assert not closing.is_alive()
+    assert len(encoded) == 1  # the tile in flight, nothing after it
