@@ -2,10 +2,11 @@
 
 Why off by default: the scene camera films the patient photographs on the screen, and
 Companion recordings live on the phone and may be uploaded to Pupil Cloud. When a study
-turns them on, a reading session starts and stops a recording, and the appliance sends
-events (``image_shown``, ``image_closed``, lesion decisions) timestamped in the *device*
-clock, so the Companion's export lines up with the appliance's own records. Event labels
-carry only a short appliance record number, never a patient identifier.
+turns them on, the reader records each photograph it opens with the Neon as one recording
+(:class:`appliance.ui.gaze_link.ReaderGaze`) and sends events (``image_shown``,
+``image_closed``, lesion decisions) timestamped in the *device* clock, so the Companion's
+export lines up with the appliance's own records. Event labels carry only a short appliance
+record number, never a patient identifier.
 """
 
 from __future__ import annotations

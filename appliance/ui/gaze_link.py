@@ -13,12 +13,21 @@ thread per source drains it into the photograph's :class:`~appliance.ui.live.Liv
 :class:`appliance.glance.live.LiveReader` does for a pipeline; the session's ticker ends a
 fixation when the stream goes quiet. Only one photograph holds the Neon at a time: opening
 another closes the previous photograph's link.
+
+With ``[tracker] recording_enabled`` (research studies; off by default) each photograph's
+Neon link is also one Companion recording, holding the events ``image_shown:ID``, the
+clinician's ``lesion_accepted|rejected|added:LESION`` and ``image_closed:ID``
+(:class:`~appliance.gaze.neon_recording.NeonRecording`): a recording exported from Pupil
+Cloud is then the reading of one photograph, and its events line up with the appliance's
+decisions. A thread of the link talks to the phone, so a slow or refusing Companion never
+holds a reading or a request.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -113,11 +122,16 @@ class ReaderGaze:
     neon_factory
         ``(config, mapper) -> GazeSource``: builds the Neon source; None uses
         :func:`appliance.gaze.sources.build_source`. Tests pass it to count builds.
+    label
+        The photograph's appliance record number, for the recording's events.
     """
 
     def __init__(self, config: Config, image_width: int, image_height: int, push: Callable[[Any], Any],
-                 neon_factory: Optional[Callable[[Config, Any], GazeSource]] = None) -> None:
+                 neon_factory: Optional[Callable[[Config, Any], GazeSource]] = None, label: str = "") -> None:
         self.config = config
+        self.label = label
+        self._events: "queue.Queue[Optional[tuple[str, str]]]" = queue.Queue()
+        self._recorder: Optional[threading.Thread] = None
         self.image_size = (int(image_width), int(image_height))
         self._push = push
         self._lock = threading.Lock()
@@ -155,6 +169,39 @@ class ReaderGaze:
         else:
             self.neon = factory(self.config, self.mapper)
         self._feeders.append(_Feeder(self.neon, self._push_neon, "gaze-neon"))
+        if self.config.tracker.recording_enabled and hasattr(self.neon, "run_on_device"):
+            self._recorder = threading.Thread(target=self._record, name="neon-recording", daemon=True)
+            self._recorder.start()
+
+    def _record(self) -> None:
+        """One Companion recording for this photograph: started once the Neon is connected,
+        then the queued events in order, then ``image_closed`` and stop at :meth:`close`."""
+        from appliance.errors import GazeError
+        from appliance.gaze.neon_recording import NeonRecording
+
+        assert self.neon is not None
+        recording = NeonRecording(self.neon)  # type: ignore[arg-type]
+        try:
+            while not self.neon.status().connected:
+                if self.closed:
+                    return
+                time.sleep(FEED_POLL_S)
+            recording.start()
+            recording.event("image_shown", self.label)
+            while True:
+                item = self._events.get()
+                if item is None:
+                    break
+                recording.event(*item)
+            recording.event("image_closed", self.label)
+            recording.stop()
+        except (GazeError, ValueError) as exc:  # research data lost, the reading goes on
+            logger.warning("Companion recording of image %s stopped: %s", self.label, exc)
+
+    def record_event(self, name: str, detail: str) -> None:
+        """Queue a recording event (a lesion decision); nothing happens without a recording."""
+        if self._recorder is not None and not self.closed:
+            self._events.put((name, detail))
 
     def _push_neon(self, sample: Any) -> Any:
         if time.monotonic() - self._pointer_at < POINTER_HOLD_S or self.neon_paused():
@@ -188,6 +235,9 @@ class ReaderGaze:
         if self.closed:
             return
         self.closed = True
+        if self._recorder is not None:  # its last events go out before the Neon connection closes
+            self._events.put(None)
+            self._recorder.join(timeout=4 * self.config.tracker.request_timeout_s)
         for feeder in self._feeders:
             feeder.stop()
         logger.info("reader gaze closed (%s)", ", ".join(f.source.kind for f in self._feeders))
@@ -225,7 +275,7 @@ class GazeLinks:
             if self.config.gaze.source == "neon":  # one wearer, one screen: one Neon session
                 for other_id in [i for i, l in self.links.items() if l.neon is not None]:
                     self.links.pop(other_id).close()
-            link = ReaderGaze(self.config, image_width, image_height, push, self.neon_factory)
+            link = ReaderGaze(self.config, image_width, image_height, push, self.neon_factory, label=str(image_id))
             if page is not None:
                 link.pages.add(page)
             self.links[image_id] = link
@@ -257,6 +307,12 @@ class GazeLinks:
             self.links.pop(image_id)
         link.close()
         return True
+
+    def record_event(self, image_id: int, name: str, detail: str) -> None:
+        """Queue a Companion recording event on ``image_id``'s link (see the module docstring)."""
+        link = self.get(image_id)
+        if link is not None:
+            link.record_event(name, detail)
 
     def neon_status(self) -> Optional[SourceStatus]:
         """The open Neon's status, or None when no photograph holds one."""

@@ -273,6 +273,7 @@ def decision(image_id: int) -> Any:
     except StoreError as exc:
         abort(400, description=str(exc))
     audit(DECISIONS[value], f"image:{image_id}", {"lesion": body["lesion_id"]})
+    get_hub().gaze.record_event(image_id, f"lesion_{value}", str(body["lesion_id"]))
     return jsonify({"ok": True})
 
 
@@ -310,4 +311,5 @@ def prompt(image_id: int) -> Any:
         lesion = Lesion(0, x, y, 0, (int(x), int(y), int(x) + 1, int(y) + 1), 1.0, "clinician", None)
     payload = get_studies().add(image.result_id, lesion, g.user.name)
     audit("add", f"image:{image_id}", {"lesion": payload["id"], "source": payload["source"]})
+    get_hub().gaze.record_event(image_id, "lesion_added", str(payload["id"]))
     return jsonify({"ok": True, "lesion": payload})

@@ -221,3 +221,33 @@ def test_one_page_leaving_keeps_the_neon_of_another_reading_the_photograph(app, 
     assert wait_for(lambda: link.neon.status().detail["samples"] > n + 20) and badge()
     assert post(close_b, {}).get_json()["closed"] is True
     assert hub.gaze.get(image) is None and not badge()
+
+
+def test_a_research_recording_holds_one_photographs_reading_and_its_decisions(ui_config, services, fundus_png,
+                                                                            neon):
+    """``[tracker] recording_enabled``: the Companion records the photograph's reading, with the
+    photograph's record number and the clinician's decisions as events, and stops when the
+    reader closes it. The setting used to do nothing: the hooks were never called."""
+    from appliance.ui.app import create_app
+
+    from .conftest import add_users
+
+    config = ui_config.replace(tracker={"recording_enabled": True})
+    app = create_app(config, services)
+    app.config["TESTING"] = True
+    add_users(config)
+    try:
+        _, post, image, shown, _ = open_reader(app, services, fundus_png)
+        seen = len(neon.events)
+        names = lambda: [e["name"] for e in neon.events[seen:]]  # noqa: E731
+        assert wait_for(lambda: f"image_shown:{image}" in names(), 20.0), "no recording was started"
+        recording = neon.recording_id
+        assert recording is not None
+        assert post(f"/api/reader/{image}/decision", {"lesion_id": shown[0]["id"], "decision": "rejected"}).status_code == 200
+        assert wait_for(lambda: f"lesion_rejected:{shown[0]['id']}" in names(), 10.0)
+        assert post(f"/api/reader/{image}/close", {}).get_json()["closed"] is True
+        assert names() == [f"image_shown:{image}", f"lesion_rejected:{shown[0]['id']}", f"image_closed:{image}"]
+        assert {e["recording_id"] for e in neon.events[seen:]} == {recording}
+        assert neon.recording_id is None  # stopped and saved with the reading
+    finally:
+        app.extensions["glanceseg_hub"].close()
