@@ -116,7 +116,10 @@ class GazeHeatmap:
             raise ValueError("Heat-map updates need a finite position, weight and positive px_per_deg.")
         cell = self.params.cell_px
         sigma = self.sigma_px(px_per_deg)
-        reach = self.params.truncate_sigma * sigma
+        # Capped at the image's extent, which it cannot usefully pass: a px_per_deg near the
+        # float limit (a unit slip in a gaze CSV) made the reach infinite and the cell bounds
+        # below an OverflowError that stopped the whole stream.
+        reach = min(self.params.truncate_sigma * sigma, float(self.width + self.height))
         rows, cols = self.shape
         c0 = max(0, int(math.floor((x - reach) / cell)))
         c1 = min(cols, int(math.ceil((x + reach) / cell)) + 1)

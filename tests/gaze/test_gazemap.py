@@ -35,3 +35,15 @@ def test_default_scale_and_tick() -> None:
     events = gm.tick(samples[-1].timestamp_ns + 200_000_000)
     assert len(events) == 1 and not events[0].empty
     assert events[0].fixation.px_per_deg == default_image_px_per_deg(1600, 1200, config.display)
+
+
+def test_a_px_per_deg_near_the_float_limit_does_not_stop_the_stream() -> None:
+    """A gaze CSV whose px_per_deg column is absurdly large (a unit slip: 1e308) reached the heat
+    map as an infinite reach and raised OverflowError, ending the stream; now its fixation
+    simply covers the whole photograph."""
+    config = load_config(environ={})
+    gm = GazeMap.from_config(config, 640, 480)
+    samples = [GazeSample(i * 5_000_000, 320.0, 240.0, True, 1e308) for i in range(41)]
+    events = gm.feed_many(samples) + gm.flush()
+    assert len(events) == 1
+    assert set(events[0].cells) == {(r, c) for r in range(gm.roi.grid.rows) for c in range(gm.roi.grid.cols)}
