@@ -13,8 +13,37 @@ import time
 from typing import Callable, Optional, Sequence
 
 from appliance.gaze.base import GazeSample, GazeSource, SourceStatus
+from appliance.gaze.fixations import FixationParams
 
 logger = logging.getLogger(__name__)
+
+#: A step between consecutive samples longer than this is a clock change, not a pause, and is
+#: replayed as no wait (the fixation detector's own threshold, :mod:`appliance.gaze.fixations`).
+CLOCK_JUMP_NS = int(FixationParams().clock_jump_ms * 1e6)
+
+
+def replay_offsets_s(samples: Sequence[GazeSample]) -> list[float]:
+    """Return when each sample is due in a real-time replay, seconds after the first (speed 1).
+
+    Why not ``t_i - t_0``: a recording whose clock jumped forward by hours (NTP, a tracker
+    reconnect) then stalled the replay for those hours, and one whose clock jumped back
+    delivered the whole rest of the recording at once, out of its own timing. Time is
+    counted as the fixation detector counts it instead: a step beyond :data:`CLOCK_JUMP_NS`
+    either way starts a new time base and waits nothing, a smaller backward step is an
+    out-of-order sample that waits nothing and moves no clock, any other step is waited for.
+    """
+    offsets = []
+    elapsed_ns = 0
+    last: Optional[int] = None
+    for sample in samples:
+        step = 0 if last is None else sample.timestamp_ns - last
+        if abs(step) > CLOCK_JUMP_NS:
+            last = sample.timestamp_ns
+        elif step >= 0:
+            elapsed_ns += step
+            last = sample.timestamp_ns
+        offsets.append(elapsed_ns / 1e9)
+    return offsets
 
 
 class SampleReplay(GazeSource):
@@ -48,6 +77,7 @@ class SampleReplay(GazeSource):
             raise ValueError(f"Replay speed must be positive or 0 (as fast as possible), not {speed}.")
         self._samples = list(samples)
         self._speed = speed or None
+        self._offsets_s = replay_offsets_s(self._samples) if self._speed is not None else []
         self._clock = clock
         self._sleep = sleep
         self._index = 0
@@ -69,9 +99,7 @@ class SampleReplay(GazeSource):
 
     def _due_s(self, index: int) -> float:
         """Seconds after the start at which sample ``index`` is due (paced mode)."""
-        t0 = self._samples[0].timestamp_ns
-        # A recording whose clock goes backwards is delivered at once, never waited for.
-        return max(0.0, (self._samples[index].timestamp_ns - t0) / 1e9 / self._speed)
+        return self._offsets_s[index] / self._speed
 
     def receive(self, timeout_s: Optional[float] = None) -> Optional[GazeSample]:
         """Return the next sample, or None at the end or when it is not due within

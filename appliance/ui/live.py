@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from appliance.gaze.base import GazeSample
+from appliance.gaze.replay import replay_offsets_s
 from appliance.glance.lesions import Lesion
 from appliance.ui.services import LesionEvent, LiveGlance
 
@@ -183,11 +184,12 @@ class LiveSession:
         stop = self.replay_stop
         self.source = "replay"
 
+        offsets_s = replay_offsets_s(samples)  # a clock jump in the recording is not waited for
+
         def run() -> None:
             start_wall = time.monotonic()
-            t0 = samples[0].timestamp_ns if samples else 0
-            for s in samples:
-                due = (s.timestamp_ns - t0) / 1e9 / speed
+            for s, offset_s in zip(samples, offsets_s):
+                due = offset_s / speed
                 delay = due - (time.monotonic() - start_wall)
                 if delay > 0 and stop.wait(delay):
                     return

@@ -10,7 +10,7 @@ import pytest
 from appliance.errors import GazeError
 from appliance.gaze.base import GazeSample
 from appliance.gaze.csv_replay import CsvReplaySource, read_gaze_csv, write_gaze_csv
-from appliance.gaze.replay import SampleReplay
+from appliance.gaze.replay import SampleReplay, replay_offsets_s
 from gaze_sample_helpers import same_samples
 
 
@@ -157,3 +157,24 @@ def test_reads_a_text_stream() -> None:
     assert got == [GazeSample(0, 1.0, 2.0, True, 5.0)]
     with pytest.raises(GazeError, match="line 2"):
         read_gaze_csv(io.StringIO("timestamp_ns,x,y\n0,one,2\n"))
+
+
+def test_paced_replay_waits_through_a_clock_jump_no_longer_than_the_detector_counts() -> None:
+    """A recording whose clock jumped forward by hours stalled a real-time replay for those
+    hours, and one whose clock jumped back delivered the rest of the recording at once; now a
+    jump (beyond the detector's clock_jump_ms) waits nothing, an out-of-order sample waits
+    nothing, and every other step is waited for."""
+    hours_ns = 3 * 3600 * 10 ** 9
+    times = [0, 100_000_000, 100_000_000 + hours_ns, 200_000_000 + hours_ns,  # forward jump
+             50_000_000, 150_000_000,                                         # back by hours
+             140_000_000, 250_000_000]                                        # one out of order
+    assert replay_offsets_s([GazeSample(t, 1.0, 1.0) for t in times]) == pytest.approx(
+        [0.0, 0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.4])
+    fake = FakeClock()
+    replay = SampleReplay([GazeSample(t, 1.0, 1.0) for t in times], speed=1.0, clock=fake.clock, sleep=fake.sleep)
+    got = []
+    while not replay.finished:
+        sample = replay.receive(timeout_s=0.05)
+        if sample is not None:
+            got.append((sample.timestamp_ns, round(fake.now - 100.0, 6)))
+    assert got == [(t, pytest.approx(o)) for t, o in zip(times, [0.0, 0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.4])]
