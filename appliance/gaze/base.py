@@ -76,6 +76,15 @@ class GazeSource(abc.ABC):
         """bool: True when a finite source (a replay) has delivered its last sample."""
         return False
 
+    @property
+    def speed(self) -> float:
+        """float: stream seconds per wall-clock second: 1 for a live tracker, a paced replay's factor.
+
+        A consumer that advances the stream's clock while the source is quiet (to end a
+        fixation without waiting for the next sample) scales the time it waited by this.
+        """
+        return 1.0
+
     def status(self) -> SourceStatus:
         """Return the source's state for the UI."""
         return SourceStatus(kind=self.kind, connected=True)

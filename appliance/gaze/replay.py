@@ -122,6 +122,11 @@ class SampleReplay(GazeSource):
             return sample
 
     @property
+    def speed(self) -> float:
+        """float: the pacing factor (1 when replaying as fast as possible, never quiet then)."""
+        return self._speed or 1.0
+
+    @property
     def finished(self) -> bool:
         """bool: True once every sample has been delivered (or the replay was closed)."""
         return self._closed or self._index >= len(self._samples)

@@ -269,7 +269,8 @@ class LiveReader:
         Where gaze comes from (Neon, pointer, replay, simulated reader).
     poll_s
         How long one ``receive`` waits before the pipeline is ticked; a quiet source
-        advances the pipeline's clock (the last sample's time) by this much per wait.
+        advances the pipeline's clock (the last sample's time) by this much per wait, times
+        the source's :attr:`~appliance.gaze.base.GazeSource.speed`.
     """
 
     def __init__(self, pipeline: GlancePipeline, source: GazeSource, poll_s: float = 0.05) -> None:
@@ -298,8 +299,10 @@ class LiveReader:
                     self.pipeline.flush()
                     break
                 if self._last_sample_ns is not None:
-                    # Quiet source: advance the pipeline's clock by the time waited.
-                    self._last_sample_ns += int(self.poll_s * 1e9)
+                    # Quiet source: advance the pipeline's clock by the stream time waited. Not
+                    # the wall time: a replay at a quarter speed waits 4 poll_s between samples
+                    # 1 poll_s apart, and the tick then ended every fixation at each sample.
+                    self._last_sample_ns += int(self.poll_s * self.source.speed * 1e9)
                     self.pipeline.tick(self._last_sample_ns)
         except Exception as exc:  # reported to the UI; the reading itself is kept
             self.error = exc

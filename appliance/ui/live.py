@@ -83,6 +83,7 @@ class LiveSession:
         self._pub_lock = threading.Lock()
         self._last_ns: Optional[int] = None  # stream time of the latest sample
         self._last_at = 0.0  # time.monotonic() when it arrived
+        self._speed = 1.0  # stream seconds per wall second of what feeds it (a replay's speed)
         self._closed = threading.Event()
         self._ticker: Optional[threading.Thread] = None
         set_sink = getattr(glance, "set_sink", None)
@@ -136,7 +137,9 @@ class LiveSession:
             with self.lock:
                 if self._last_ns is None or time.monotonic() - self._last_at < TICK_S:
                     continue
-                events = tick(self._last_ns + int((time.monotonic() - self._last_at) * 1e9))
+                # Stream time, not wall time: a replay at a quarter speed waits 4x longer between
+                # samples, and ticking by the wall ended its fixations at every sample.
+                events = tick(self._last_ns + int((time.monotonic() - self._last_at) * self._speed * 1e9))
             self._publish_events(events)
 
     def _publish_events(self, events: list[Any]) -> None:
@@ -185,6 +188,9 @@ class LiveSession:
         self.source = "replay"
 
         offsets_s = replay_offsets_s(samples)  # a clock jump in the recording is not waited for
+        # Faster than real time the wall clock is not scaled up: a replay thread late by a few ms
+        # would then look like a gap of ten times that, ending a fixation too early.
+        self._speed = min(speed, 1.0)
 
         def run() -> None:
             start_wall = time.monotonic()
@@ -197,6 +203,7 @@ class LiveSession:
                     return
                 self.push(s)
             self.flush()
+            self._speed = 1.0
             self.publish({"type": "replay_done"})
             logger.info("gaze replay finished (%d samples)", len(samples))
 
@@ -209,6 +216,7 @@ class LiveSession:
         if self.replay_thread is not None:
             self.replay_thread.join(timeout=5)
             self.replay_thread = None
+        self._speed = 1.0
 
     def close(self) -> None:
         """Stop the replay and the ticker, and release the pipeline session."""

@@ -192,3 +192,77 @@ def test_closing_the_pipeline_drops_the_refinement_not_started(config, photo, in
     closing.join(120)
     assert not closing.is_alive()
     assert len(encoded) == 1  # the tile in flight, nothing after it
+
+
+class _FakeClock:
+    """A monotonic clock that moves only when the replay sleeps: pacing without wall time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _odd_recording(photo, seed: int = 5) -> list[GazeSample]:
+    """A 30 Hz reading with what trackers and exporters do wrong: timing jitter, repeated and
+    out-of-order rows, a blink, not-worn rows, gaze off the photograph, px_per_deg noise, a
+    long pause and a clock that jumps back by hours."""
+    from appliance.imaging.fov import find_fov
+
+    fov = find_fov(photo.rgb)
+    reading = simulate_reading(photo.width, photo.height, (), ReaderParams(sample_rate_hz=30.0), seed=seed,
+                               fov_center_xy=fov.center_xy, fov_radius_px=fov.radius_px, fov_mask=fov.mask)
+    t0 = reading.samples[0].timestamp_ns
+    base = [s for s in reading.samples if s.timestamp_ns - t0 < 5e9]
+    rng = np.random.default_rng(seed)
+    out: list[GazeSample] = []
+    for i, s in enumerate(base):
+        t = s.timestamp_ns + int(rng.integers(-3_000_000, 3_000_000))
+        if i >= len(base) // 2:
+            t -= 3 * 3600 * 10 ** 9  # the clock jumps back by hours
+        if i >= 3 * len(base) // 4:
+            t += 2 * 10 ** 9  # a pause of two seconds
+        ppd = s.px_per_deg * (1.0 + 0.02 * math.sin(i / 5))
+        x, y, worn = s.x, s.y, s.worn
+        if i % 41 == 7:
+            x = y = math.nan
+        elif i % 53 == 11:
+            worn = False
+        elif i % 47 == 13:
+            x, y = -50.0, photo.height + 50.0
+        out.append(GazeSample(t, x, y, worn, ppd))
+        if i % 17 == 3:
+            out.append(out[-1])  # a row written twice
+        if i % 29 == 5:
+            out.append(GazeSample(t - 40_000_000, x, y, worn, ppd))  # an out-of-order row
+    return out
+
+
+def test_a_slow_paced_replay_of_an_odd_recording_equals_the_batch_result(config, photo, tmp_path) -> None:
+    """Streamed through LiveReader from a CSV replayed at a quarter speed, an odd recording ends
+    with the batch result (same ids, centroids within 0.5 px). The reader advanced the stream's
+    clock by its wall-clock poll while the replay was quiet, so at a quarter speed every
+    30 Hz step looked like a gap and no fixation survived."""
+    path = tmp_path / "odd.csv"
+    write_gaze_csv(path, _odd_recording(photo))
+    engine = GlanceEngine.from_config(config, use_model=False)
+    batch = segment_gaze(engine.open(photo), read_gaze_csv(path))
+    assert batch.gaze_samples["fixations"] >= 5 and batch.lesions
+    for reason in ("no_gaze", "not_worn", "off_image", "backwards", "clock_jump"):
+        assert batch.gaze_samples[reason] > 0, reason
+
+    fake = _FakeClock()
+    source = CsvReplaySource(path, speed=0.25, clock=fake.clock, sleep=fake.sleep)
+    pipeline = GlancePipeline.for_session(engine.open(photo))
+    reader = LiveReader(pipeline, source).start()
+    reader.join(timeout_s=120)
+    assert not reader.running and reader.error is None
+    stream = pipeline.result()
+    assert stream.gaze_samples["fixations"] == batch.gaze_samples["fixations"]
+    a, b = {l.id: (l.x, l.y) for l in batch.lesions}, {l.id: (l.x, l.y) for l in stream.lesions}
+    assert a.keys() == b.keys()
+    assert all(math.hypot(a[k][0] - b[k][0], a[k][1] - b[k][1]) <= 0.5 for k in a)

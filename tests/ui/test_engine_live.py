@@ -36,3 +36,31 @@ def test_fixations_on_real_mas_yield_lesions_there(config, idrid_dir):
     hits = [(x, y) for x, y, r in mas if any(math.hypot(e.lesion.x - x, e.lesion.y - y) <= r + 4 for e in events)]
     assert hits, "no lesion event lies on a fixated microaneurysm"
     assert glance.prompt(mas[0][0], mas[0][1]) is None  # no model: nothing to prompt
+
+
+def test_a_slow_replay_keeps_the_recordings_fixations(config):
+    """The reader's replay at a quarter speed: the session's ticker advanced the stream's clock
+    by the wall time waited, so each 33 ms step of a 30 Hz recording (133 ms of wall time)
+    looked like a gap and every fixation was cut short (none at all). It advances by stream
+    time now, and the replay finds the fixations a batch run finds."""
+    from appliance.gaze.fixations import detect_fixations
+    from appliance.imaging.io import Photograph
+    from appliance.ui.live import LiveSession
+
+    rgb = np.full((256, 256, 3), (150, 80, 30), np.uint8)
+    glance = EngineLiveGlance(GlanceEngine(config, predictor=None), Photograph(rgb, "flat", "flat-sha"),
+                              px_per_deg=60.0, preencode=False)
+    step_ns = 33_333_333
+    samples = [GazeSample(i * step_ns, 80.0 + (i % 2), 90.0, True, 60.0) for i in range(11)]
+    samples += [GazeSample((11 + i) * step_ns, 180.0, 170.0 + (i % 2), True, 60.0) for i in range(11)]
+    expected, _ = detect_fixations(samples, default_px_per_deg=60.0, image_size=(256, 256))
+    assert len(expected) == 2
+    session = LiveSession(1, glance, lambda image_id, lesion: None, threshold=1.0)
+    try:
+        session.start_replay(samples, speed=0.25)
+        session.replay_thread.join(timeout=30)
+        assert glance.pipeline.gaze_map.counters["fixations"] == len(expected)
+        assert [(f.start_ns, f.end_ns) for f in glance.pipeline.gaze_map.fixations] == \
+            [(f.start_ns, f.end_ns) for f in expected]
+    finally:
+        session.close()
