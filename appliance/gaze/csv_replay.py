@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Iterable, Optional, TextIO, Union
 
@@ -45,7 +46,10 @@ def _parse_float(text: str, where: str) -> float:
     try:
         return float(text)
     except ValueError as exc:
-        raise GazeError(f"{where}: {text!r} is not a number.") from exc
+        hint = ""
+        if re.fullmatch(r"[+-]?\d*,\d+", text):
+            hint = f" Decimals are written with a point ({text.replace(',', '.')}), not a comma."
+        raise GazeError(f"{where}: {text!r} is not a number.{hint}") from exc
 
 
 def _parse_timestamp(text: str, where: str) -> int:
@@ -141,14 +145,33 @@ def _parse_row(row: dict, where: str, default_px_per_deg: float) -> GazeSample:
     )
 
 
+def _header_error(name: str, header: list[str], missing: list[str]) -> str:
+    """Say why the header lacks a required column, naming a wrong separator when that is why.
+
+    Why: a spreadsheet export in a locale with decimal commas separates its columns with ';'
+    (or a tab), and "lacks the column(s) timestamp_ns, x, y" alone, next to a header that
+    plainly holds them, left the user guessing.
+    """
+    if not any(header):
+        return f"Gaze CSV {name} is empty: it has no header line ({','.join(COLUMNS)})."
+    joined = ",".join(header)
+    for sep, word in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+        if all(c in joined.split(sep) for c in REQUIRED):
+            return (f"Gaze CSV {name} separates its columns with {word}; the gaze CSV separates them with "
+                    "commas and writes decimals with a point (export it as comma-separated values, "
+                    "e.g. with an English number format).")
+    found = joined if len(joined) <= 80 else joined[:77] + "..."
+    return (f"Gaze CSV {name} lacks the column(s) {', '.join(missing)}; the header must start with "
+            f"{','.join(REQUIRED)} (found {found!r}).")
+
+
 def _read_rows(fh: TextIO, name: str, default_px_per_deg: float) -> list[GazeSample]:
     try:
         reader = csv.DictReader(fh)
-        header = [h.strip().lstrip("\ufeff") for h in (reader.fieldnames or [])]
+        header = [h.strip().lstrip("\ufeff").lower() for h in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED if c not in header]
         if missing:
-            raise GazeError(f"Gaze CSV {name} lacks the column(s) {', '.join(missing)}; "
-                            f"the header must start with {','.join(REQUIRED)}.")
+            raise GazeError(_header_error(name, header, missing))
         reader.fieldnames = header
         samples = []
         bad: Optional[GazeError] = None

@@ -56,6 +56,13 @@ def test_empty_px_per_deg_cell_takes_default(tmp_path: Path) -> None:
     ("timestamp_ns,x,y\nnow,1,2\n5000000,1,2\n", "timestamp"),
     ("timestamp_ns,x,y,worn\n0,1,2,maybe\n5000000,1,2,1\n", "worn"),
     ("timestamp_ns,x,y\n0,abc,2\n", "line 2"),  # the only row: nothing to keep
+    ("", "is empty"),
+    ("time,gx,gy\n0,1,2\n", "found 'time,gx,gy'"),
+    # A spreadsheet's export with decimal commas: the separator, or the comma, is named.
+    ("timestamp_ns;x;y;worn;px_per_deg\n0;237,83;79,37;1;31,7\n", "separates its columns with semicolons"),
+    ("timestamp_ns\tx\ty\n0\t237.8\t79.4\n", "separates its columns with tabs"),
+    ('timestamp_ns,x,y\n0,"237,83",79\n5000000,1,2\n', r"line 2: '237,83' is not a number\. Decimals are written "
+                                                        r"with a point \(237\.83\)"),
 ])
 def test_malformed_files_raise(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "gaze.csv"
@@ -148,6 +155,12 @@ def test_replay_close_and_bad_speed() -> None:
     assert replay.receive() is None and replay.finished
     with pytest.raises(ValueError):
         SampleReplay([], speed=-1.0)
+
+
+def test_header_names_are_matched_whatever_their_case(tmp_path: Path) -> None:
+    path = tmp_path / "gaze.csv"
+    path.write_text("Timestamp_NS,X,Y,Worn,PX_PER_DEG\n0,1,2,0,30\n")
+    assert read_gaze_csv(path) == [GazeSample(0, 1.0, 2.0, False, 30.0)]
 
 
 def test_reads_a_text_stream() -> None:
