@@ -138,15 +138,16 @@ class ReaderGaze:
         self.screen_ppd = screen_px_per_deg(config.display)
         self.view = ViewTransform.fitted(image_width, image_height, config.display)
         self.pointer = PointerSource(self.view, self.screen_ppd, maxlen=config.gaze.pointer_queue_size)
-        self._feeders = [_Feeder(self.pointer, push, "gaze-pointer")]
+        #: True while a replayed recording owns the pipeline: live gaze (pointer and Neon) is set
+        #: aside, since its clock interleaved with the recording's ends every fixation as a jump
+        self.replaying: Callable[[], bool] = lambda: False
+        self._feeders = [_Feeder(self.pointer, self._push_pointer, "gaze-pointer")]
         self.mapper: Any = None
         self.neon: Optional[GazeSource] = None
         self.closed = False
         #: the reader pages reading this photograph now (their tokens): closed with the last
         self.pages: set[str] = set()
         self._pointer_at = -math.inf  # time.monotonic() of the latest pointer position
-        #: True while the Neon's samples must be set aside (a recording is being replayed)
-        self.neon_paused: Callable[[], bool] = lambda: False
         if config.gaze.source == "neon":
             try:
                 self._open_neon(neon_factory)
@@ -203,8 +204,13 @@ class ReaderGaze:
         if self._recorder is not None and not self.closed:
             self._events.put((name, detail))
 
+    def _push_pointer(self, sample: Any) -> Any:
+        if self.replaying():
+            return None
+        return self._push(sample)
+
     def _push_neon(self, sample: Any) -> Any:
-        if time.monotonic() - self._pointer_at < POINTER_HOLD_S or self.neon_paused():
+        if time.monotonic() - self._pointer_at < POINTER_HOLD_S or self.replaying():
             return None
         return self._push(sample)
 

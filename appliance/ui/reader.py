@@ -47,8 +47,8 @@ def _gaze_link(image_id: int, page: Optional[str] = None) -> ReaderGaze:
     image = _image_or_404(image_id)
     session = _session(image_id)
     link = get_hub().gaze.open(image_id, image.width, image.height, session.push, page)
-    # A replayed recording owns the pipeline while it runs: live Neon gaze would interleave.
-    link.neon_paused = lambda: session.replay_thread is not None and session.replay_thread.is_alive()
+    # A replayed recording owns the pipeline while it runs: live gaze would interleave.
+    link.replaying = lambda: session.replay_thread is not None and session.replay_thread.is_alive()
     return link
 
 

@@ -421,3 +421,34 @@ def test_leaving_a_photograph_stops_its_live_pipeline_and_keeps_what_it_showed(a
     lesions = json.loads(re.search(r'id="reader-data">(.*?)</script>', again, re.S).group(1))["lesions"]
     assert target["id"] in {l["id"] for l in lesions}
     assert hub.sessions[image] is not session
+
+
+def test_pointer_gaze_is_set_aside_while_a_recording_replays(app, services, fundus_png):
+    """A replayed recording owns the pipeline while it runs: the Neon's gaze was set aside, but
+    pointer gaze (a mouse resting on the photograph repeats its position every 40 ms) went in
+    too, its epoch-ns clock alternating with the recording's, so every replayed fixation ended
+    as a clock jump and the replay found nothing."""
+    client = app.test_client()
+    _, token = login(client)
+    study = import_photo(client, token, fundus_png, services)
+    image = study.image_id
+    post = lambda url, body: client.post(url, json=body, headers={"X-CSRF-Token": token})  # noqa: E731
+    # Two 300 ms dwells, 30 Hz, over 1.1 s of recording replayed in real time.
+    rows = ["timestamp_ns,x,y,worn,px_per_deg"]
+    for k, (x, y) in enumerate([(150, 160), (300, 280)]):
+        rows += [f"{(k * 600 + i * 33) * 1_000_000},{x + i % 2},{y},1,60" for i in range(10)]
+    recording = ("\n".join(rows) + "\n").encode()
+    resp = client.post(f"/api/reader/{image}/replay", data={"gaze": (io.BytesIO(recording), "g.csv"), "speed": "1"},
+                       headers={"X-CSRF-Token": token}, content_type="multipart/form-data")
+    assert resp.status_code == 200
+    session = app.extensions["glanceseg_hub"].sessions[image]
+    t_ms = time.time() * 1000
+    while session.replay_thread is not None and session.replay_thread.is_alive():
+        # The mouse rests on the photograph with pointer gaze on: the page repeats its position.
+        assert post(f"/api/reader/{image}/gaze", {"samples": [{"xs": 400, "ys": 300, "t_ms": t_ms}]}).status_code == 200
+        t_ms += 40
+        time.sleep(0.04)
+    counters = session.glance.pipeline.gaze_map.counters
+    assert counters["fixations"] == 2
+    # At most one jump: a position the feeder takes just after the replay ended goes in.
+    assert counters["clock_jump"] <= 1
