@@ -157,6 +157,28 @@ def test_noisy_px_per_deg_keeps_fixations_whole_and_a_zoom_step_still_ends_one()
     assert counters["view_change"] == 1 and len(fixes) == 2
 
 
+def test_a_scale_measured_with_a_few_percent_of_noise_loses_no_fixation_time() -> None:
+    """Per-sample px_per_deg noise of 4 % s.d. (a viewing distance measured sample by sample):
+    one sample off the window's scale is dropped, not taken for a zoom. Against the window's
+    first sample, with one sample enough, it lost 17 % of the fixation time."""
+    rng = np.random.default_rng(5)
+    clean: list[GazeSample] = []
+    for k in range(12):
+        clean += fixation(next_t(clean) if clean else 0, 300.0 + 120.0 * k, 400.0 + 80.0 * (k % 3), 400, seed=k)
+    noisy = [GazeSample(s.timestamp_ns, s.x, s.y, True, PPD * (1.0 + rng.normal(0.0, 0.04))) for s in clean]
+    want, _ = detect_fixations(clean, image_size=SIZE)
+    got, counters = detect_fixations(noisy, image_size=SIZE)
+    assert len(got) == len(want) == 12
+    assert sum(f.duration_ms for f in got) >= 0.99 * sum(f.duration_ms for f in want)
+    assert counters["view_change"] == 0 and counters["scale_outlier"] > 0
+    # A zoom persists: it ends the window and costs one sample.
+    a = fixation(0, 500.0, 400.0, 200)
+    zoomed = fixation(next_t(a), 500.0, 400.0, 200, ppd=PPD * 1.2)
+    fixes, counters = detect_fixations(a + zoomed, image_size=SIZE)
+    assert counters["view_change"] == 1 and counters["scale_outlier"] == 1
+    assert fixes[1].n_samples == len(zoomed) - 1
+
+
 def test_too_short_window_is_not_a_fixation() -> None:
     fixes, counters = detect_fixations(fixation(0, 500.0, 400.0, 60))
     assert fixes == [] and counters["too_short"] == 1
