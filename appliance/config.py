@@ -198,6 +198,8 @@ class DicomwebConfig:
     #: Client certificate and key (PEM) for mutual TLS; empty: none.
     cert: str = ""
     key: str = ""
+    #: Seconds the server may take to accept a connection, or go without taking or sending a
+    #: byte (an upload may take as long as the link needs while it moves).
     timeout_s: float = 30.0
     #: Seconds for the cheap reachability probe the scheduler makes before a pass.
     probe_timeout_s: float = 5.0

@@ -1,0 +1,81 @@
+"""Delivery over the network a rural clinic has: a slow uplink, redirects, wrong URLs and
+credentials, odd answers. Each test puts a :class:`sync.scripted_server.ScriptedServer` (plain or
+TLS) between the appliance and a real Orthanc and checks what reaches the server and what the
+technician is told."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection
+
+from appliance.store.store import Store
+from appliance.sync.dicomweb import DicomwebClient
+from appliance.sync.engine import Syncer
+
+from store.helpers import add_study, make_config
+from sync.certs import make_ca, server_context
+from sync.checks import check_server
+from sync.orthanc import PASSWORD, USER
+from sync.scripted_server import ScriptedServer
+
+pytestmark = pytest.mark.orthanc
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    """(CA bundle path, a server TLS context for 127.0.0.1 signed by that CA)."""
+    work = tmp_path_factory.mktemp("certs")
+    ca_path, ca_key, ca_cert = make_ca(work)
+    return ca_path, server_context(work, ca_key, ca_cert)
+
+
+def _serve(orthanc, tls, scheme, answer=lambda request: None, **kw):
+    server = ScriptedServer(answer, upstream_port=orthanc.port,
+                            ssl_context=tls[1] if scheme == "https" else None, **kw)
+    return server, f"{scheme}://127.0.0.1:{server.port}/dicom-web"
+
+
+def _config(tmp_path, url, tls, **dicomweb):
+    return make_config(tmp_path / "data", url,
+                       dicomweb={"user": USER, "password": PASSWORD, "ca": str(tls[0]), **dicomweb})
+
+
+class _SmallSendBuffer(HTTPAdapter):
+    """A WAN-sized send buffer: on loopback Linux grows it to 4 MB, which takes a whole test
+    photograph at once, so no send would ever wait on the link."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["socket_options"] = [*HTTPConnection.default_socket_options,
+                                    (socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)]
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _slow_link_session() -> requests.Session:
+    session = requests.Session()
+    session.mount("http://", _SmallSendBuffer())
+    session.mount("https://", _SmallSendBuffer())
+    return session
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_slow_uplink_delivers_a_photograph_that_takes_longer_than_timeout_s(tmp_path, clean_orthanc, tls, scheme):
+    """The server takes the 1.4 MB photograph at 200 kB/s (about 7 s) with timeout_s 3: the
+    link keeps moving, so the upload must go on. A bytes body was one sendall() that the timeout
+    bounded as a whole: a photograph that needs longer than timeout_s to go up timed out on
+    every pass and never arrived."""
+    server, url = _serve(clean_orthanc, tls, scheme, read_bytes_per_s=200_000)
+    with server:
+        config = _config(tmp_path, url, tls, timeout_s=3.0)
+        with Store(config) as store:
+            add_study(store, 1, h=600, w=800)
+            client = DicomwebClient(config.dicomweb, session=_slow_link_session())
+            report = Syncer(store, config, client=client).run_pass()
+            assert report.errors == [] and report.delivered == 3
+            outcome = check_server(store, clean_orthanc)
+            assert (outcome.lost, outcome.duplicated, outcome.corrupt, outcome.undelivered) == (0, 0, 0, 0)
+        uploads = [r for r in server.requests if r.method == "POST"]
+        assert max(len(r.body) for r in uploads) > 1_400_000
