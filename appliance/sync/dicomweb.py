@@ -3,7 +3,8 @@
 Transport rules: ``https`` always, verified against the configured CA bundle (or the system store);
 credentials by HTTP basic auth and/or a client certificate; plain ``http`` is refused unless the
 host is a loopback address (a local Orthanc or a tunnel endpoint on the device itself), so a
-password never crosses a network in clear text.
+password never crosses a network in clear text. A redirect is never followed (it could lead to
+plain http or another host); it fails with the address it names.
 """
 
 from __future__ import annotations
@@ -96,14 +97,24 @@ class DicomwebClient:
         try:
             # verify and cert go with every request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
             # from the environment override a session's own CA bundle (psf/requests#3829).
+            # Redirects are not followed: requests re-sends a 307/308 body (the photograph, with the
+            # patient ID) wherever Location points, plain http or another host included, and turns
+            # a 301/302 POST into a GET that looks like an empty answer.
             response = self.session.request(method, self.base + path, timeout=timeout_s or self.timeout_s,
-                                            verify=self.session.verify, cert=self.session.cert, **kwargs)
+                                            verify=self.session.verify, cert=self.session.cert,
+                                            allow_redirects=False, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise ServerUnavailable(f"TLS to the DICOMweb server failed: {exc}.") from exc
         except requests.RequestException as exc:
             raise ServerUnavailable(f"The DICOMweb server cannot be reached: {type(exc).__name__}.") from exc
         if response.status_code in (401, 403):
             raise ServerUnavailable(f"The DICOMweb server refused the credentials (HTTP {response.status_code}).")
+        if 300 <= response.status_code < 400:
+            target = urlsplit(response.headers.get("Location", ""))
+            where = f"{target.scheme}://{target.netloc}" if target.netloc else "another address"
+            raise ServerUnavailable(f"The DICOMweb server redirected the request to {where} (HTTP "
+                                    f"{response.status_code}), which is not followed: set [dicomweb] url to "
+                                    "the server's DICOMweb root itself.")
         if response.status_code >= 500:
             raise ServerUnavailable(f"The DICOMweb server failed (HTTP {response.status_code}).")
         return response

@@ -20,7 +20,7 @@ from store.helpers import add_study, make_config
 from sync.certs import make_ca, server_context
 from sync.checks import check_server
 from sync.orthanc import PASSWORD, USER
-from sync.scripted_server import ScriptedServer
+from sync.scripted_server import Reply, ScriptedServer
 
 pytestmark = pytest.mark.orthanc
 
@@ -79,3 +79,34 @@ def test_slow_uplink_delivers_a_photograph_that_takes_longer_than_timeout_s(tmp_
             assert (outcome.lost, outcome.duplicated, outcome.corrupt, outcome.undelivered) == (0, 0, 0, 0)
         uploads = [r for r in server.requests if r.method == "POST"]
         assert max(len(r.body) for r in uploads) > 1_400_000
+
+
+@pytest.mark.parametrize("status", [307, 302])
+def test_redirect_to_plain_http_is_not_followed(tmp_path, clean_orthanc, tls, status):
+    """The https server (a reverse proxy moved, a load balancer misconfigured) redirects to plain
+    http. requests followed it: a 307 sent the photograph, patient ID and all, in clear text; a 302
+    turned the upload into a GET. Nothing may reach the http address; the item waits with an
+    error that says what to change, and is delivered once the server stops redirecting."""
+    sink = ScriptedServer(lambda request: Reply(200, b"[]", {"Content-Type": "application/dicom+json"}))
+    redirecting = [True]
+
+    def answer(request):
+        if redirecting[0]:
+            return Reply(status, headers={"Location": f"http://127.0.0.1:{sink.port}{request.path}"})
+        return None
+
+    server, url = _serve(clean_orthanc, tls, "https", answer)
+    with server, sink:
+        config = _config(tmp_path, url, tls)
+        with Store(config) as store:
+            add_study(store, 2)
+            report = Syncer(store, config).run_pass()
+            assert sink.requests == []
+            assert report.delivered == 0 and report.remaining == 3
+            status_now = store.sync_status()
+            assert "redirected" in status_now.last_error and f"http://127.0.0.1:{sink.port}" in status_now.last_error
+            assert "[dicomweb] url" in status_now.last_error
+            redirecting[0] = False
+            assert Syncer(store, config).run_pass(ignore_backoff=True).delivered == 3
+            assert check_server(store, clean_orthanc).lost == 0
+        assert sink.requests == []
