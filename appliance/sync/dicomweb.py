@@ -36,6 +36,11 @@ class ServerUnavailable(SyncError):
     failed): the rest of a pass would fail the same way, so the pass stops early."""
 
 
+class Unreachable(ServerUnavailable):
+    """No connection to the server could be made or it went silent (refused, no route, no DNS
+    answer, timed out): the station is offline, as opposed to a server that answered no."""
+
+
 def is_loopback(host: str) -> bool:
     """Return True for ``localhost`` and loopback IP addresses."""
     if host.lower() in ("localhost", "localhost.localdomain"):
@@ -106,7 +111,7 @@ class DicomwebClient:
         except requests.exceptions.SSLError as exc:
             raise ServerUnavailable(f"TLS to the DICOMweb server failed: {exc}.") from exc
         except requests.RequestException as exc:
-            raise ServerUnavailable(f"The DICOMweb server cannot be reached: {type(exc).__name__}.") from exc
+            raise Unreachable(f"The DICOMweb server cannot be reached: {type(exc).__name__}.") from exc
         if response.status_code in (401, 403):
             raise ServerUnavailable(f"The DICOMweb server refused the credentials (HTTP {response.status_code}).")
         if 300 <= response.status_code < 400:
@@ -120,13 +125,22 @@ class DicomwebClient:
         return response
 
     def reachable(self, timeout_s: float = 5.0) -> bool:
-        """Return True when the server answers an authenticated QIDO-RS query."""
+        """Return True when the server answers a QIDO-RS query at all, whatever it answers.
+
+        Only a connection that cannot be made (or times out) is unreachable. A refused password,
+        an untrusted certificate, a wrong DICOMweb root or a failing server is reachable: the
+        scheduler then makes its pass, whose first item records the real error where the Sync
+        page, ``sync --status`` and the LEDs read it. Counted as unreachable, those showed as
+        "not reachable" (or nothing at all on the Sync page) while the station waited forever.
+        """
         try:
-            response = self._request("GET", "/studies", timeout_s=timeout_s, params={"limit": "1"},
-                                     headers={"Accept": DICOM_JSON})
-        except SyncError:
+            self._request("GET", "/studies", timeout_s=timeout_s, params={"limit": "1"},
+                          headers={"Accept": DICOM_JSON})
+        except Unreachable:
             return False
-        return response.status_code in (200, 204)
+        except SyncError:
+            pass  # it answered, if only to say no
+        return True
 
     def store(self, study_uid: str, sop_uid: str, data: bytes) -> StowOutcome:
         """Send one Part-10 instance by STOW-RS to ``/studies/{study}``.

@@ -3,8 +3,10 @@
 The thread wakes every ``[sync] interval_s`` seconds, or at once when :meth:`SyncScheduler.trigger`
 is called (the UI's "Sync now", the hardware button). It probes the server with a cheap QIDO-RS
 query first: offline for days, the station then costs one short request per interval and keeps
-every item's backoff intact. A triggered pass ignores backoff timers, as a person asked for it now.
-After each pass it applies the retention policy. Listeners (the LEDs, the UI) get a
+every item's backoff intact. A server that answers, even to say no (a refused password, an
+untrusted certificate, a wrong DICOMweb root, a 5xx), is not offline: the pass runs and its
+first item records why, where the Sync page and the LEDs show it. A triggered pass ignores
+backoff timers, as a person asked for it now. After each pass it applies the retention policy. Listeners (the LEDs, the UI) get a
 :class:`SyncIndicator` whenever the state changes.
 """
 

@@ -15,6 +15,8 @@ from urllib3.connection import HTTPConnection
 from appliance.store.store import Store
 from appliance.sync.dicomweb import DicomwebClient
 from appliance.sync.engine import Syncer
+from appliance.sync.scheduler import SyncScheduler
+from appliance.ui.sync_panel import store_sync_status
 
 from store.helpers import add_study, make_config
 from sync.certs import make_ca, server_context
@@ -27,10 +29,10 @@ pytestmark = pytest.mark.orthanc
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
-    """(CA bundle path, a server TLS context for 127.0.0.1 signed by that CA)."""
+    """(CA bundle, a server TLS context for 127.0.0.1 signed by that CA, another CA's bundle)."""
     work = tmp_path_factory.mktemp("certs")
     ca_path, ca_key, ca_cert = make_ca(work)
-    return ca_path, server_context(work, ca_key, ca_cert)
+    return ca_path, server_context(work, ca_key, ca_cert), make_ca(work, "someone else")[0]
 
 
 def _serve(orthanc, tls, scheme, answer=lambda request: None, **kw):
@@ -110,3 +112,30 @@ def test_redirect_to_plain_http_is_not_followed(tmp_path, clean_orthanc, tls, st
             assert Syncer(store, config).run_pass(ignore_backoff=True).delivered == 3
             assert check_server(store, clean_orthanc).lost == 0
         assert sink.requests == []
+
+
+@pytest.mark.parametrize("fault, words", [
+    ("password", "refused the appliance's credentials"),
+])
+def test_a_server_that_answers_no_is_reported_not_taken_for_offline(tmp_path, clean_orthanc, tls, fault, words):
+    """A wrong password or a server certificate outside the CA bundle: the scheduler's probe took
+    either for "not reachable" and skipped the pass, so no item ever recorded why; the Sync page
+    showed no error at all, the LEDs only "pending", and the station waited forever. The
+    automatic pass must run, record the real reason once, and show it."""
+    server, url = _serve(clean_orthanc, tls, "https")
+    with server:
+        wrong = {"password": "wrong"} if fault == "password" else {"ca": str(tls[2])}
+        config = _config(tmp_path, url, tls, **wrong)
+        with Store(config) as store:
+            add_study(store, 3)
+            scheduler = SyncScheduler(store, config)
+            report = scheduler.run_once()  # the timer's pass, not a forced one
+            assert report is not None and report.failed == 1 and report.remaining == 3
+            assert [i.attempts for i in store.outbox()] == [1, 0, 0]  # the pass stopped at the first refusal
+            indicator = scheduler.indicator()
+            assert indicator.state == "error" and indicator.reachable
+            page = store_sync_status(store, scheduler)()
+            assert len(page["errors"]) == 1 and words in page["errors"][0], page
+            right = _config(tmp_path, url, tls)
+            assert SyncScheduler(store, right).run_once(force=True).delivered == 3
+            assert check_server(store, clean_orthanc).lost == 0

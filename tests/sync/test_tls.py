@@ -99,8 +99,12 @@ def test_tls_with_ca_bundle_and_client_certificate(tmp_path, tls_orthanc):
     # A server certificate from a CA we were not told to trust is refused.
     with pytest.raises(SyncError, match="TLS"):
         DicomwebClient(DicomwebConfig(**{**good, "ca": str(work / "other-ca.pem")})).instance_exists("1.2", "1.2", "1.2")
-    # Without the client certificate the server refuses the handshake.
-    assert not DicomwebClient(DicomwebConfig(**{**good, "cert": "", "key": ""})).reachable()
+    # Without the client certificate the server refuses the handshake: an answer, not an outage,
+    # so the scheduler's probe lets the pass run and record the refusal.
+    no_cert = DicomwebClient(DicomwebConfig(**{**good, "cert": "", "key": ""}))
+    assert no_cert.reachable()
+    with pytest.raises(SyncError, match="TLS"):
+        no_cert.instance_exists("1.2", "1.2", "1.2")
     config = make_config(tmp_path / "data", url, dicomweb=good)
     with Store(config) as store:
         add_study(store, 1)
