@@ -9,9 +9,12 @@ plain http or another host); it fails with the address it names.
 
 from __future__ import annotations
 
+import errno
 import io
 import ipaddress
 import logging
+import socket
+import ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -39,6 +42,41 @@ class ServerUnavailable(SyncError):
 class Unreachable(ServerUnavailable):
     """No connection to the server could be made or it went silent (refused, no route, no DNS
     answer, timed out): the station is offline, as opposed to a server that answered no."""
+
+
+def transport_reason(exc: BaseException) -> str:
+    """Return the innermost cause of a failed connection in a few words, without the URL.
+
+    Why: requests' own text names the full URL, study and instance UIDs included, and the Sync
+    page picks its explanation by words such as "401" or "500" in the error, so a UID's digits
+    turned an untrusted certificate into "refused the credentials"; the type name alone
+    ("ConnectionError") did not say whether the name, the route or the server was the problem.
+    """
+    seen: set[int] = set()
+    todo: list[Optional[BaseException]] = [exc]
+    other_ssl: Optional[ssl.SSLError] = None
+    while todo:
+        cause = todo.pop(0)
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {str(cause.verify_message).rstrip('.')}"
+        if isinstance(cause, ssl.SSLError):
+            other_ssl = other_ssl or cause
+        elif isinstance(cause, socket.gaierror):
+            return f"the server's name does not resolve (DNS: {cause.strerror})"
+        elif isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        elif isinstance(cause, (TimeoutError, requests.exceptions.Timeout)):
+            return "timed out"
+        elif isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return f"no route to the server ({cause.strerror})"
+        todo += [cause.__cause__, cause.__context__, getattr(cause, "reason", None),
+                 *(a for a in cause.args if isinstance(a, BaseException))]
+    if other_ssl is not None:
+        return str(other_ssl.reason or other_ssl.strerror or type(other_ssl).__name__).replace("_", " ").lower()
+    return type(exc).__name__
 
 
 def is_loopback(host: str) -> bool:
@@ -109,9 +147,9 @@ class DicomwebClient:
                                             verify=self.session.verify, cert=self.session.cert,
                                             allow_redirects=False, **kwargs)
         except requests.exceptions.SSLError as exc:
-            raise ServerUnavailable(f"TLS to the DICOMweb server failed: {exc}.") from exc
+            raise ServerUnavailable(f"TLS to the DICOMweb server failed: {transport_reason(exc)}.") from exc
         except requests.RequestException as exc:
-            raise Unreachable(f"The DICOMweb server cannot be reached: {type(exc).__name__}.") from exc
+            raise Unreachable(f"The DICOMweb server is unreachable: {transport_reason(exc)}.") from exc
         if response.status_code in (401, 403):
             raise ServerUnavailable(f"The DICOMweb server refused the credentials (HTTP {response.status_code}).")
         if 300 <= response.status_code < 400:

@@ -29,10 +29,12 @@ pytestmark = pytest.mark.orthanc
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
-    """(CA bundle, a server TLS context for 127.0.0.1 signed by that CA, another CA's bundle)."""
+    """(CA bundle, a server TLS context for 127.0.0.1 signed by that CA, another CA's bundle,
+    a context with an expired certificate, one whose certificate names 127.0.0.2)."""
     work = tmp_path_factory.mktemp("certs")
     ca_path, ca_key, ca_cert = make_ca(work)
-    return ca_path, server_context(work, ca_key, ca_cert), make_ca(work, "someone else")[0]
+    return (ca_path, server_context(work, ca_key, ca_cert), make_ca(work, "someone else")[0],
+            server_context(work, ca_key, ca_cert, expired=True), server_context(work, ca_key, ca_cert, ip="127.0.0.2"))
 
 
 def _serve(orthanc, tls, scheme, answer=lambda request: None, **kw):
@@ -139,3 +141,51 @@ def test_a_server_that_answers_no_is_reported_not_taken_for_offline(tmp_path, cl
             right = _config(tmp_path, url, tls)
             assert SyncScheduler(store, right).run_once(force=True).delivered == 3
             assert check_server(store, clean_orthanc).lost == 0
+
+
+@pytest.mark.parametrize("fault, detail", [
+    ("untrusted", "unable to get local issuer certificate"),
+    ("expired", "certificate has expired"),
+    ("other host", "mismatch"),
+])
+def test_certificate_problems_are_named_as_such(tmp_path, clean_orthanc, tls, fault, detail):
+    """A server certificate outside the CA bundle, expired, or for another address. The error
+    carried requests' whole text, the URL with the study and instance UIDs in it, and the Sync
+    page, which explains an error by words such as "401" or "500" in it, often read a UID's
+    digits as a refused password. The technician must read "certificate" and the reason."""
+    context = {"untrusted": tls[1], "expired": tls[3], "other host": tls[4]}[fault]
+    ca = tls[2] if fault == "untrusted" else tls[0]
+    server = ScriptedServer(lambda request: None, upstream_port=clean_orthanc.port, ssl_context=context)
+    with server:
+        config = _config(tmp_path, f"https://127.0.0.1:{server.port}/dicom-web", tls, ca=str(ca))
+        with Store(config) as store:
+            for seed in range(4):  # twelve 39-digit UIDs: some hold a 401, 403 or 50x
+                add_study(store, seed)
+            scheduler = SyncScheduler(store, config)
+            report = scheduler.run_once()
+            assert report is not None and report.failed == 1 and server.requests == []
+            error = store.sync_status().last_error
+            assert detail in error and "TLS" in error
+            assert not any(uid in error for i in store.outbox() for uid in (i.study_uid, i.series_uid, i.sop_uid))
+            page = store_sync_status(store, scheduler)()
+            assert page["errors"][0].startswith("The clinic server's certificate is not trusted."), page
+            assert scheduler.indicator().state == "error"
+
+
+@pytest.mark.parametrize("url, words", [
+    ("https://glanceseg-no-such-server.invalid/dicom-web", "does not resolve"),
+    ("http://127.0.0.1:9/dicom-web", "connection refused"),
+])
+def test_unreachable_server_says_why(tmp_path, url, words):
+    """A name that does not resolve and a refused connection: the error said only
+    "ConnectionError", which neither told the two apart nor matched the Sync page's
+    "cannot be reached" explanation (it showed "Sending failed")."""
+    config = make_config(tmp_path / "data", url, dicomweb={"timeout_s": 2.0})
+    with Store(config) as store:
+        add_study(store, 5)
+        report = Syncer(store, config).run_pass()
+        assert report.failed == 1 and report.remaining == 3
+        error = store.sync_status().last_error
+        assert words in error, error
+        page = store_sync_status(store)()
+        assert page["errors"][0].startswith("The clinic server cannot be reached."), page
