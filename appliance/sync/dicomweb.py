@@ -207,17 +207,19 @@ class DicomwebClient:
         response = self._request("POST", f"/studies/{study_uid}", data=io.BytesIO(body), headers=headers)
         if response.status_code not in (200, 202, 409):
             raise SyncError(f"STOW-RS answered HTTP {response.status_code}.")
+        stored, failed = set(), {}
+        # JSON of another shape (a proxy's error object, a list) is as malformed as no JSON: it
+        # raised AttributeError, which no caller expects, and crashed the pass mid-item.
         try:
             doc = response.json() if response.content else {}
-        except ValueError as exc:
+            for entry in (doc.get(_REFERENCED_SOP_SEQ, {}) or {}).get("Value", []) or []:
+                stored.update((entry.get(_REF_SOP_INSTANCE, {}) or {}).get("Value", []) or [])
+            for entry in (doc.get(_FAILED_SOP_SEQ, {}) or {}).get("Value", []) or []:
+                for uid in (entry.get(_REF_SOP_INSTANCE, {}) or {}).get("Value", []) or []:
+                    reason = (entry.get(_FAILURE_REASON, {}) or {}).get("Value", ["?"])
+                    failed[str(uid)] = str(reason[0] if reason else "?")
+        except (ValueError, AttributeError, TypeError) as exc:
             raise SyncError("STOW-RS answered with a body that is not DICOM JSON.") from exc
-        stored, failed = set(), {}
-        for entry in (doc.get(_REFERENCED_SOP_SEQ, {}) or {}).get("Value", []) or []:
-            stored.update((entry.get(_REF_SOP_INSTANCE, {}) or {}).get("Value", []) or [])
-        for entry in (doc.get(_FAILED_SOP_SEQ, {}) or {}).get("Value", []) or []:
-            for uid in (entry.get(_REF_SOP_INSTANCE, {}) or {}).get("Value", []) or []:
-                reason = (entry.get(_FAILURE_REASON, {}) or {}).get("Value", ["?"])
-                failed[uid] = str(reason[0] if reason else "?")
         return StowOutcome(response.status_code, frozenset(stored), failed)
 
     def instance_exists(self, study_uid: str, series_uid: str, sop_uid: str) -> bool:
@@ -238,12 +240,9 @@ class DicomwebClient:
             raise SyncError(f"QIDO-RS answered HTTP {response.status_code}.")
         try:
             matches = response.json() or []
-        except ValueError as exc:
+            return any(sop_uid in ((match.get("00080018", {}) or {}).get("Value", []) or []) for match in matches)
+        except (ValueError, AttributeError, TypeError) as exc:
             raise SyncError("QIDO-RS answered with a body that is not DICOM JSON.") from exc
-        for match in matches:
-            if sop_uid in ((match.get("00080018", {}) or {}).get("Value", []) or []):
-                return True
-        return False
 
     def retrieve_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> bytes:
         """Return one instance's Part-10 bytes by WADO-RS (tests and audits)."""

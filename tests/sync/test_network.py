@@ -189,3 +189,25 @@ def test_unreachable_server_says_why(tmp_path, url, words):
         assert words in error, error
         page = store_sync_status(store)()
         assert page["errors"][0].startswith("The clinic server cannot be reached."), page
+
+
+@pytest.mark.parametrize("method, body", [
+    ("GET", b'{"error": "upstream timeout"}'),  # a proxy's JSON error object with status 200
+    ("GET", b'["1.2.3"]'),  # an Orthanc REST listing (the URL names Orthanc's root, not /dicom-web)
+    ("POST", b'[{"ok": true}]'),
+])
+def test_json_of_another_shape_fails_the_item_not_the_pass(tmp_path, clean_orthanc, tls, method, body):
+    """JSON that is not DICOM JSON raised AttributeError from the client: the pass crashed mid-item
+    (``glanceseg sync --once`` with a traceback, the scheduler's pass logged as crashed), leaving
+    the item 'sending' and no error on it. It must fail as malformed, with the pass going on."""
+    server, url = _serve(clean_orthanc, tls, "http",
+                         lambda request: Reply(200, body, {"Content-Type": "application/json"})
+                         if request.method == method else None)
+    with server:
+        config = _config(tmp_path, url, tls)
+        with Store(config) as store:
+            add_study(store, 6)
+            report = Syncer(store, config).run_pass()
+            assert report.failed == 3 and report.remaining == 3
+            assert {i.state for i in store.outbox()} == {"pending"}
+            assert "not DICOM JSON" in store.sync_status().last_error
