@@ -205,6 +205,11 @@ class DicomwebClient:
         # never delivered). Streamed in blocks, timeout_s bounds each block: the upload may take as
         # long as the link needs, and only a link that moves nothing for timeout_s fails.
         response = self._request("POST", f"/studies/{study_uid}", data=io.BytesIO(body), headers=headers)
+        if response.status_code in (404, 405):
+            # Every item would get the same answer, each after uploading its whole file: stop the pass.
+            raise ServerUnavailable(f"There is no DICOMweb service at {self.base} (STOW-RS answered HTTP "
+                                    f"{response.status_code}): set [dicomweb] url to the server's DICOMweb root "
+                                    "(for Orthanc, http(s)://host:port/dicom-web).")
         if response.status_code not in (200, 202, 409):
             raise SyncError(f"STOW-RS answered HTTP {response.status_code}.")
         stored, failed = set(), {}

@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 
 #: (substring of a technical error, the sentence a technician reads). First match wins.
 PLAIN_ERRORS = [
+    (("[dicomweb] url",),
+     "The appliance is set to the wrong address for the clinic server. Ask the administrator to check the DICOMweb URL."),
     (("connection refused", "unreachable", "name or service not known", "timed out", "timeout", "no route"),
      "The clinic server cannot be reached. Results stay safe on this appliance and are sent when it is back."),
     (("401", "403", "unauthorized", "forbidden", "credential", "password"),

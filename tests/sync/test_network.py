@@ -211,3 +211,26 @@ def test_json_of_another_shape_fails_the_item_not_the_pass(tmp_path, clean_ortha
             assert report.failed == 3 and report.remaining == 3
             assert {i.state for i in store.outbox()} == {"pending"}
             assert "not DICOM JSON" in store.sync_status().last_error
+
+
+@pytest.mark.parametrize("root", ["", "/dicomweb"])
+def test_wrong_dicomweb_root_stops_the_pass_and_says_so(tmp_path, clean_orthanc, root):
+    """The URL names Orthanc's REST root (STOW-RS answers 405) or a misspelt root (404). Every item
+    of every study was uploaded in full on every pass, each answered the same, and the Sync page
+    said the appliance would "try again automatically". The pass must stop at the first item and
+    the technician read that the address is wrong."""
+    config = make_config(tmp_path / "data", clean_orthanc.rest + root, dicomweb={"user": USER, "password": PASSWORD})
+    with Store(config) as store:
+        add_study(store, 7)
+        add_study(store, 8)
+        scheduler = SyncScheduler(store, config)
+        report = scheduler.run_once()
+        assert report is not None and report.failed == 1 and report.remaining == 6
+        assert [i.attempts for i in store.outbox()] == [1, 0, 0, 0, 0, 0]
+        assert "[dicomweb] url" in store.sync_status().last_error
+        page = store_sync_status(store, scheduler)()
+        assert page["errors"][0].startswith("The appliance is set to the wrong address"), page
+        right = make_config(tmp_path / "data", clean_orthanc.dicomweb, dicomweb={"user": USER, "password": PASSWORD})
+        assert Syncer(store, right).run_pass(ignore_backoff=True).delivered == 6
+        assert check_server(store, clean_orthanc).lost == 0
+
