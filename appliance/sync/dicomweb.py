@@ -210,6 +210,10 @@ class DicomwebClient:
             raise ServerUnavailable(f"There is no DICOMweb service at {self.base} (STOW-RS answered HTTP "
                                     f"{response.status_code}): set [dicomweb] url to the server's DICOMweb root "
                                     "(for Orthanc, http(s)://host:port/dicom-web).")
+        if response.status_code == 413:
+            raise SyncError(f"The server refused the {len(data) / 1e6:.1f} MB upload as too large (HTTP 413): "
+                            "raise the upload limit of the server or of the proxy in front of it "
+                            "(nginx: client_max_body_size).")
         if response.status_code not in (200, 202, 409):
             raise SyncError(f"STOW-RS answered HTTP {response.status_code}.")
         stored, failed = set(), {}

@@ -234,3 +234,18 @@ def test_wrong_dicomweb_root_stops_the_pass_and_says_so(tmp_path, clean_orthanc,
         assert Syncer(store, right).run_pass(ignore_backoff=True).delivered == 6
         assert check_server(store, clean_orthanc).lost == 0
 
+
+def test_upload_too_large_names_the_limit_and_the_small_items_still_go(tmp_path, clean_orthanc, tls):
+    """A reverse proxy with a 1 MB upload limit (nginx's default) answers 413 to the photograph.
+    The error said only "STOW-RS answered HTTP 413"; it must say what to raise, and the
+    Segmentation and report, under the limit, are delivered in the same pass."""
+    server, url = _serve(clean_orthanc, tls, "http", lambda request: Reply(413, b"<html>Too Large</html>", {
+        "Content-Type": "text/html"}) if request.method == "POST" and len(request.body) > 1_000_000 else None)
+    with server:
+        config = _config(tmp_path, url, tls)
+        with Store(config) as store:
+            add_study(store, 9, h=600, w=800)
+            report = Syncer(store, config).run_pass()
+            assert report.delivered == 2 and report.failed == 1
+            error = store.sync_status().last_error
+            assert "413" in error and "too large" in error and "client_max_body_size" in error
