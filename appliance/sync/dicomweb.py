@@ -131,6 +131,8 @@ class DicomwebClient:
         if config.user:
             self.session.auth = (config.user, config.password)
         self.session.headers["User-Agent"] = "glanceseg-sync"
+        #: Why the last :meth:`reachable` found no server (None when it found one).
+        self.unreachable_reason: Optional[str] = None
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -170,11 +172,14 @@ class DicomwebClient:
         scheduler then makes its pass, whose first item records the real error where the Sync
         page, ``sync --status`` and the LEDs read it. Counted as unreachable, those showed as
         "not reachable" (or nothing at all on the Sync page) while the station waited forever.
+        When False, ``unreachable_reason`` says why (connection refused, name does not resolve...).
         """
+        self.unreachable_reason = None
         try:
             self._request("GET", "/studies", timeout_s=timeout_s, params={"limit": "1"},
                           headers={"Accept": DICOM_JSON})
-        except Unreachable:
+        except Unreachable as exc:
+            self.unreachable_reason = str(exc)
             return False
         except SyncError:
             pass  # it answered, if only to say no

@@ -147,7 +147,8 @@ class SyncScheduler:
         if not self._reachable:
             pending = self.store.sync_status().pending
             self._error = bool(force and pending)
-            self._last_error = "The DICOM server is not reachable." if pending else None
+            reason = client.unreachable_reason or "The DICOMweb server is unreachable."
+            self._last_error = reason if pending else None
             self._notify()
             return None
         try:

@@ -45,6 +45,12 @@ def store_sync_status(store: Any, scheduler: Optional[Any] = None) -> Callable[[
     def status() -> dict[str, Any]:
         s = store.sync_status()
         errors = [plain_error(s.last_error)] if s.last_error else []
+        # Offline, the scheduler tries no item, so the outbox holds no error (or an old one):
+        # without its probe's answer the page showed studies piling up and nothing about why,
+        # even right after "Sync now".
+        indicator = scheduler.indicator() if scheduler is not None else None
+        if indicator is not None and indicator.reachable is False and indicator.last_error:
+            errors.insert(0, plain_error(indicator.last_error))
         return {"available": scheduler is not None, "pending": s.pending + s.sending,
                 "studies_pending": s.studies_pending, "delivered": s.delivered,
                 "last_success": s.last_delivered_at, "errors": errors}

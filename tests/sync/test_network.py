@@ -249,3 +249,21 @@ def test_upload_too_large_names_the_limit_and_the_small_items_still_go(tmp_path,
             assert report.delivered == 2 and report.failed == 1
             error = store.sync_status().last_error
             assert "413" in error and "too large" in error and "client_max_body_size" in error
+
+
+def test_sync_page_says_the_server_cannot_be_reached_while_offline(tmp_path):
+    """Offline (here: connection refused), the scheduler's probe fails and no item is tried, so the
+    outbox held no error: the Sync page showed studies waiting and nothing about why, even after
+    "Sync now". It must say the server cannot be reached, and why, without touching the items."""
+    config = make_config(tmp_path / "data", "http://127.0.0.1:9/dicom-web", dicomweb={"probe_timeout_s": 2.0})
+    with Store(config) as store:
+        add_study(store, 10)
+        scheduler = SyncScheduler(store, config)
+        for force in (False, True):  # the timer's probe, then "Sync now"
+            assert scheduler.run_once(force=force) is None
+            page = store_sync_status(store, scheduler)()
+            assert page["pending"] == 3 and len(page["errors"]) == 1, page
+            assert page["errors"][0].startswith("The clinic server cannot be reached.")
+            assert "connection refused" in page["errors"][0]
+        assert scheduler.indicator().state == "error"  # after the press
+        assert all(i.attempts == 0 and i.last_error is None for i in store.outbox())
