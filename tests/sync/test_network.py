@@ -5,8 +5,11 @@ technician is told."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import socket
 
+import pydicom
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
@@ -267,3 +270,56 @@ def test_sync_page_says_the_server_cannot_be_reached_while_offline(tmp_path):
             assert "connection refused" in page["errors"][0]
         assert scheduler.indicator().state == "error"  # after the press
         assert all(i.attempts == 0 and i.last_error is None for i in store.outbox())
+
+
+def _stow_answer(sop_uid: str, *, failed: bool) -> bytes:
+    """A STOW-RS answer naming ``sop_uid`` as stored, or as failed with 0xA700 (out of resources)."""
+    import json
+
+    ref = {"00081155": {"vr": "UI", "Value": [sop_uid]}}
+    if failed:
+        doc = {"00081198": {"vr": "SQ", "Value": [{**ref, "00081197": {"vr": "US", "Value": [0xA700]}}]}}
+    else:
+        doc = {"00081199": {"vr": "SQ", "Value": [ref]}}
+    return json.dumps(doc).encode()
+
+
+def test_an_instance_counts_as_delivered_only_when_the_server_lists_it(tmp_path, clean_orthanc, tls):
+    """Behaviour that was already right, pinned down: a STOW-RS answer that names the instance in
+    FailedSOPSequence (202), and one that claims it was stored (200) while nothing reached the
+    server, both leave the item pending and its built file in place; the QIDO-RS read-back, not
+    the STOW-RS answer, decides. A 200 with a WarningReason for an instance really stored counts."""
+    mode = {"value": "failed"}
+
+    def answer(request):
+        if request.method != "POST" or mode["value"] == "forward":
+            return None
+        part = request.body.split(b"\r\n\r\n", 1)[1]
+        sop = pydicom.dcmread(io.BytesIO(part[:part.rindex(b"\r\n--")])).SOPInstanceUID
+        if mode["value"] == "warning":
+            stored = server.forward(request)
+            import json
+
+            raw = stored.body
+            doc = json.loads(gzip.decompress(raw) if stored.headers.get("Content-Encoding") == "gzip" else raw)
+            doc["00081196"] = {"vr": "US", "Value": [0xB000]}  # WarningReason: coercion of data elements
+            return Reply(200, json.dumps(doc).encode(), {"Content-Type": "application/dicom+json"})
+        return Reply(202 if mode["value"] == "failed" else 200, _stow_answer(sop, failed=mode["value"] == "failed"),
+                     {"Content-Type": "application/dicom+json"})
+
+    server, url = _serve(clean_orthanc, tls, "http", answer)
+    with server:
+        config = _config(tmp_path, url, tls)
+        with Store(config) as store:
+            add_study(store, 11)
+            for value, words in (("failed", "failure reason"), ("lying", "does not list")):
+                mode["value"] = value
+                report = Syncer(store, config).run_pass(ignore_backoff=True)
+                assert report.delivered == 0 and report.failed == 3
+                assert words in store.sync_status().last_error
+                assert all(i.state == "pending" and store.path(i.path).exists() for i in store.outbox())
+            assert clean_orthanc.sop_uids() == []
+            mode["value"] = "warning"
+            assert Syncer(store, config).run_pass(ignore_backoff=True).delivered == 3
+            outcome = check_server(store, clean_orthanc)
+            assert (outcome.lost, outcome.duplicated, outcome.corrupt, outcome.undelivered) == (0, 0, 0, 0)
