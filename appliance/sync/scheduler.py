@@ -166,8 +166,13 @@ class SyncScheduler:
             return None
         self.passes += 1
         self.last_report = report
-        self._error = report.failed > 0
-        self._last_error = report.errors[-1] if report.errors else None
+        if report.delivered or report.already_there or report.failed or not report.remaining:
+            # A pass that found every waiting item in its backoff tried nothing and learnt nothing:
+            # the last attempt's outcome stands. Cleared here, a server refusing the password
+            # showed "pending" most of the time and "error" (with a beep) whenever an item's
+            # backoff ran out.
+            self._error = report.failed > 0
+            self._last_error = report.errors[-1] if report.errors else None
         try:
             purge_expired(self.store)
         except StoreError as exc:

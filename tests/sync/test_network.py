@@ -323,3 +323,33 @@ def test_an_instance_counts_as_delivered_only_when_the_server_lists_it(tmp_path,
             assert Syncer(store, config).run_pass(ignore_backoff=True).delivered == 3
             outcome = check_server(store, clean_orthanc)
             assert (outcome.lost, outcome.duplicated, outcome.corrupt, outcome.undelivered) == (0, 0, 0, 0)
+
+
+def test_error_led_stays_lit_while_every_waiting_item_is_in_backoff(tmp_path, clean_orthanc):
+    """A refused password: each timer pass tries the items whose backoff has run out. A pass that
+    found none due cleared the error, so the error LED went dark (ready/pending instead) between
+    attempts and lit again, with another beep, at the next one: the panel flickered between
+    "fine" and "failed" while nothing could ever be sent."""
+    import random
+
+    hw = {"enabled": True, "pin_factory": "mock", "sync_button_pin": 17, "led_ready_pin": 5, "led_syncing_pin": 6,
+          "led_pending_pin": 13, "led_error_pin": 19, "button_bounce_s": 0.0, "blink_s": 0.01}
+    config = make_config(tmp_path / "data", clean_orthanc.dicomweb, hw=hw, sync={"backoff_base_s": 600.0},
+                         dicomweb={"user": USER, "password": "wrong"})
+    from appliance.sync.scheduler import attach_panel
+
+    with Store(config) as store:
+        add_study(store, 12)
+        scheduler = attach_panel(SyncScheduler(store, config), config)
+        scheduler.syncer.rng = random.Random(3)  # backoffs of minutes, not seconds
+        try:
+            for _ in range(3):  # one refused item per pass
+                assert scheduler.run_once().failed == 1
+            assert store.due_items() == []
+            report = scheduler.run_once()  # the next timer pass: everything waits for its backoff
+            assert report.failed == 0 and report.skipped_backoff == 3
+            assert scheduler.indicator().state == "error"
+            assert "credentials" in scheduler.indicator().last_error
+            assert scheduler.panel.leds["error"].pin.state and not scheduler.panel.leds["ready"].pin.state
+        finally:
+            scheduler.stop()
