@@ -119,7 +119,8 @@ class DicomwebClient:
             # Credentials in the URL reach logs, status pages and support archives verbatim.
             raise SyncError("Put the DICOMweb user and password in [dicomweb] user and password, not in the URL.")
         if parts.scheme == "http" and not is_loopback(parts.hostname):
-            raise SyncError("Plain http is accepted only for a loopback address; use https for the clinic's server.")
+            raise SyncError("Plain http is accepted only for a loopback address: set [dicomweb] url to the "
+                            "clinic server's https:// address.")
         if config.key and not config.cert:
             raise SyncError("A client key needs its certificate ([dicomweb] cert).")
         self.base = url

@@ -30,11 +30,12 @@ def appliance_services(config: Config) -> Any:
     from appliance.store.store import Store
     from appliance.ui.services import build_services
 
-    from appliance.errors import UpdateError
+    from appliance.errors import SyncError, UpdateError
     from appliance.store.files import makedirs_durable
     from appliance.sync.model_updates import model_store
     from appliance.sync.software_updates import software_store
     from appliance.sync.scheduler import start_background_sync, start_offline_panel
+    from appliance.ui.sync_panel import store_sync_status
 
     # The data folder holds patient data: created owner-only before anything else makes it
     # (the update stores below would make it with the default umask, 0755).
@@ -51,11 +52,20 @@ def appliance_services(config: Config) -> Any:
         except UpdateError as exc:  # e.g. a technician's install holds the lock right now
             logger.warning("%s update clean-up skipped: %s", updates.kind.value, exc)
     store = Store(config)
-    scheduler = start_background_sync(store, config)
+    overrides: dict[str, Any] = {}
+    try:
+        scheduler = start_background_sync(store, config)
+    except SyncError as exc:
+        # A [dicomweb] setting that breaks the transport rules (plain http off loopback) turns
+        # sync off, not the reading station: raising here made `serve` exit, and systemd's
+        # restarts kept the kiosk's screen down while the studies would only have queued anyway.
+        logger.error("automatic sync is off: %s", exc)
+        scheduler = None
+        overrides["sync_status"] = store_sync_status(store, None, problem=str(exc))
     panel = start_offline_panel(store, config) if scheduler is None else None
     if config.updates.server_url:
         _start_update_checks(config)
-    return build_services(config, store=store, scheduler=scheduler, panel=panel)
+    return build_services(config, store=store, scheduler=scheduler, panel=panel, **overrides)
 
 
 def _start_update_checks(config: Config) -> None:

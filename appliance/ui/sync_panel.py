@@ -39,12 +39,16 @@ def plain_error(message: str) -> str:
     return f"Sending failed; the appliance will try again automatically. (Details: {message[:160]})"
 
 
-def store_sync_status(store: Any, scheduler: Optional[Any] = None) -> Callable[[], dict[str, Any]]:
-    """Return ``() -> dict`` over ``Store.sync_status()`` for ``Services.sync_status``."""
+def store_sync_status(store: Any, scheduler: Optional[Any] = None,
+                      problem: Optional[str] = None) -> Callable[[], dict[str, Any]]:
+    """Return ``() -> dict`` over ``Store.sync_status()`` for ``Services.sync_status``;
+    ``problem`` is why there is no scheduler (a setting that turned sync off), shown first."""
 
     def status() -> dict[str, Any]:
         s = store.sync_status()
         errors = [plain_error(s.last_error)] if s.last_error else []
+        if problem:
+            errors.insert(0, plain_error(problem))
         # Offline, the scheduler tries no item, so the outbox holds no error (or an old one):
         # without its probe's answer the page showed studies piling up and nothing about why,
         # even right after "Sync now".

@@ -353,3 +353,24 @@ def test_error_led_stays_lit_while_every_waiting_item_is_in_backoff(tmp_path, cl
             assert scheduler.panel.leds["error"].pin.state and not scheduler.panel.leds["ready"].pin.state
         finally:
             scheduler.stop()
+
+
+def test_plain_http_to_the_clinic_server_turns_sync_off_not_the_reading_station(tmp_path):
+    """`[dicomweb] url = http://pacs...` (not loopback) is refused, as docs/security.md says; the
+    refusal raised out of the UI's services, so `glanceseg serve` exited and systemd's restarts
+    kept the touchscreen dark: no screening at all for a sync setting. The station must come up,
+    send nothing, and its Sync page say that the server address is wrong."""
+    from appliance.ui.cli_ui import appliance_services
+
+    config = make_config(tmp_path / "data", "http://pacs.clinic.example/dicom-web")
+    services = appliance_services(config)
+    try:
+        assert services.scheduler is None
+        add_study(services.store, 13)
+        page = services.sync_status()
+        assert page["pending"] == 3 and not page["available"]
+        assert page["errors"][0].startswith("The appliance is set to the wrong address"), page
+        assert "https://" in page["errors"][0]
+    finally:
+        services.close()
+        services.store.close()
