@@ -68,6 +68,8 @@ def transport_reason(exc: BaseException) -> str:
             return f"the server's name does not resolve (DNS: {cause.strerror})"
         elif isinstance(cause, ConnectionRefusedError):
             return "connection refused"
+        elif isinstance(cause, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return "the connection was dropped"
         elif isinstance(cause, (TimeoutError, requests.exceptions.Timeout)):
             return "timed out"
         elif isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):

@@ -24,6 +24,7 @@ from appliance.ui.sync_panel import store_sync_status
 from store.helpers import add_study, make_config
 from sync.certs import make_ca, server_context
 from sync.checks import check_server
+from sync.faulty_proxy import FaultyProxy
 from sync.orthanc import PASSWORD, USER
 from sync.scripted_server import Reply, ScriptedServer
 
@@ -184,6 +185,22 @@ def test_unreachable_server_says_why(tmp_path, url, words):
     "ConnectionError", which neither told the two apart nor matched the Sync page's
     "cannot be reached" explanation (it showed "Sending failed")."""
     config = make_config(tmp_path / "data", url, dicomweb={"timeout_s": 2.0})
+    _says_why(config, words)
+
+
+def test_connection_dropped_mid_upload_says_so(tmp_path, clean_orthanc):
+    """The link drops halfway through the photograph's upload: the error said "ConnectionError"."""
+    proxy = FaultyProxy(clean_orthanc.port, seed=0, weights={"forward": 1e-9, "drop_upload": 1.0})  # queries pass
+    try:
+        config = make_config(tmp_path / "data", f"http://127.0.0.1:{proxy.port}/dicom-web",
+                             dicomweb={"user": USER, "password": PASSWORD, "timeout_s": 5.0})
+        _says_why(config, "the connection was dropped")
+        assert proxy.counts["drop_upload"] == 1 and clean_orthanc.sop_uids() == []
+    finally:
+        proxy.close()
+
+
+def _says_why(config, words):
     with Store(config) as store:
         add_study(store, 5)
         report = Syncer(store, config).run_pass()
