@@ -74,8 +74,9 @@ def transport_reason(exc: BaseException) -> str:
             return "timed out"
         elif isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
             return f"no route to the server ({cause.strerror})"
-        todo += [cause.__cause__, cause.__context__, getattr(cause, "reason", None),
-                 *(a for a in cause.args if isinstance(a, BaseException))]
+        # urllib3 keeps the cause in .reason; ssl.SSLError's .reason is a string (its short code).
+        todo += [c for c in (cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args)
+                 if isinstance(c, BaseException)]
     if other_ssl is not None:
         return str(other_ssl.reason or other_ssl.strerror or type(other_ssl).__name__).replace("_", " ").lower()
     return type(exc).__name__

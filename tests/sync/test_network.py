@@ -391,3 +391,15 @@ def test_plain_http_to_the_clinic_server_turns_sync_off_not_the_reading_station(
     finally:
         services.close()
         services.store.close()
+
+
+def test_https_url_to_a_plain_http_port_says_tls_failed(tmp_path, clean_orthanc):
+    """`https://` to Orthanc's plain-http port: OpenSSL's "wrong version number", an ssl.SSLError
+    whose .reason is a string, must come out as a TLS failure in a few words."""
+    config = make_config(tmp_path / "data", f"https://127.0.0.1:{clean_orthanc.port}/dicom-web",
+                         dicomweb={"user": USER, "password": PASSWORD})
+    with Store(config) as store:
+        add_study(store, 14)
+        report = Syncer(store, config).run_pass()
+        assert report.failed == 1 and report.remaining == 3
+        assert store.sync_status().last_error == "TLS to the DICOMweb server failed: wrong version number."
