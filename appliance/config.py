@@ -181,7 +181,6 @@ class TrackerConfig:
     marker_size_px: int = 160
     marker_margin_px: int = 8
     max_frame_gap_ms: float = 100.0
-    validation_max_error_deg: float = 2.5
     recording_enabled: bool = False
     request_timeout_s: float = 3.0
 

@@ -64,3 +64,23 @@ def test_variables_of_the_scripts_and_the_kiosk_are_not_settings(tmp_path: Path)
     # They may share the units' environment file: refusing them as misspelt keys stopped the service.
     environ = {"GLANCESEG_KIOSK_BROWSER": "/usr/bin/chromium", "GLANCESEG_BIN": "/opt/glanceseg/venv/bin/glanceseg"}
     assert load_config(environ=environ).ui.port == 8080
+
+
+def test_every_key_is_read_by_the_appliance() -> None:
+    # A key nothing reads is worse than a misspelt one (which fails loudly): a technician sets
+    # it, the file loads, and the setting is silently not applied. Every field of every section
+    # must be read as an attribute somewhere outside config.py.
+    import ast
+    import dataclasses
+
+    from appliance.config import Config
+
+    package = Path(__file__).resolve().parents[1] / "appliance"
+    read: set[str] = set()
+    for path in package.rglob("*.py"):
+        if path.name != "config.py":
+            read |= {n.attr for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Attribute)}
+    unread = [f"[{section.name}] {key.name}" for section in dataclasses.fields(Config)
+              for key in dataclasses.fields(section.default_factory())  # type: ignore[misc]
+              if key.name not in read]
+    assert not unread, unread
