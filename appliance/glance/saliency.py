@@ -117,20 +117,6 @@ class SaliencyMap:
         """Map working-grid px to image px."""
         return ((u + 0.5) * self.factor - 0.5 + self.x0, (v + 0.5) * self.factor - 0.5 + self.y0)
 
-    def upsampled(self, name: str, shape_hw: tuple[int, int]) -> np.ndarray:
-        """Return map ``name`` resampled to image px over an image of ``shape_hw``.
-
-        Only valid for a whole-image map (``x0 = y0 = 0``); used for pixel-level scores.
-        """
-        h, w = shape_hw
-        m = self.maps[name].astype(np.float32)
-        up = cv2.resize(m, (m.shape[1] * self.factor, m.shape[0] * self.factor),
-                        interpolation=cv2.INTER_LINEAR)
-        out = np.zeros((h, w), np.float32)
-        hh, ww = min(h, up.shape[0]), min(w, up.shape[1])
-        out[:hh, :ww] = up[:hh, :ww]
-        return out
-
 
 def work_factor(um_per_px: float, params: SaliencyParams = SaliencyParams()) -> int:
     """Return the integer block-averaging factor for an image of ``um_per_px``."""
