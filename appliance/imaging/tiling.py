@@ -110,14 +110,6 @@ class TileGrid:
         row = int(np.clip(round((y - self.size / 2.0) / self.stride), 0, self.rows - 1))
         return self.tile(row, col)
 
-    def tiles_overlapping(self, x0: float, y0: float, x1: float, y1: float) -> list[Tile]:
-        """Return every tile that overlaps the box ``[x0, x1) × [y0, y1)`` in image px."""
-        c0 = max(0, math.floor((x0 - self.size) / self.stride) + 1)
-        r0 = max(0, math.floor((y0 - self.size) / self.stride) + 1)
-        c1 = min(self.cols - 1, math.floor((x1 - 1) / self.stride))
-        r1 = min(self.rows - 1, math.floor((y1 - 1) / self.stride))
-        return [self.tile(r, c) for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]
-
     def cut(self, image: np.ndarray, tile: Tile) -> np.ndarray:
         """Cut ``tile`` out of ``image`` (H×W or H×W×C), zero-padded past the image edge."""
         out = np.zeros((self.size, self.size) + image.shape[2:], dtype=image.dtype)
