@@ -55,11 +55,6 @@ class StoredResult:
         ids = set(self.mask_lesion_ids)
         return self.result.mask([l for l in self.result.lesions if l.id in ids])
 
-    def lesions_in_mask(self) -> list[Lesion]:
-        """list[Lesion]: the lesions forming the mask, in stored order."""
-        ids = set(self.mask_lesion_ids)
-        return [l for l in self.result.lesions if l.id in ids]
-
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
