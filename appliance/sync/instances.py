@@ -13,7 +13,6 @@ import json
 import logging
 from pathlib import Path
 
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ComprehensiveSRStorage
 
@@ -96,8 +95,3 @@ def materialise(store: Store, item: OutboxItem) -> tuple[Path, str]:
     sha = files.atomic_write(store.path(rel), data)
     store.record_built(item.id, rel, sha)
     return store.path(rel), sha
-
-
-def read_instance(path: Path) -> Dataset:
-    """Read a built instance (tests and the USB export's manifest)."""
-    return pydicom.dcmread(str(path))
