@@ -6,8 +6,12 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.config import Config
+
+if TYPE_CHECKING:
+    from appliance.gaze.simulated import ReaderParams
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ def _items(args: argparse.Namespace):
     return items
 
 
-def reader_params(overrides: list[str], config: Config):
+def reader_params(overrides: list[str], config: Config) -> ReaderParams:
     """The simulated reader of ``config``'s display with ``FIELD=VALUE`` overrides.
 
     Lets a check ask how the figures hold for a reader unlike the default one (another

@@ -25,7 +25,7 @@ import numpy as np
 from appliance.eval.dataset import TUNE_IDS, load_dataset
 from appliance.eval.detector_cache import (DEFAULT_CACHE_DIR, TRAIN_FOV_DEGS, DetectedImage, candidate_labels,
                                           detect_at_angles)
-from appliance.eval.froc import froc
+from appliance.eval.froc import FrocResult, froc
 from appliance.glance.dkf import score_candidates
 from appliance.glance.ranker import DEFAULT_RANKER_PATH, Ranker
 
@@ -118,7 +118,7 @@ def fit_ranker(dets: Sequence[DetectedImage], hidden: int = 32, epochs: int = 4,
 
 
 def evaluate(dets: Sequence[DetectedImage], ranker: Ranker | None, use_ranker: bool = True,
-             max_lesions: int = 300):
+             max_lesions: int = 300) -> FrocResult:
     """Score the candidates with the DKF and return the FROC result."""
     per = []
     for det in dets:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import cv2
 import numpy as np
 from scipy import ndimage
 
 from appliance.glance.saliency import SaliencyMap, SaliencyParams, compute_saliency
+
+if TYPE_CHECKING:
+    from appliance.imaging.fov import FieldOfView
 
 logger = logging.getLogger(__name__)
 
@@ -372,7 +375,7 @@ def cnn_patches(photo_rgb: np.ndarray, smap: SaliencyMap, xy: np.ndarray) -> np.
     return out
 
 
-def detect(photo_rgb: np.ndarray, fov, um_per_px: float,
+def detect(photo_rgb: np.ndarray, fov: FieldOfView, um_per_px: float,
            window: Optional[tuple[int, int, int, int]] = None,
            params: SaliencyParams = SaliencyParams(),
            max_candidates: int = MAX_CANDIDATES, rank: bool = True) -> list[Candidate]:

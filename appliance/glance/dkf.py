@@ -24,7 +24,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
@@ -32,6 +32,11 @@ from appliance.errors import ModelError
 from appliance.glance.candidates import Candidate
 from appliance.glance.cnn_ranker import CnnRanker, combine, load_cnn_ranker
 from appliance.glance.ranker import Ranker, load_ranker
+
+if TYPE_CHECKING:
+    from appliance.glance.lesions import Lesion
+    from appliance.glance.predictor import PromptResult
+    from appliance.imaging.fov import FieldOfView
 
 logger = logging.getLogger(__name__)
 
@@ -355,8 +360,8 @@ def prime_base_scores(candidates: Sequence[Candidate]) -> None:
         c.features["base_score"] = float(value)
 
 
-def to_lesion(candidate: Candidate, prompt, rgb: np.ndarray, fov, um_per_px: float,
-              lesion_id: int, params: DkfParams = DkfParams()):
+def to_lesion(candidate: Candidate, prompt: Optional[PromptResult], rgb: np.ndarray, fov: FieldOfView,
+              um_per_px: float, lesion_id: int, params: DkfParams = DkfParams()) -> Optional[Lesion]:
     """Score one candidate and turn it into a :class:`~appliance.glance.lesions.Lesion`.
 
     Parameters
