@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from appliance.store import db, files
 from appliance.store.results import utc_now
 
+if TYPE_CHECKING:
+    from appliance.store.store import Store
+
 logger = logging.getLogger(__name__)
 
 
-def expired_images(store, now_unix: Optional[float] = None) -> list[int]:  # type: ignore[no-untyped-def]
+def expired_images(store: Store, now_unix: Optional[float] = None) -> list[int]:
     """Return ids of photographs whose retention period after confirmed delivery has passed."""
     now = time.time() if now_unix is None else now_unix
     horizon = now - float(store.config.data.retention_days) * 86400.0
@@ -39,7 +42,7 @@ def expired_images(store, now_unix: Optional[float] = None) -> list[int]:  # typ
 DERIVED_COPY_FOLDERS = ("display", "thumbs")
 
 
-def _save_annotation_tiles(store) -> None:  # type: ignore[no-untyped-def]
+def _save_annotation_tiles(store: Store) -> None:
     """Turn the signed decisions into annotations (tile PNGs) before a photograph goes.
 
     The tiles are cut from the photograph only when the examples are built; without this the
@@ -56,7 +59,7 @@ def _save_annotation_tiles(store) -> None:  # type: ignore[no-untyped-def]
         logger.warning("annotations could not be saved before retention: %s", exc)
 
 
-def purge_expired(store, now_unix: Optional[float] = None) -> int:  # type: ignore[no-untyped-def]
+def purge_expired(store: Store, now_unix: Optional[float] = None) -> int:
     """Remove expired photographs (see the module docstring); return how many were removed."""
     removed = 0
     expired = expired_images(store, now_unix)
