@@ -25,9 +25,9 @@ COMMAND_MODULES = (
     "appliance.eval.cli_eval",        # eval
     "appliance.gaze.cli_gaze",        # simulate-gaze
     "appliance.gaze.cli_tracker",     # tracker check
-    "appliance.store.cli_store",      # study add
-    "appliance.sync.cli_sync",        # sync
-    "appliance.sync.cli_models",      # models check|sign|install|rollback|list|verify, software
+    "appliance.store.cli_store",      # study add|list
+    "appliance.sync.cli_sync",        # sync, export-usb
+    "appliance.sync.cli_models",      # models check|list|install|rollback|reconcile|sign|verify|keygen|warmup, software
     "appliance.store.cli_annotations",  # annotations export
     "appliance.finetune.cli_finetune",  # finetune
     "appliance.ui.cli_ui",            # serve, status

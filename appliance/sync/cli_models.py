@@ -1,4 +1,4 @@
-"""``glanceseg models keygen|sign|install|rollback|list|check|warmup|verify`` and ``glanceseg software ...``.
+"""``glanceseg models keygen|sign|install|rollback|reconcile|list|check|warmup|verify`` and ``glanceseg software ...``.
 
 Signing happens on a workstation holding the private key; everything else runs on the
 appliance, which holds only the public key (``[updates] public_key``).

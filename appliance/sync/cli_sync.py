@@ -1,4 +1,4 @@
-"""``glanceseg sync [--once]`` and ``glanceseg export-usb DEST``."""
+"""``glanceseg sync [--once] [--status]`` and ``glanceseg export-usb DEST``."""
 
 from __future__ import annotations
 
