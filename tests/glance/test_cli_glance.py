@@ -58,13 +58,15 @@ def test_segment_scan_mode_with_the_model(crop: Path, tmp_path: Path, monkeypatc
     assert len(doc["lesions"]) >= 5
     threshold = doc["display_threshold"]
     shown = [l for l in doc["lesions"] if l["score"] >= threshold]
+    # This crop of IDRiD_03 shows model-outlined lesions (14 today); a result that showed none
+    # would make every check below vacuous.
+    assert any(l["source"] == "model" for l in shown), shown
     # mask.png holds exactly the shown lesions; low-score candidates stay in the list only.
     mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_UNCHANGED) > 0
-    assert bool(mask.any()) == bool(shown)
+    assert mask.any()
     for l in shown:
         x0, y0, x1, y1 = l["bbox"]
         assert mask[y0:y1, x0:x1].any()
-    assert any(l["source"] == "model" for l in shown) or not shown
 
 
 def test_segment_gaze_mode_processes_only_glanced_ground(crop: Path, tmp_path: Path, monkeypatch) -> None:
