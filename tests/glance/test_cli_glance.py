@@ -64,9 +64,12 @@ def test_segment_scan_mode_with_the_model(crop: Path, tmp_path: Path, monkeypatc
     # mask.png holds exactly the shown lesions; low-score candidates stay in the list only.
     mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_UNCHANGED) > 0
     assert mask.any()
+    boxes = np.zeros_like(mask)
     for l in shown:
         x0, y0, x1, y1 = l["bbox"]
         assert mask[y0:y1, x0:x1].any()
+        boxes[y0:y1, x0:x1] = True
+    assert not (mask & ~boxes).any()  # no pixel of a lesion below the threshold
 
 
 def test_segment_gaze_mode_processes_only_glanced_ground(crop: Path, tmp_path: Path, monkeypatch) -> None:
