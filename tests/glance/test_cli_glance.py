@@ -84,6 +84,7 @@ def test_segment_gaze_mode_processes_only_glanced_ground(crop: Path, tmp_path: P
     assert main(["segment", str(crop), "--gaze", str(gaze), "--no-model", "--out", str(out)]) == 0
     doc = _check_contract(out, "gaze", 640, 640)
     assert doc["gaze_samples"]["fixations"] == 1 and doc["gaze_samples"]["no_gaze"] == 1
+    assert doc["lesions"]  # the glanced ground holds candidates: none would pass every check below
     for l in doc["lesions"]:  # one 1-degree-sigma fixation covers ~2 degrees around the spot
         assert abs(l["x"] - 150) < 4 * 60 and abs(l["y"] - 160) < 4 * 60
     scan = tmp_path / "scan"
