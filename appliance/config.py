@@ -48,6 +48,7 @@ class DataConfig:
     retention_days: float = 30.0
     #: New studies are refused when the data folder's file system has less free space.
     min_free_mb: int = 500
+    #: Largest photograph file (MiB) the UI takes as an upload or from an import folder.
     max_upload_mb: int = 60
     #: A new study needs this many times the decoded photograph's size free, on top of min_free_mb.
     study_space_factor: float = 4.0
@@ -63,6 +64,9 @@ class ImagingConfig:
     into micrometres per pixel (DICOM photographs state their own). ``um_per_px``: the
     pixel size itself, for a camera whose photographs are cropped inside the aperture, so
     no edge of the field of view is there to measure; 0 derives it from the field of view.
+    ``max_megapixels`` / ``max_file_mb``: a photograph with more pixels (read from its
+    header, before decoding) or a larger file (MiB) is refused by
+    ``imaging.io.load_photograph``.
     """
 
     fov_deg: float = 45.0
@@ -79,10 +83,12 @@ class ModelConfig:
     update installed one). ``variant``: ``int8`` or ``fp32`` (files listed in the
     manifest), or ``auto``: int8 on the CPU provider, fp32 on a GPU one (the int8 files are
     quantized for the CPU and run 5x slower than fp32 on CUDA;
-    ``glance.runtime.onnx.resolve_variant``). ``runtime``: a key of
+    ``glance.runtime.onnx.resolve_variant``). ``name``: the model family a model update must
+    carry to be installed. ``runtime``: a key of
     ``glance.runtime.factory.RUNTIMES``. ``providers``:
     ``auto`` (TensorRT -> CUDA -> CPU, whatever the onnxruntime build offers) or a comma
-    list such as ``cuda,cpu``. ``intra_op_threads``: 0 = one per core. ``allow_spinning``:
+    list such as ``cuda,cpu``. ``intra_op_threads``: 0 = one per core; ``inter_op_threads``:
+    0 = onnxruntime's default. ``allow_spinning``:
     worker threads busy-wait between ops (lower latency, but burns a core).
     ``cpu_arena``: onnxruntime's CPU memory arena. ``trt_cache_dir`` / ``fp16``: TensorRT
     engine cache and FP16. ``cache_tiles``: tile embeddings kept in RAM (2 MiB each, float16);
@@ -139,7 +145,16 @@ class DisplayConfig:
 
 @dataclass(frozen=True)
 class GazeConfig:
-    """Gaze source and fixation / heat-map settings (angles in degrees)."""
+    """Gaze source and fixation / heat-map settings (angles in degrees).
+
+    Fixations are I-DT (``appliance.gaze.fixations``): samples within
+    ``fixation_dispersion_deg`` for at least ``fixation_min_ms``; a gap in the samples longer
+    than ``fixation_max_gap_ms``, or a clock step over ``fixation_clock_jump_ms``, ends one.
+    The heat map adds a Gaussian of ``heatmap_sigma_deg`` per fixation on a grid of
+    ``heatmap_cell_px`` image px; a ``roi_cell_px`` cell whose heat (dwell seconds) reaches
+    ``roi_threshold_s`` is glanced ground. ``pointer_queue_size``: samples the pointer source
+    holds for the pipeline; ``simulated_seed``: the simulated reader's seed.
+    """
 
     source: str = "pointer"  # pointer | csv | pupil_export | simulated | neon
     fixation_dispersion_deg: float = 1.0
@@ -165,6 +180,18 @@ class TrackerConfig:
     ``ip`` empty means mDNS discovery; clinic networks often block multicast, so a fixed
     address is the reliable setting. Recording is off by default because the scene camera
     films patient photographs and Companion recordings may be uploaded to a cloud.
+
+    ``discover_timeout_s``: how long mDNS looks for a Companion; ``request_timeout_s``: one
+    request to it (seconds). A gaze stream silent for ``stall_timeout_s`` ends the session; one
+    that delivered gaze is reopened at once, one that did not after ``reconnect_initial_s``,
+    doubling up to ``reconnect_max_s``.
+    ``queue_size``: gaze samples buffered for the pipeline (the oldest are dropped when it is
+    full). The clock offset to the phone is measured with ``time_echo_measurements`` echoes
+    every ``time_echo_interval_s``. ``fixation_events``: also stream the Companion's own
+    fixation events (``NeonGazeSource.receive_fixation``; the pipeline detects its own
+    fixations from the gaze); ``scene_stream``: receive scene-camera frames to find the screen's markers
+    (``marker_size_px`` squares ``marker_margin_px`` from the screen edges), trusting a
+    frame's marker homography for ``max_frame_gap_ms`` of gaze.
     """
 
     ip: str = ""
@@ -233,8 +260,11 @@ class HwConfig:
     led_pending_pin: int = 0
     led_error_pin: int = 0
     buzzer_pin: int = 0
+    #: Seconds a press must settle before it counts (gpiozero's bounce_time).
     button_bounce_s: float = 0.05
+    #: On and off time (s) of the syncing LED's blink.
     blink_s: float = 0.5
+    #: Length (s) of the one beep on entering the error state.
     buzzer_beep_s: float = 0.2
 
 
@@ -246,6 +276,9 @@ class UiConfig:
     only over TLS). ``import_roots``: colon-separated folders (USB mount points) a technician
     may import from. ``threads``: waitress workers (each live reader stream holds one).
     ``secure_cookies`` forces the Secure cookie flag (always on with TLS).
+    ``idle_logout_s``: inactivity that ends a session; ``lockout_attempts`` wrong PINs in a
+    row lock an account for ``lockout_s`` (docs/security.md). ``language``: the catalog in
+    ``ui/translations/<language>.json``.
     """
 
     host: str = "127.0.0.1"
@@ -274,6 +307,8 @@ class UpdatesConfig:
     of the update server (its ``index.json``); ``ca`` a CA bundle for it. ``allow_dev_key``:
     installing a bundle verified with the development key (compared by the key itself, not
     its path) is refused unless this is true, because anyone can sign with that key.
+    ``check_interval_s``: how often ``glanceseg serve`` asks ``server_url`` for a newer model;
+    ``timeout_s``: one request or download there.
     """
 
     public_key: str = str(DEV_UPDATE_PUBLIC_KEY)
