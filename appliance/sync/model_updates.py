@@ -10,7 +10,6 @@ the shipped ``models/`` folder. The previous version is kept for rollback. See
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import secrets
@@ -25,6 +24,7 @@ from appliance.config import Config
 from appliance.errors import UpdateError
 from appliance.sync.bundles import (BUNDLE_MANIFEST, BUNDLE_SUFFIX, MAX_BUNDLE_BYTES, BundleInfo,
                                     BundleKind, fingerprint, is_dev_key, load_public_key, version_key)
+from appliance.sync.dicomweb import is_loopback
 from appliance.sync.versions import DOWNLOADS, VersionedStore
 
 logger = logging.getLogger(__name__)
@@ -156,12 +156,7 @@ def _check_url(url: str) -> None:
     parsed = urlparse(url)
     if parsed.scheme == "https":
         return
-    host = parsed.hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if parsed.scheme != "http" or not loopback:
+    if parsed.scheme != "http" or not is_loopback(parsed.hostname or ""):
         raise UpdateError(f"The update server {url!r} must use https (plain http only on loopback).")
 
 

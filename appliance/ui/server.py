@@ -8,7 +8,6 @@ certificate on ``[ui] host:port``; session cookies are then marked Secure.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import shutil
 import signal
@@ -21,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from appliance.config import Config
 from appliance.errors import ConfigError
+from appliance.sync.dicomweb import is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +29,6 @@ logger = logging.getLogger(__name__)
 TLS_HANDSHAKE_S = 10.0
 #: Open TLS connections at most; more are closed at once, so no LAN host can exhaust threads.
 MAX_TLS_CONNECTIONS = 64
-
-
-def is_loopback(host: str) -> bool:
-    """bool: True for 127.0.0.0/8, ::1 and ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class PeerAddresses:

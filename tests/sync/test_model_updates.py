@@ -701,3 +701,14 @@ def test_sign_and_install_name_the_bundle_hash_apart_from_the_model_manifest_has
     printed = capsys.readouterr().out
     bundle_sha = hashlib.sha256(tarfile.open(out).extractfile("bundle.json").read()).hexdigest()
     assert printed.count(f"bundle sha256 {bundle_sha}") == 2 and "manifest sha256" not in printed
+
+
+def test_plain_http_is_allowed_for_the_hosts_the_dicomweb_client_calls_loopback() -> None:
+    # One rule for "this machine only" (appliance.sync.dicomweb.is_loopback); the update
+    # client's own copy refused localhost.localdomain, which the DICOMweb client accepts.
+    from appliance.sync.model_updates import _check_url
+
+    for url in ("http://localhost.localdomain:9/u/", "http://LOCALHOST:9/u/", "http://[::1]:9/u/"):
+        _check_url(url)
+    with pytest.raises(UpdateError, match="https"):
+        _check_url("http://updates.example/u/")

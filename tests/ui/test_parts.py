@@ -314,6 +314,8 @@ def test_demo_imports_samples_through_the_worker(ui_config, engine, monkeypatch,
 
 def test_lan_requires_tls(ui_config):
     assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("192.168.1.5")
+    # The DICOMweb client's rule: the UI's own copy refused these two as LAN hosts.
+    assert is_loopback("LOCALHOST") and is_loopback("localhost.localdomain")
     with pytest.raises(ConfigError, match="only over TLS"):
         serve(ui_config.replace(ui={"host": "0.0.0.0"}))
 
