@@ -32,6 +32,26 @@ def test_migrations_apply_in_order_once(tmp_path):
         r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
+def test_an_applied_migration_edited_afterwards_is_reported(tmp_path, caplog):
+    # The recorded sha256 is what notices a migration file changed under an existing database
+    # (a hand-patched release); the rows were read back above but never compared.
+    import hashlib
+
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    copies = [dataclasses.replace(m, path=Path(shutil.copy(m.path, folder))) for m in db.discover_migrations()]
+    conn = db.connect(tmp_path / "x.db")
+    db.migrate(conn, copies)
+    rows = conn.execute("SELECT sha256 FROM schema_migrations ORDER BY version").fetchall()
+    assert [r[0] for r in rows] == [hashlib.sha256(m.path.read_bytes()).hexdigest() for m in copies]
+    caplog.set_level("WARNING", logger="appliance.store.db")
+    assert db.migrate(conn, copies) == [] and "changed after it was applied" not in caplog.text
+    first = copies[0]
+    first.path.write_text(first.path.read_text() + "\n-- edited by hand\n")
+    assert db.migrate(conn, copies) == []
+    assert f"migration {first.version:04d}_{first.name} changed after it was applied" in caplog.text
+
+
 @dataclasses.dataclass(frozen=True)
 class _Overtaken(db.Migration):
     """A migration that another process applies between our check and our transaction."""
