@@ -61,8 +61,8 @@ class JetsonPin(Pin):
         self._set_when_changed(None)
         try:
             self._gpio.cleanup(self._number)
-        except Exception:  # noqa: BLE001 - cleanup of a pin never set up
-            pass
+        except Exception as exc:  # noqa: BLE001 - a pin never set up; closing must go on
+            logger.debug("GPIO%d cleanup failed: %r", self._number, exc)
 
     def _get_info(self) -> PinInfo:
         return self._info

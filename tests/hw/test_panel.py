@@ -185,3 +185,19 @@ def test_a_press_read_mid_bounce_on_the_jetson_is_not_lost():
     assert not releases.acquire(timeout=0.2) and not presses.acquire(timeout=0.2)
     button.close()
     factory.close()
+
+
+def test_a_jetson_pin_whose_cleanup_fails_still_closes_and_says_why(caplog):
+    # Jetson.GPIO raises on cleanup of a channel it never set up; closing goes on, but the
+    # reason is logged rather than swallowed.
+    class Refusing(FakeJetsonGPIO):
+        def cleanup(self, channel=None):
+            raise RuntimeError(f"channel {channel} was never set up")
+
+    caplog.set_level("DEBUG", logger="appliance.hw.jetson")
+    factory = JetsonFactory(gpio=Refusing())
+    led = LED(5, pin_factory=factory)
+    led.close()
+    factory.close()
+    assert led.closed
+    assert "GPIO5 cleanup failed" in caplog.text and "never set up" in caplog.text
