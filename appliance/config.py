@@ -188,8 +188,9 @@ class TrackerConfig:
     ``queue_size``: gaze samples buffered for the pipeline (the oldest are dropped when it is
     full). The clock offset to the phone is measured with ``time_echo_measurements`` echoes
     every ``time_echo_interval_s``. ``fixation_events``: also stream the Companion's own
-    fixation events (``NeonGazeSource.receive_fixation``; the pipeline detects its own
-    fixations from the gaze); ``scene_stream``: receive scene-camera frames to find the screen's markers
+    fixation events (``NeonGazeSource.receive_fixation``, for research tools). Off by
+    default: the pipeline detects its own fixations from the gaze, so the appliance reads
+    none of them, and the stream was one more RTSP connection on the phone and the device; ``scene_stream``: receive scene-camera frames to find the screen's markers
     (``marker_size_px`` squares ``marker_margin_px`` from the screen edges), trusting a
     frame's marker homography for ``max_frame_gap_ms`` of gaze.
     """
@@ -203,7 +204,7 @@ class TrackerConfig:
     queue_size: int = 4000
     time_echo_measurements: int = 20
     time_echo_interval_s: float = 60.0
-    fixation_events: bool = True
+    fixation_events: bool = False
     scene_stream: bool = True
     marker_size_px: int = 160
     marker_margin_px: int = 8

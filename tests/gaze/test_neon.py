@@ -105,8 +105,16 @@ def test_full_queue_keeps_the_newest(fake_neon):
     assert ts == sorted(ts)
 
 
-def test_fixation_events_are_delivered_in_appliance_time(fake_neon):
+def test_the_devices_fixation_events_are_not_streamed_unless_asked_for(fake_neon):
+    """The pipeline detects its own fixations: by default the appliance opens no eye-events
+    stream on the phone (one RTSP connection fewer on both ends)."""
     with NeonGazeSource(tracker_config(fake_neon), to_image=identity) as source:
+        assert len(collect(source, 100)) == 100  # gaze flows
+        assert source.receive_fixation(timeout_s=1.5) is None
+
+
+def test_fixation_events_are_delivered_in_appliance_time(fake_neon):
+    with NeonGazeSource(tracker_config(fake_neon, fixation_events=True), to_image=identity) as source:
         fixation = source.receive_fixation(timeout_s=5.0)
     assert fixation is not None
     assert fixation.end_ns > fixation.start_ns
