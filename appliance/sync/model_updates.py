@@ -240,16 +240,3 @@ def install_from_server(config: Config, store: Optional[VersionedStore] = None) 
             return store.install(path)
         finally:
             path.unlink(missing_ok=True)
-
-
-def active_model_version(config: Config) -> str:
-    """Return the running model's version for the UI and reports: ``"2"`` or ``"shipped-1"``.
-
-    Reads only the ``current`` link (no key needed), so the UI can call it on every page.
-    """
-    import os
-
-    try:
-        return os.readlink(config.data_dir / "models" / "current")
-    except OSError:
-        return f"shipped-{shipped_model_version(config)}"
