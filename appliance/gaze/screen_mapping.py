@@ -374,6 +374,9 @@ class GazeToImageMapper:
         glance pipeline's ``ViewTransform``) or a plain callable; None keeps screen px.
     offset_px
         Constant screen-px correction from :mod:`appliance.gaze.validation` (added).
+
+    ``tap``, when set, gets ``(timestamp_ns, x, y)`` of every sample mapped to the screen,
+    before the correction: what an accuracy check measures (:mod:`appliance.ui.gaze_check`).
     """
 
     def __init__(self, screen: ScreenMapper, view: Any = None,
@@ -383,12 +386,16 @@ class GazeToImageMapper:
         self.view = view  # replaced by the UI on every zoom / pan (ViewTransform is frozen)
         self.offset_px = offset_px
         self.screen_px_per_deg = screen_px_per_deg
+        self.tap: Optional[Callable[[int, float, float], None]] = None
 
     def __call__(self, timestamp_ns: int, x: float, y: float) -> Optional[tuple]:
         """Return (x, y) image px, plus px_per_deg when the view and display allow, or None."""
         s = self.screen.map(timestamp_ns, x, y)
         if s is None:
             return None
+        tap = self.tap
+        if tap is not None:
+            tap(timestamp_ns, float(s[0]), float(s[1]))
         sx, sy = s[0] + self.offset_px[0], s[1] + self.offset_px[1]
         view = self.view
         if view is None:

@@ -141,6 +141,8 @@ class ReaderGaze:
         #: True while a replayed recording owns the pipeline: live gaze (pointer and Neon) is set
         #: aside, since its clock interleaved with the recording's ends every fixation as a jump
         self.replaying: Callable[[], bool] = lambda: False
+        #: the Neon's accuracy check in progress (:mod:`appliance.ui.gaze_check`), or None
+        self.check: Any = None
         self._feeders = [_Feeder(self.pointer, self._push_pointer, "gaze-pointer")]
         self.mapper: Any = None
         self.neon: Optional[GazeSource] = None
@@ -210,8 +212,8 @@ class ReaderGaze:
         return self._push(sample)
 
     def _push_neon(self, sample: Any) -> Any:
-        if time.monotonic() - self._pointer_at < POINTER_HOLD_S or self.replaying():
-            return None
+        if time.monotonic() - self._pointer_at < POINTER_HOLD_S or self.replaying() or self.check is not None:
+            return None  # a fixation on a check's target is not a look at the photograph
         return self._push(sample)
 
     def set_view(self, view: ViewTransform) -> None:
@@ -231,6 +233,36 @@ class ReaderGaze:
         """The pointer left the photograph or the finger lifted: a no-gaze sample."""
         self._pointer_at = time.monotonic()
         self.pointer.lift(timestamp_ns)
+
+    def start_check(self) -> Any:
+        """Start the Neon's accuracy check (:func:`appliance.ui.gaze_check.start_check`).
+
+        Raises
+        ------
+        ValueError
+            If this photograph's link has no Neon.
+        """
+        from appliance.ui.gaze_check import start_check
+
+        if self.mapper is None:
+            raise ValueError("No eye tracker is open on this photograph.")
+        self.check = start_check(self.mapper, self.config.display, self.screen_ppd)
+        return self.check
+
+    def finish_check(self) -> Any:
+        """Measure the check started last; its correction applies from now on when it passed.
+
+        Raises
+        ------
+        ValueError
+            If no check was started.
+        """
+        from appliance.ui.gaze_check import finish_check
+
+        check, self.check = self.check, None
+        if check is None:
+            raise ValueError("No gaze check was started.")
+        return finish_check(check)
 
     def status(self) -> Optional[SourceStatus]:
         """The Neon's status (connected, battery) while it is open; None without a Neon."""

@@ -218,6 +218,34 @@ def tracker(image_id: int) -> Any:
                     "worn": worn if isinstance(worn, bool) else None})
 
 
+@bp.route("/api/reader/<int:image_id>/gaze-check", methods=["POST"])
+@roles_required("clinician")
+def gaze_check_start(image_id: int) -> Any:
+    """Start the eye tracker's accuracy check: the page shows ``targets`` (screen px) one after
+    another, ``target_ms`` each, from now, then posts ``gaze-check/done``."""
+    try:
+        check = _gaze_link(image_id).start_check()
+    except ValueError as exc:
+        abort(400, description=str(exc))
+    from appliance.ui.gaze_check import TARGET_MS
+
+    return jsonify({"ok": True, "targets": [[round(x, 1), round(y, 1)] for x, y in check.targets()],
+                    "target_ms": TARGET_MS})
+
+
+@bp.route("/api/reader/<int:image_id>/gaze-check/done", methods=["POST"])
+@roles_required("clinician")
+def gaze_check_done(image_id: int) -> Any:
+    """Measure the check: its correction applies from now on when the error left is small."""
+    try:
+        result = _gaze_link(image_id).finish_check()
+    except ValueError as exc:
+        abort(400, description=str(exc))
+    residual = round(result.residual_deg, 2) if math.isfinite(result.residual_deg) else None
+    audit("gaze_check", f"image:{image_id}", {"ok": result.ok, "residual_deg": residual})
+    return jsonify({"ok": result.ok, "message": result.message, "residual_deg": residual})
+
+
 @bp.route("/api/reader/<int:image_id>/close", methods=["POST"])
 @roles_required("clinician")
 def close(image_id: int) -> Any:

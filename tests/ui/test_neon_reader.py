@@ -30,6 +30,7 @@ from fake_neon import NEON_SCENE_D, FakeNeon  # noqa: E402
 from neon_helpers import SceneRenderer, pose, screen_image, tracker_config, wait_for  # noqa: E402
 
 from appliance.gaze.geometry import ViewTransform  # noqa: E402
+from appliance.gaze.validation import validation_targets  # noqa: E402
 from appliance.gaze.screen_mapping import CameraModel, screen_markers  # noqa: E402
 from appliance.ui.gaze_link import view_from_page  # noqa: E402
 
@@ -251,3 +252,68 @@ def test_a_research_recording_holds_one_photographs_reading_and_its_decisions(ui
         assert neon.recording_id is None  # stopped and saved with the reading
     finally:
         app.extensions["glanceseg_hub"].close()
+
+
+def test_the_gaze_check_measures_the_wearers_offset_and_corrects_it(app, services, fundus_png, wearer, neon):
+    """The Neon's error for a wearer is mostly a constant offset, larger than the heat map's 1°
+    kernel: five targets measure it, and the reading goes on corrected. Gaze on the targets
+    never reaches the photograph's pipeline."""
+    _, post, image, shown, _ = open_reader(app, services, fundus_png)
+    hub = app.extensions["glanceseg_hub"]
+    link = hub.gaze.get(image)
+    page_view = fitted_page_view(*link.image_size)
+    assert post(f"/api/reader/{image}/view", page_view).get_json()["ok"]
+    assert wait_for(lambda: link.neon.status().detail.get("screen_found") is True, 30.0)
+    offset = (36.0, -24.0)  # where this wearer's gaze lands beside what they look at, screen px
+    q = hub.sessions[image].subscribe()
+    answer = post(f"/api/reader/{image}/gaze-check", {}).get_json()
+    assert len(answer["targets"]) == 5
+    start = time.monotonic()
+    for k, (x, y) in enumerate(answer["targets"]):
+        wearer.target = (x + offset[0], y + offset[1])
+        time.sleep(max(0.0, start + (k + 1) * answer["target_ms"] / 1000 - time.monotonic()))
+    during = [ev for ev in iter(lambda: None if q.empty() else q.get_nowait(), None) if ev["type"] == "gaze"]
+    result = post(f"/api/reader/{image}/gaze-check/done", {}).get_json()
+    assert during == []
+    assert result["ok"] is True and result["residual_deg"] < 0.5, result
+    assert link.mapper.offset_px == pytest.approx((-offset[0], -offset[1]), abs=3.0)
+    # Corrected: the same wearer looking at a lesion now lands on it.
+    target = shown[0]
+    wearer.target = (page_view["left"] + page_view["tx"] + page_view["scale"] * target["x"] + offset[0],
+                     page_view["top"] + page_view["ty"] + page_view["scale"] * target["y"] + offset[1])
+    gaze_events(q, 0.3)
+    pts = gaze_events(q, 1.0)
+    assert len(pts) > 20
+    err = np.hypot(*(np.median(np.array(pts), axis=0) - (target["x"], target["y"])))
+    assert err < 3.0, f"corrected gaze landed {err:.2f} image px from the target"
+    assert post(f"/api/reader/{image}/gaze-check/done", {}).status_code == 400  # none running
+
+
+def test_the_gaze_check_in_the_browser_follows_the_dots_and_says_the_result(app, services, fundus_png, wearer,
+                                                                            neon, tmp_path):
+    """The clinician taps "Check gaze": the page shows the five targets at their screen px on
+    the server's schedule, the wearer follows them (with a constant error), and the page says
+    the check passed; the link's mapper now corrects that error."""
+    from .browser import need_browser
+    from .test_touch import reader_with_a_lesion, reading, wait_js
+
+    need_browser()
+    image_id, _, _ = reader_with_a_lesion(app, services, fundus_png)
+    offset = (-30.0, 28.0)
+    with reading(app, image_id, tmp_path, (1920, 1080)) as driver:
+        link = app.extensions["glanceseg_hub"].gaze.get(image_id)
+        assert wait_for(lambda: link.neon.status().detail.get("screen_found") is True, 30.0)
+        driver.find_element("id", "gaze-check").click()
+        wait_js(driver, "!document.getElementById('gaze-check-overlay').classList.contains('hidden')")
+        seen = set()
+        while driver.execute_script("return !document.getElementById('gaze-check-overlay').classList.contains('hidden')"):
+            r = driver.execute_script("var r = document.getElementById('gaze-target').getBoundingClientRect();"
+                                      "return [r.left + r.width / 2, r.top + r.height / 2];")
+            seen.add((round(r[0]), round(r[1])))
+            wearer.target = (r[0] + offset[0], r[1] + offset[1])  # the wearer looks at the dot
+            time.sleep(0.05)
+        status = wait_js(driver, "(document.getElementById('reader-status').textContent.indexOf('ready to read') >= 0)"
+                                 " && document.getElementById('reader-status').textContent", 20)
+        assert "after correcting" in status and link.check is None
+        assert {(round(x), round(y)) for x, y in validation_targets(1920, 1080)} <= seen  # at their screen px
+        assert link.mapper.offset_px == pytest.approx((-offset[0], -offset[1]), abs=3.0)

@@ -282,6 +282,30 @@
     });
   }
 
+  /* --- the Neon's gaze check: five targets on the server's schedule, then its verdict --- */
+  var checkBtn = document.getElementById("gaze-check");
+  if (checkBtn) {
+    checkBtn.addEventListener("click", function () {
+      var overlay = document.getElementById("gaze-check-overlay"), dot = document.getElementById("gaze-target");
+      checkBtn.disabled = true;
+      var done = function () { overlay.classList.add("hidden"); checkBtn.disabled = false; };
+      window.glancePost(D.gaze_check_url, {}).then(function (a) {
+        if (!a || !a.targets) { throw new Error("refused"); }
+        say(D.text.checking);
+        overlay.classList.remove("hidden");
+        a.targets.forEach(function (t, k) {
+          setTimeout(function () { dot.style.left = t[0] + "px"; dot.style.top = t[1] + "px"; }, k * a.target_ms);
+        });
+        setTimeout(function () {
+          overlay.classList.add("hidden");
+          window.glancePost(D.gaze_check_done_url, {}).then(function (r) {
+            say(r.ok ? r.message : D.text.check_failed.replace("{message}", r.message || ""));
+          }).catch(function () { say(D.text.no_reply); }).then(done);
+        }, a.targets.length * a.target_ms);
+      }).catch(function () { say(D.text.no_reply); done(); });
+    });
+  }
+
   /* --- pointer gaze: positions posted to the pointer gaze source --- */
   var pointerGaze = false, sourceLabel = document.querySelector("#gaze-source b");
   var sourceBefore = sourceLabel.textContent;
