@@ -9,12 +9,14 @@ plain http or another host); it fails with the address it names.
 
 from __future__ import annotations
 
+import email.utils
 import errno
 import io
 import ipaddress
 import logging
 import socket
 import ssl
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -36,7 +38,32 @@ _FAILURE_REASON = "00081197"
 
 class ServerUnavailable(SyncError):
     """The server cannot take anything now (unreachable, timed out, refused the credentials, or
-    failed): the rest of a pass would fail the same way, so the pass stops early."""
+    failed): the rest of a pass would fail the same way, so the pass stops early.
+
+    ``retry_after_s``: how long the server asked to be left alone (a 503 or 429 with
+    ``Retry-After``), or None.
+    """
+
+    def __init__(self, message: str, retry_after_s: Optional[float] = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_s(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None if absent
+    or unreadable (RFC 9110, 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class Unreachable(ServerUnavailable):
@@ -164,6 +191,11 @@ class DicomwebClient:
             raise ServerUnavailable(f"The DICOMweb server redirected the request to {where} (HTTP "
                                     f"{response.status_code}), which is not followed: set [dicomweb] url to "
                                     "the server's DICOMweb root itself.")
+        if response.status_code in (429, 503):  # busy: leave it alone as long as it asks
+            wait = retry_after_s(response.headers.get("Retry-After"))
+            raise ServerUnavailable(f"The DICOMweb server is busy (HTTP {response.status_code})"
+                                    + (f"; it asked for {wait:.0f} s before the next try." if wait is not None else "."),
+                                    retry_after_s=wait)
         if response.status_code >= 500:
             raise ServerUnavailable(f"The DICOMweb server failed (HTTP {response.status_code}).")
         return response

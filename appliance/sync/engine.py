@@ -157,6 +157,9 @@ class Syncer:
         except (SyncError, StoreError, OSError) as exc:
             attempts = self.store.get_item(item_id).attempts
             delay = backoff_delay_s(attempts, self.config.sync.backoff_base_s, self.config.sync.backoff_max_s, self.rng)
+            asked = getattr(exc, "retry_after_s", None)
+            if asked is not None:  # a busy server's own wait, within the longest backoff
+                delay = max(delay, min(asked, self.config.sync.backoff_max_s))
             self.store.record_failure(item_id, str(exc), time.time() + delay)
             report.failed += 1
             report.errors.append(str(exc))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import io
 import socket
+import time
 
 import pydicom
 import pytest
@@ -403,3 +404,31 @@ def test_https_url_to_a_plain_http_port_says_tls_failed(tmp_path, clean_orthanc)
         report = Syncer(store, config).run_pass()
         assert report.failed == 1 and report.remaining == 3
         assert store.sync_status().last_error == "TLS to the DICOMweb server failed: wrong version number."
+
+
+@pytest.mark.parametrize("status, header, at_least_s", [
+    (503, "120", 120.0),
+    (429, "Fri, 01 Jan 2100 00:00:00 GMT", 3600.0),  # beyond the longest backoff: capped at it
+])
+def test_a_busy_server_is_left_alone_as_long_as_it_asks(tmp_path, clean_orthanc, tls, status, header, at_least_s):
+    """A PACS under load answers 503 (or a gateway 429) with Retry-After. The item's next try
+    comes no sooner than it asks (within the longest backoff), the pass stops at the first
+    item instead of trying every study against a busy server, and the page says why; a 429
+    used to count as one item's refusal, and the pass went on to the next."""
+    busy = {"on": True}
+    server, url = _serve(clean_orthanc, tls, "https",
+                         lambda request: Reply(status, b"busy", {"Retry-After": header}) if busy["on"] else None)
+    with server:
+        config = _config(tmp_path, url, tls, **{}).replace(sync={"backoff_base_s": 1.0, "backoff_max_s": 3600.0})
+        with Store(config) as store:
+            add_study(store, 3)
+            before = time.time()
+            report = Syncer(store, config).run_pass()
+            assert report.failed == 1 and report.delivered == 0
+            items = store.outbox()
+            assert [i.attempts for i in items] == [1, 0, 0]
+            assert items[0].next_attempt_at >= before + at_least_s
+            assert "busy" in items[0].last_error and f"HTTP {status}" in items[0].last_error
+            busy["on"] = False
+            assert Syncer(store, config).run_pass(ignore_backoff=True).delivered == 3
+            assert check_server(store, clean_orthanc).lost == 0
