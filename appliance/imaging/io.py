@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -42,6 +44,13 @@ _EXIF_ORIENTATION = 0x0112
 #: The Exif sub-IFD and its tags for the moment the photograph was taken (and its UTC offset).
 _EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _EXIF_OFFSET_TIME_ORIGINAL = 0x8769, 0x9003, 0x9011
 _ACCEPTED_MODES = {"RGB", "RGBA", "L", "P", "I;16", "I;16B", "I;16L", "CMYK", "YCbCr"}
+#: What Pillow and pydicom raise on a malformed file, wherever they meet the damage: Pillow
+#: while parsing the header (a PNG or JPEG cut inside its header or EXIF block raises OSError,
+#: a TIFF with impossible tiles ValueError), pydicom lazily when an element is first read (an
+#: unknown VR is NotImplementedError, a value of the wrong length its BytesLengthException, a
+#: Deflated Explicit VR file cut short zlib.error).
+_CORRUPT_FILE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, NotImplementedError)
 
 
 @dataclass
@@ -131,14 +140,28 @@ def load_photograph(
         source = name or "upload"
         _check_file_size(len(raw), source, config)
     digest = hashlib.sha256(raw).hexdigest()
-    if _is_dicom(raw):
-        rgb, fov_deg, meta = _decode_dicom(raw, source, config)
-    else:
-        (rgb, meta), fov_deg = _decode_raster(raw, source, config), None
-        if raw[:3] == JPEG_MAGIC:
-            meta.update(_lossy(rgb.nbytes / len(raw)))
+    try:
+        if _is_dicom(raw):
+            rgb, fov_deg, meta = _decode_dicom(raw, source, config)
+        else:
+            (rgb, meta), fov_deg = _decode_raster(raw, source, config), None
+            if raw[:3] == JPEG_MAGIC:
+                meta.update(_lossy(rgb.nbytes / len(raw)))
+    except ImageError:
+        raise
+    except _CORRUPT_FILE_ERRORS + _pydicom_errors() as exc:
+        # Why here, once: damage anywhere in a file (a copy cut short inside its header) must be
+        # a clear refusal, never a traceback that stops the CLI or a whole USB import.
+        raise ImageError(f"{source}: the file is truncated or corrupt ({type(exc).__name__}: {exc}).") from exc
     logger.debug("loaded %s (%dx%d)", source, rgb.shape[1], rgb.shape[0])
     return Photograph(rgb=np.ascontiguousarray(rgb), source=source, sha256=digest, fov_deg=fov_deg, dicom=meta)
+
+
+def _pydicom_errors() -> tuple[type[BaseException], ...]:
+    """pydicom's own exception for a value of the wrong length (not a ValueError)."""
+    from pydicom.errors import BytesLengthException
+
+    return (BytesLengthException,)
 
 
 def _check_file_size(size: int, source: str, config: ImagingConfig) -> None:
@@ -308,12 +331,12 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
         raise ImageError(f"{source}: the DICOM file is corrupt ({exc}).") from exc
     if "PixelData" not in ds:
         raise ImageError(f"{source}: the DICOM file holds no image.")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)  # an empty value is None
     _check_pixels(cols, rows, source, config)
     if int(ds.get("NumberOfFrames", 1) or 1) != 1:
         raise ImageError(f"{source}: multi-frame DICOM images are not accepted; export one photograph per file.")
-    bits = int(ds.get("BitsAllocated", 8))
-    samples = int(ds.get("SamplesPerPixel", 1))
+    bits = int(ds.get("BitsAllocated") or 8)
+    samples = int(ds.get("SamplesPerPixel") or 1)
     if bits not in (8, 16) or samples not in (1, 3):
         raise ImageError(
             f"{source}: unsupported bit depth or channel layout ({bits} bits, {samples} samples per pixel)."

@@ -91,11 +91,12 @@ def test_reads_path_and_records_name(tmp_path: Path) -> None:
     assert load_photograph(path, CFG).source == "eye.png"
 
 
-def _dicom_bytes(rgb: np.ndarray, fov: float | None = 45.0, bits: int = 8) -> bytes:
+def _dicom_bytes(rgb: np.ndarray, fov: float | None = 45.0, bits: int = 8,
+                 syntax: str = ExplicitVRLittleEndian) -> bytes:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.1"  # Ophthalmic Photography 8 Bit
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = syntax
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
@@ -155,6 +156,16 @@ def test_reads_ycbcr_dicom_photographs_in_true_colour(encoding: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="no such file"):
         load_photograph(tmp_path / "nope.jpg", CFG)
+
+
+@pytest.mark.parametrize("keyword", ["Rows", "BitsAllocated"])
+def test_dicom_with_an_empty_image_attribute_is_a_clear_refusal(keyword: str) -> None:
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(_fundus_like())))
+    ds[keyword].value = None  # present, empty: pydicom gives None, which int() does not take
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(ImageError):
+        load_photograph(buf.getvalue(), CFG)
 
 
 def test_empty_file(tmp_path: Path) -> None:
@@ -244,3 +255,44 @@ def test_full_range_16bit_colour_keeps_its_high_byte(tmp_path: Path) -> None:
     path = tmp_path / "full.png"
     assert cv2.imwrite(str(path), bgr)
     np.testing.assert_array_equal(load_photograph(path, CFG).rgb, (bgr[:, :, ::-1] >> 8).astype(np.uint8))
+
+
+def _exif_jpeg() -> bytes:
+    """A phone adapter's JPEG: a long EXIF block (maker notes, thumbnail) before the image data."""
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 20_000  # ImageDescription, standing in for maker notes and a thumbnail
+    return _encode(_fundus_like(), "JPEG", exif=exif)
+
+
+def _dicom_with_bad_vr() -> bytes:
+    raw = _dicom_bytes(_fundus_like())
+    rows = b"\x28\x00\x10\x00US"  # (0028,0010) Rows, explicit VR little endian
+    assert raw.count(rows) == 1
+    return raw.replace(rows, b"\x28\x00\x10\x00\x55\x19")
+
+
+def _tiled_tiff_without_tile_length() -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, _fundus_like(64, 64), tile=(16, 16), photometric="rgb")
+    raw = bytearray(buf.getvalue())
+    with tifffile.TiffFile(io.BytesIO(bytes(raw))) as tif:
+        entry = tif.pages[0].tags[323].offset  # TileLength's IFD entry
+    raw[entry:entry + 2] = struct.pack("<H", 0xC0DE)  # now a private tag: the tile length is gone
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("damaged", [
+    pytest.param(lambda: _encode(_fundus_like(), "PNG")[:20], id="png cut inside its header"),
+    pytest.param(lambda: _exif_jpeg()[:5_000], id="jpeg cut inside its EXIF block"),
+    pytest.param(_tiled_tiff_without_tile_length, id="tiled tiff without its tile length"),
+    pytest.param(_dicom_with_bad_vr, id="dicom with a damaged element"),
+    pytest.param(lambda: _dicom_bytes(_fundus_like(), syntax="1.2.840.10008.1.2.1.99")[:-2000],
+                 id="deflated dicom cut short"),
+])
+def test_damage_anywhere_in_the_file_is_a_clear_refusal(damaged) -> None:
+    # Pillow and pydicom raise OSError, ValueError, NotImplementedError, ... on damage in a
+    # header; each escaped as a traceback (the CLI stopped, a USB import failed as a whole).
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        load_photograph(damaged(), CFG, name="damaged")
