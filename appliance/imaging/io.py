@@ -44,6 +44,10 @@ _EXIF_ORIENTATION = 0x0112
 #: The Exif sub-IFD and its tags for the moment the photograph was taken (and its UTC offset).
 _EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _EXIF_OFFSET_TIME_ORIGINAL = 0x8769, 0x9003, 0x9011
 _ACCEPTED_MODES = {"RGB", "RGBA", "L", "P", "I;16", "I;16B", "I;16L", "CMYK", "YCbCr"}
+#: DICOM photometric interpretations read, for one sample per pixel and for three. pydicom turns
+#: the YCbCr ones to RGB; the retired ones (ARGB, CMYK, HSV) no camera writes any more.
+_PHOTOMETRICS = {False: {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"},
+                 True: {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT"}}
 #: What Pillow and pydicom raise on a malformed file, wherever they meet the damage: Pillow
 #: while parsing the header (a PNG or JPEG cut inside its header or EXIF block raises OSError,
 #: a TIFF with impossible tiles ValueError), pydicom lazily when an element is first read (an
@@ -337,9 +341,11 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
         raise ImageError(f"{source}: multi-frame DICOM images are not accepted; export one photograph per file.")
     bits = int(ds.get("BitsAllocated") or 8)
     samples = int(ds.get("SamplesPerPixel") or 1)
-    if bits not in (8, 16) or samples not in (1, 3):
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if bits not in (8, 16) or samples not in (1, 3) or photometric not in _PHOTOMETRICS[samples == 3]:
         raise ImageError(
-            f"{source}: unsupported bit depth or channel layout ({bits} bits, {samples} samples per pixel)."
+            f"{source}: unsupported bit depth or channel layout ({bits} bits, {samples} samples per pixel, "
+            f"{photometric or 'no photometric interpretation'})."
         )
     try:
         # pydicom >= 3 returns YCbCr photographs (YBR_FULL, and the YBR_FULL_422 of a JPEG
@@ -347,11 +353,24 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
         pixels = ds.pixel_array
     except (ValueError, RuntimeError, NotImplementedError, OSError, AttributeError) as exc:
         raise ImageError(f"{source}: the DICOM pixel data cannot be decoded ({exc}).") from exc
-    if bits == 16:
+    if photometric == "PALETTE COLOR":
+        # The stored values index the file's own colour table; read as grey they are nonsense.
+        from pydicom.pixels import apply_color_lut
+
+        try:
+            pixels = apply_color_lut(pixels, ds)[:, :, :3]
+        except (ValueError, IndexError, TypeError) as exc:  # what pydicom raises on a malformed table
+            raise ImageError(f"{source}: the file is truncated or corrupt (its colour table: {exc}).") from exc
+        if pixels.dtype == np.uint16:  # 16-bit table entries span the full range
+            pixels = pixels >> 8
+    elif bits == 16:
         stored = int(ds.get("BitsStored", 16))
         pixels = (pixels.astype(np.uint32) * 255 // max(1, (1 << stored) - 1)).astype(np.uint8)
     pixels = pixels.astype(np.uint8, copy=False)
-    if samples == 1:
+    if photometric == "MONOCHROME1":
+        # Lowest value white (PS3.3 C.7.6.3.1.2): read as it is, vessels and MAs would be bright.
+        pixels = 255 - pixels
+    if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
     fov = ds.get("HorizontalFieldOfView")  # (0022,000C), degrees, in Ophthalmic Photography
     meta = {

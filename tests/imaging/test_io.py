@@ -296,3 +296,62 @@ def test_damage_anywhere_in_the_file_is_a_clear_refusal(damaged) -> None:
     # header; each escaped as a traceback (the CLI stopped, a USB import failed as a whole).
     with pytest.raises(ImageError, match="truncated or corrupt"):
         load_photograph(damaged(), CFG, name="damaged")
+
+
+def _grey_dicom(photometric: str, grey: np.ndarray) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(_fundus_like())))
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    del ds.PlanarConfiguration
+    ds.Rows, ds.Columns = grey.shape
+    ds.PixelData = grey.astype(np.uint8).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_monochrome1_red_free_photograph_is_not_read_inverted() -> None:
+    # MONOCHROME1: the lowest value is white. Read as stored, vessels and MAs came out bright.
+    green = _fundus_like()[:, :, 1]
+    photo = load_photograph(_grey_dicom("MONOCHROME1", 255 - green), CFG)
+    np.testing.assert_array_equal(photo.rgb, np.repeat(green[:, :, None], 3, axis=2))
+
+
+def test_palette_colour_dicom_is_read_through_its_colour_table() -> None:
+    # The stored values are indices into the file's table; they were read as grey levels.
+    rgb = _fundus_like()
+    table, index = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+    table, index = table[:256], index.reshape(rgb.shape[:2])
+    keep = index < 256
+    index = np.where(keep, index, 0)
+    lut = np.zeros((256, 3), np.uint16)
+    lut[:len(table)] = table.astype(np.uint16) * 257  # 16-bit entries, as most writers store them
+    ds = pydicom.dcmread(io.BytesIO(_grey_dicom("PALETTE COLOR", index)))
+    for i, colour in enumerate(("Red", "Green", "Blue")):
+        ds.add_new(0x00281101 + i, "US", [256, 0, 16])  # the descriptors' VR is ambiguous (US or SS)
+        setattr(ds, f"{colour}PaletteColorLookupTableData", lut[:, i].tobytes())
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    photo = load_photograph(buf.getvalue(), CFG)
+    np.testing.assert_array_equal(photo.rgb, lut[index].astype(np.uint32) >> 8)
+
+
+@pytest.mark.parametrize("descriptor", [[256, 0], [256, 0, 12]], ids=["two values", "12-bit entries"])
+def test_palette_colour_dicom_with_a_malformed_table_is_refused(descriptor: list[int]) -> None:
+    ds = pydicom.dcmread(io.BytesIO(_grey_dicom("PALETTE COLOR", _fundus_like()[:, :, 1])))
+    for i, colour in enumerate(("Red", "Green", "Blue")):
+        ds.add_new(0x00281101 + i, "US", descriptor)
+        setattr(ds, f"{colour}PaletteColorLookupTableData", np.arange(256, dtype=np.uint16).tobytes())
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(ImageError, match="truncated or corrupt \\(its colour table"):
+        load_photograph(buf.getvalue(), CFG)
+
+
+def test_unknown_photometric_interpretation_is_refused() -> None:
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(_fundus_like())))
+    ds.PhotometricInterpretation = "HSV"  # retired; no camera writes it
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(ImageError, match="unsupported bit depth or channel layout.*HSV"):
+        load_photograph(buf.getvalue(), CFG)
+
