@@ -164,7 +164,9 @@ class ImageSession:
         self.config = engine.config
         self.fov: FieldOfView = find_fov(photo.rgb)
         self.fov_deg = photo.fov_deg or self.config.imaging.fov_deg
-        configured = self.config.imaging.um_per_px
+        # The photograph's own calibration (an ophthalmic DICOM's Pixel Spacing) wins over the
+        # configured size, as its own field angle wins over the configured angle.
+        configured = photo.um_per_px or self.config.imaging.um_per_px
         self.um_per_px = photograph_scale(self.fov.diameter_px, self.fov_deg, configured)
         self.quality = check_quality(photo.rgb, self.fov, self.um_per_px, scale_known=configured > 0)
         self.cells = TileGrid(photo.width, photo.height, size=self.config.gaze.roi_cell_px, overlap=0)

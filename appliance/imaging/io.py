@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from appliance.config import ImagingConfig
 from appliance.errors import ImageError
+from appliance.imaging.scale import FOV_DEG_RANGE, UM_PER_PX_RANGE
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ _EXIF_ORIENTATION = 0x0112
 #: The Exif sub-IFD and its tags for the moment the photograph was taken (and its UTC offset).
 _EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _EXIF_OFFSET_TIME_ORIGINAL = 0x8769, 0x9003, 0x9011
 _ACCEPTED_MODES = {"RGB", "RGBA", "L", "P", "I;16", "I;16B", "I;16L", "CMYK", "YCbCr"}
+#: Ophthalmic Photography 8 and 16 Bit: their Pixel Spacing is the nominal size of a pixel on
+#: the retina (PS3.3 C.8.17.2), the photograph's scale stated outright.
+_OPHTHALMIC_PHOTOGRAPHY = {"1.2.840.10008.5.1.4.1.1.77.1.5.1", "1.2.840.10008.5.1.4.1.1.77.1.5.2"}
 #: DICOM photometric interpretations read, for one sample per pixel and for three. pydicom turns
 #: the YCbCr ones to RGB; the retired ones (ARGB, CMYK, HSV) no camera writes any more.
 _PHOTOMETRICS = {False: {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"},
@@ -77,8 +81,9 @@ class Photograph:
         manufacturer, laterality, ...) when the input was DICOM, and whether its pixels went
         through lossy compression (``LossyImageCompression`` "01", method and ratio) for a
         JPEG or a DICOM with a lossy transfer syntax, which the exported photograph must
-        declare (PS3.3 C.7.6.1.1.5), and ``AcquisitionDateTime`` (a DICOM DT) when the file
-        records when it was taken (DICOM, or EXIF DateTimeOriginal).
+        declare (PS3.3 C.7.6.1.1.5), ``AcquisitionDateTime`` (a DICOM DT) when the file
+        records when it was taken (DICOM, or EXIF DateTimeOriginal), and an ophthalmic
+        photograph's ``PixelSpacing`` (mm on the retina, row\\column) where it is plausible.
     """
 
     rgb: np.ndarray = field(repr=False)
@@ -86,6 +91,22 @@ class Photograph:
     sha256: str
     fov_deg: Optional[float] = None
     dicom: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def um_per_px(self) -> Optional[float]:
+        """float or None: the retinal size of a pixel in µm, where the file states it.
+
+        From an ophthalmic photograph's Pixel Spacing (kept in :attr:`dicom`, so a study
+        opened again from the store keeps it): the camera's own calibration, which beats a
+        field angle turned into a size through the measured FOV diameter, and the only scale
+        of a photograph cropped inside the aperture.
+        """
+        spacing = str(self.dicom.get("PixelSpacing") or "")
+        try:
+            row_mm, col_mm = (float(v) for v in spacing.split("\\"))
+        except ValueError:
+            return None
+        return (row_mm + col_mm) / 2 * 1000.0
 
     @property
     def width(self) -> int:
@@ -372,7 +393,6 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
         pixels = 255 - pixels
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-    fov = ds.get("HorizontalFieldOfView")  # (0022,000C), degrees, in Ophthalmic Photography
     meta = {
         key: str(ds.get(key))
         for key in ("Modality", "Manufacturer", "ManufacturerModelName", "ImageLaterality", "SOPClassUID")
@@ -386,4 +406,47 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
     syntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", ""))
     if ds.get("LossyImageCompression") == "01" or syntax in LOSSY_TRANSFER_SYNTAXES:
         meta.update(_lossy(rows * cols * samples * bits / 8 / len(raw), LOSSY_TRANSFER_SYNTAXES.get(syntax), ds))
-    return pixels, (float(fov) if fov not in (None, "") else None), meta
+    spacing = _pixel_spacing(ds, source)
+    if spacing:
+        meta["PixelSpacing"] = spacing
+    return pixels, _field_angle(ds, source), meta
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _field_angle(ds: Any, source: str) -> Optional[float]:
+    """The camera's field angle in degrees (0022,000C), or None when absent or implausible.
+
+    Why: an implausible one (0, or a value in another unit) made the photograph's scale, and so
+    every MA size rule, nonsense, or stopped its analysis with advice to check the appliance's
+    [imaging] fov_deg, which was fine; the configured angle is used instead.
+    """
+    value = ds.get("HorizontalFieldOfView")
+    if value in (None, ""):
+        return None
+    angle = _number(value)
+    if not FOV_DEG_RANGE[0] <= angle <= FOV_DEG_RANGE[1]:
+        logger.warning("%s: its field angle (%s) is implausible for a fundus camera; [imaging] fov_deg is used",
+                       source, value)
+        return None
+    return angle
+
+
+def _pixel_spacing(ds: Any, source: str) -> str:
+    """An ophthalmic photograph's Pixel Spacing as DICOM writes it (``row\\column`` in mm), or ""."""
+    from pydicom.multival import MultiValue
+
+    if str(ds.get("SOPClassUID", "")) not in _OPHTHALMIC_PHOTOGRAPHY or ds.get("PixelSpacing") in (None, ""):
+        return ""
+    spacing = ds.PixelSpacing
+    values = [_number(v) for v in spacing] if isinstance(spacing, MultiValue) and len(spacing) == 2 else []
+    if not values or not all(UM_PER_PX_RANGE[0] <= v * 1000 <= UM_PER_PX_RANGE[1] for v in values):
+        logger.warning("%s: its pixel spacing (%s) is implausible for a fundus photograph; ignored",
+                       source, ds.PixelSpacing)
+        return ""
+    return "\\".join(f"{v:g}" for v in values)

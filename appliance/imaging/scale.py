@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 
 #: Retinal distance per degree of visual angle near the posterior pole (µm/deg).
 UM_PER_DEG: float = 290.0
+#: Field angles a fundus camera can have, in degrees (narrow 20-30°, ultra-widefield to 200°).
+FOV_DEG_RANGE: tuple[float, float] = (5.0, 200.0)
+#: Retinal pixel sizes a fundus photograph can have, in µm (a 24 MP sensor at 30° is ~2, a
+#: thumbnail ~100).
+UM_PER_PX_RANGE: tuple[float, float] = (0.5, 200.0)
 
 
 def um_per_px(diameter_px: float, fov_deg: float, um_per_deg: float = UM_PER_DEG) -> float:
@@ -43,7 +48,7 @@ def um_per_px(diameter_px: float, fov_deg: float, um_per_deg: float = UM_PER_DEG
     """
     if diameter_px <= 0:
         raise ValueError("The FOV diameter must be positive.")
-    if not 5.0 <= fov_deg <= 200.0:
+    if not FOV_DEG_RANGE[0] <= fov_deg <= FOV_DEG_RANGE[1]:
         raise ValueError(f"A field angle of {fov_deg}° is implausible for a fundus camera.")
     if um_per_deg <= 0:
         raise ValueError("Micrometres per degree must be positive.")

@@ -166,3 +166,57 @@ def test_segment_refuses_a_px_per_deg_that_gives_no_scale(value: str, tmp_path: 
     assert exc.value.code == 2
     assert "px per degree" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _ophthalmic_dicom(rgb: np.ndarray, path: Path, **attrs) -> Path:
+    """``rgb`` as a fundus camera exports it: Ophthalmic Photography 8 Bit, with ``attrs``."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "OP"
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.ascontiguousarray(rgb).tobytes()
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path
+
+
+def test_segment_takes_an_ophthalmic_dicoms_scale_from_its_pixel_spacing(
+        crop: Path, tmp_path: Path, monkeypatch) -> None:
+    # A fundus camera states the size of a pixel on the retina (PixelSpacing, mm): a crop inside
+    # the aperture was flagged "scale unknown" all the same, and the FOV guess sized its MAs.
+    monkeypatch.setenv("GLANCESEG_DATA_DIR", str(tmp_path / "data"))
+    rgb = cv2.imread(str(crop))[:, :, ::-1]
+    dicom = _ophthalmic_dicom(rgb, tmp_path / "crop.dcm", PixelSpacing=[0.0042, 0.0042], HorizontalFieldOfView=50)
+    out = tmp_path / "out"
+    assert main(["segment", str(dicom), "--no-model", "--out", str(out)]) == 0
+    doc = json.loads((out / "lesions.json").read_text())
+    assert doc["um_per_px"] == pytest.approx(4.2)
+    assert doc["gradable"] is True and doc["quality_reasons"] == {}
+
+
+@pytest.mark.parametrize("angle", [2.0, 400.0])
+def test_segment_uses_the_configured_field_angle_when_the_dicoms_is_implausible(
+        angle: float, tmp_path: Path, monkeypatch, caplog) -> None:
+    # A DICOM's implausible HorizontalFieldOfView stopped the run with "Check [imaging] fov_deg",
+    # which was right; the configured angle stands in, with a warning naming the file's value.
+    monkeypatch.setenv("GLANCESEG_DATA_DIR", str(tmp_path / "data"))
+    image = cv2.imread(str(DEMO))
+    small = cv2.resize(image, (image.shape[1] // 4, image.shape[0] // 4), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+    jpeg_doc, dicom_doc = tmp_path / "jpeg", tmp_path / "dicom"
+    cv2.imwrite(str(tmp_path / "small.png"), small[:, :, ::-1])
+    assert main(["segment", str(tmp_path / "small.png"), "--no-model", "--out", str(jpeg_doc)]) == 0
+    dicom = _ophthalmic_dicom(small, tmp_path / "small.dcm", HorizontalFieldOfView=angle)
+    assert main(["segment", str(dicom), "--no-model", "--out", str(dicom_doc)]) == 0
+    assert "field angle" in caplog.text and "is implausible" in caplog.text
+    expected = json.loads((jpeg_doc / "lesions.json").read_text())["um_per_px"]
+    assert json.loads((dicom_doc / "lesions.json").read_text())["um_per_px"] == pytest.approx(expected)

@@ -124,6 +124,15 @@ def test_reads_dicom_ophthalmic_photograph_with_fov() -> None:
     assert photo.dicom["Modality"] == "OP"
 
 
+def test_pixel_spacing_of_one_value_is_ignored_not_a_crash() -> None:
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(_fundus_like())))
+    ds.PixelSpacing = "0.004"  # a writer that gave one value where DICOM asks for two
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    photo = load_photograph(buf.getvalue(), CFG)
+    assert photo.um_per_px is None and photo.rgb.shape == (64, 80, 3)
+
+
 @pytest.mark.parametrize("encoding", ["native YBR_FULL", "JPEG Baseline YBR_FULL_422"])
 def test_reads_ycbcr_dicom_photographs_in_true_colour(encoding: str) -> None:
     # Most fundus cameras export JPEG Baseline, YBR_FULL_422; pydicom returns it as RGB already,
