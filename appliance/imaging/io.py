@@ -208,7 +208,18 @@ def _check_pixels(width: int, height: int, source: str, config: ImagingConfig) -
 
 
 def _is_dicom(raw: bytes) -> bool:
-    return len(raw) > DICOM_MAGIC_OFFSET + 4 and raw[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM"
+    return len(raw) > DICOM_MAGIC_OFFSET + 4 and raw[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM" or (
+        _is_bare_dicom(raw))
+
+
+def _is_bare_dicom(raw: bytes) -> bool:
+    """Whether ``raw`` is a DICOM file without its 128-byte preamble and "DICM" prefix.
+
+    Why: older exporters and a dataset saved as it came over the network write none; such a
+    file was refused as "not an image". It then opens with a little-endian File Meta
+    (0002,00xx) or Identifying (0008,00xx) element, which no JPEG, PNG or TIFF does.
+    """
+    return len(raw) > 8 and raw[:2] in (b"\x02\x00", b"\x08\x00") and raw[3] == 0
 
 
 def _decode_raster(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.ndarray, dict[str, Any]]:
@@ -350,10 +361,17 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    bare = _is_bare_dicom(raw)
     try:
-        ds = pydicom.dcmread(io.BytesIO(raw))
+        ds = pydicom.dcmread(io.BytesIO(raw), force=bare)
     except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
         raise ImageError(f"{source}: the DICOM file is corrupt ({exc}).") from exc
+    if bare and "TransferSyntaxUID" not in ds.file_meta:
+        # A bare dataset names no transfer syntax: the encoding pydicom found is the one.
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit else
+                                          pydicom.uid.ExplicitVRLittleEndian if little else
+                                          pydicom.uid.ExplicitVRBigEndian)
     if "PixelData" not in ds:
         raise ImageError(f"{source}: the DICOM file holds no image.")
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)  # an empty value is None

@@ -364,3 +364,23 @@ def test_unknown_photometric_interpretation_is_refused() -> None:
     with pytest.raises(ImageError, match="unsupported bit depth or channel layout.*HSV"):
         load_photograph(buf.getvalue(), CFG)
 
+
+
+@pytest.mark.parametrize("keep_file_meta", [True, False], ids=["file meta, no preamble", "bare dataset"])
+def test_dicom_without_preamble_is_read(keep_file_meta: bool) -> None:
+    # No 128-byte preamble and "DICM" prefix (older exporters, a dataset saved as received):
+    # it was refused as "not an image the appliance reads".
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    rgb = _fundus_like()
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(rgb)))
+    buf = pydicom.filebase.DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, keep_file_meta is False
+    if keep_file_meta:
+        write_file_meta_info(buf, ds.file_meta, enforce_standard=False)
+    write_dataset(buf, ds)
+    raw = buf.getvalue()
+    assert b"DICM" not in raw[:132]
+    photo = load_photograph(raw, CFG, name="IM000001")
+    np.testing.assert_array_equal(photo.rgb, rgb)
+    assert photo.fov_deg == 45.0 and photo.dicom["Modality"] == "OP"
