@@ -166,7 +166,7 @@ def load_photograph(
         _check_file_size(len(raw), source, config)
     digest = hashlib.sha256(raw).hexdigest()
     try:
-        if _is_dicom(raw):
+        if is_dicom(raw):
             rgb, fov_deg, meta = _decode_dicom(raw, source, config)
         else:
             (rgb, meta), fov_deg = _decode_raster(raw, source, config), None
@@ -207,9 +207,13 @@ def _check_pixels(width: int, height: int, source: str, config: ImagingConfig) -
         )
 
 
-def _is_dicom(raw: bytes) -> bool:
-    return len(raw) > DICOM_MAGIC_OFFSET + 4 and raw[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM" or (
-        _is_bare_dicom(raw))
+def is_dicom(raw: bytes) -> bool:
+    """Whether ``raw`` (a file, or at least its first 256 bytes) is a DICOM file.
+
+    Camera exports name their DICOM files without an extension (``IM000001``): this is how a
+    folder import tells them from the other files on a stick.
+    """
+    return raw[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM" or _is_bare_dicom(raw)
 
 
 def _is_bare_dicom(raw: bytes) -> bool:

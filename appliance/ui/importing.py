@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from appliance.config import Config
 from appliance.errors import ApplianceError, StoreError
+from appliance.imaging.io import is_dicom
 from appliance.store.records import PSEUDONYM_RE, check_study_keys
 
 logger = logging.getLogger(__name__)
@@ -116,16 +117,31 @@ def resolve_folder(folder: str, config: Config) -> Path:
 
 
 def folder_files(folder: Path, max_files: int = 200) -> list[Path]:
-    """Regular files directly in ``folder`` (no links, no hidden files, no recursion)."""
+    """Photographs directly in ``folder`` (no links, no hidden files, no recursion).
+
+    A file without an extension is one when it is a DICOM file: fundus cameras name their
+    exports ``IM000001`` and the like, which an extension-only filter passed over silently.
+    """
     out = []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.startswith(".") or entry.is_symlink() or not entry.is_file(follow_symlinks=False):
             continue
-        if Path(entry.name).suffix.lower() in EXTENSIONS - {""}:
+        suffix = Path(entry.name).suffix.lower()
+        extensionless_dicom = suffix == "" and entry.name.upper() != "DICOMDIR" and _is_dicom_file(entry.path)
+        if suffix in EXTENSIONS - {""} or extensionless_dicom:
             out.append(Path(entry.path))
         if len(out) >= max_files:
             break
     return out
+
+
+def _is_dicom_file(path: str) -> bool:
+    """Whether the file at ``path`` starts as a DICOM file does (unreadable: no)."""
+    try:
+        with open(path, "rb") as f:
+            return is_dicom(f.read(256))
+    except OSError:
+        return False
 
 
 def candidate_folders(config: Config, limit: int = 30) -> list[Path]:

@@ -1,0 +1,71 @@
+"""Importing from a USB stick as a fundus camera fills it: DICOM files without an extension, and
+a damaged file among good ones."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from appliance.ui.importing import folder_files
+
+from .helpers import login
+
+
+def _camera_dicom(rgb: np.ndarray) -> bytes:
+    """An Ophthalmic Photography 8 Bit file as a fundus camera writes it."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "OP"
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.ascontiguousarray(rgb).tobytes()
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _stick(root: Path, fundus_png: Path) -> Path:
+    """A camera's export folder: one photograph as IM000001 (no extension), its DICOMDIR, a
+    README, a good PNG and a PNG the copy cut short inside its header."""
+    stick = root / "stick"
+    stick.mkdir()
+    rgb = cv2.imread(str(fundus_png))[:, :, ::-1]
+    (stick / "IM000001").write_bytes(_camera_dicom(np.ascontiguousarray(rgb[::-1])))
+    (stick / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (stick / "README").write_text("Exported by the fundus camera.\n")
+    (stick / "good.png").write_bytes(fundus_png.read_bytes())
+    (stick / "cut.png").write_bytes(fundus_png.read_bytes()[:20])
+    return stick
+
+
+def test_folder_files_include_a_cameras_extensionless_dicom_files(tmp_path: Path, fundus_png: Path) -> None:
+    # Only names with an extension were listed: a camera's IM000001 was passed over in silence.
+    stick = _stick(tmp_path, fundus_png)
+    assert [p.name for p in folder_files(stick)] == ["IM000001", "cut.png", "good.png"]
+
+
+def test_folder_import_takes_the_good_files_and_names_the_damaged_one(app, services, ui_config, fundus_png):
+    # A PNG cut inside its header raised OSError out of the decoder: the import failed with a
+    # server error, the technician saw no word on which files went in.
+    client = app.test_client()
+    _, token = login(client)
+    stick = _stick(Path(ui_config.ui.import_roots), fundus_png)
+    resp = client.post("/import", data={"csrf_token": token, "patient_id": "P-3", "eye": "R", "source": "folder",
+                                        "folder": str(stick)})
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 400
+    assert "cut.png" in page and "truncated or corrupt" in page
+    assert page.count("Imported; being analysed.") == 2
+    assert services.analysis.wait_idle(300)
+    studies = services.store.worklist()
+    assert len(studies) == 2 and {s.patient_id for s in studies} == {"P-3"}
