@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 DICOM_MAGIC_OFFSET = 128
 JPEG_MAGIC = b"\xff\xd8\xff"
+#: How each raster format read here begins.
+_RASTER_MAGIC = {JPEG_MAGIC: "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
 #: Lossy transfer syntaxes and the compression method each declares (PS3.3 C.7.6.1.1.5.1).
 LOSSY_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2.4.50": "ISO_10918_1",  # JPEG Baseline
@@ -233,6 +235,15 @@ def _decode_raster(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.n
         try:
             image = Image.open(io.BytesIO(raw))
         except UnidentifiedImageError as exc:
+            kind = next((k for magic, k in _RASTER_MAGIC.items() if raw.startswith(magic)), None)
+            if kind:
+                # Why: "not a JPEG, PNG, TIFF or DICOM" about a file that is a JPEG sent the
+                # technician round in circles; what is wrong is its depth or layout.
+                raise ImageError(
+                    f"{source}: a {kind} file the appliance cannot decode: a bit depth or layout no colour "
+                    "photograph uses (a 12-bit JPEG, a floating-point TIFF), or damage. Export it as 8-bit "
+                    "JPEG, or as 8- or 16-bit PNG or TIFF."
+                ) from exc
             raise ImageError(f"{source}: not an image the appliance reads (JPEG, PNG, TIFF or DICOM).") from exc
         except Image.DecompressionBombError as exc:
             raise ImageError(

@@ -384,3 +384,27 @@ def test_dicom_without_preamble_is_read(keep_file_meta: bool) -> None:
     photo = load_photograph(raw, CFG, name="IM000001")
     np.testing.assert_array_equal(photo.rgb, rgb)
     assert photo.fov_deg == 45.0 and photo.dicom["Modality"] == "OP"
+
+
+def _12bit_jpeg() -> bytes:
+    """A 12-bit JPEG's header (SOF1, precision 12): Pillow decodes only 8-bit JPEG."""
+    raw = bytearray(_encode(_fundus_like(), "JPEG"))
+    sof = raw.index(b"\xff\xc0")
+    raw[sof + 1], raw[sof + 4] = 0xC1, 12
+    return bytes(raw)
+
+
+def _float_tiff() -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, _fundus_like().astype(np.float32) / 255, photometric="rgb")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("raw, kind", [(_12bit_jpeg(), "JPEG"), (_float_tiff(), "TIFF")], ids=["12-bit jpeg", "float tiff"])
+def test_a_jpeg_or_tiff_that_cannot_be_decoded_is_not_called_a_non_image(raw: bytes, kind: str) -> None:
+    # It was "not an image the appliance reads (JPEG, PNG, TIFF or DICOM)" about a JPEG.
+    with pytest.raises(ImageError, match=f"a {kind} file the appliance cannot decode: a bit depth") as info:
+        load_photograph(raw, CFG, name=f"x.{kind.lower()}")
+    assert "8-bit JPEG" in str(info.value)
