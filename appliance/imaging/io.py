@@ -253,6 +253,11 @@ def _decode_raster(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.n
         if image.format not in ("JPEG", "PNG", "TIFF", "MPO"):
             raise ImageError(f"{source}: {image.format} files are not accepted; use JPEG, PNG, TIFF or DICOM.")
         _check_pixels(image.width, image.height, source, config)
+        pages = _full_size_pages(image) if image.format == "TIFF" else 1
+        if pages > 1:
+            # As with a multi-frame DICOM: which page is the photograph to read (colour, red-free,
+            # one of a stereo pair) is not ours to guess, and the first was taken in silence.
+            raise ImageError(f"{source}: the TIFF file holds {pages} photographs; export one photograph per file.")
         if image.mode not in _ACCEPTED_MODES:
             raise ImageError(
                 f"{source}: unsupported bit depth or channel layout ({image.mode}); expected 8-bit RGB, "
@@ -290,6 +295,20 @@ _EXIF_TRANSPOSE = {
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+
+
+#: TIFF NewSubfileType (254) and its bit for a reduced-resolution copy (a preview, a thumbnail).
+_TIFF_SUBFILE_TYPE, _TIFF_REDUCED = 254, 1
+
+
+def _full_size_pages(image: Image.Image) -> int:
+    """How many pages of a TIFF are images in their own right (its previews not counted)."""
+    pages = 0
+    for index in range(getattr(image, "n_frames", 1)):
+        image.seek(index)
+        pages += not int(image.tag_v2.get(_TIFF_SUBFILE_TYPE, 0)) & _TIFF_REDUCED
+    image.seek(0)
+    return pages
 
 
 def _raw_mode(image: Image.Image) -> str:

@@ -408,3 +408,24 @@ def test_a_jpeg_or_tiff_that_cannot_be_decoded_is_not_called_a_non_image(raw: by
     with pytest.raises(ImageError, match=f"a {kind} file the appliance cannot decode: a bit depth") as info:
         load_photograph(raw, CFG, name=f"x.{kind.lower()}")
     assert "8-bit JPEG" in str(info.value)
+
+
+def test_multi_page_tiff_is_refused_as_a_multi_frame_dicom_is() -> None:
+    # Its first page was read in silence: red-free, colour or one of a stereo pair, by chance.
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.stack([_fundus_like(), _fundus_like()[::-1]]), photometric="rgb")
+    with pytest.raises(ImageError, match="holds 2 photographs; export one photograph per file"):
+        load_photograph(buf.getvalue(), CFG)
+
+
+def test_tiff_with_a_preview_page_reads_its_photograph() -> None:
+    import tifffile
+
+    rgb = _fundus_like()
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tif:
+        tif.write(rgb, photometric="rgb")
+        tif.write(rgb[::4, ::4], photometric="rgb", subfiletype=1)  # a reduced-resolution preview
+    np.testing.assert_array_equal(load_photograph(buf.getvalue(), CFG).rgb, rgb)
