@@ -47,6 +47,8 @@ _EXIF_ORIENTATION = 0x0112
 #: The Exif sub-IFD and its tags for the moment the photograph was taken (and its UTC offset).
 _EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _EXIF_OFFSET_TIME_ORIGINAL = 0x8769, 0x9003, 0x9011
 _ACCEPTED_MODES = {"RGB", "RGBA", "L", "P", "I;16", "I;16B", "I;16L", "CMYK", "YCbCr"}
+#: (7FE0,0010) Pixel Data as it begins in a little-endian DICOM file.
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 #: Ophthalmic Photography 8 and 16 Bit: their Pixel Spacing is the nominal size of a pixel on
 #: the retina (PS3.3 C.8.17.2), the photograph's scale stated outright.
 _OPHTHALMIC_PHOTOGRAPHY = {"1.2.840.10008.5.1.4.1.1.77.1.5.1", "1.2.840.10008.5.1.4.1.1.77.1.5.2"}
@@ -397,7 +399,11 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
 
     bare = _is_bare_dicom(raw)
     try:
-        ds = pydicom.dcmread(io.BytesIO(raw), force=bare)
+        with warnings.catch_warnings():
+            # pydicom both logs and warns about a file cut short; the warning printed its own
+            # source line on the console. The refusal below says what matters.
+            warnings.simplefilter("ignore", UserWarning)
+            ds = pydicom.dcmread(io.BytesIO(raw), force=bare)
     except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
         raise ImageError(f"{source}: the DICOM file is corrupt ({exc}).") from exc
     if bare and "TransferSyntaxUID" not in ds.file_meta:
@@ -407,6 +413,9 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
                                           pydicom.uid.ExplicitVRLittleEndian if little else
                                           pydicom.uid.ExplicitVRBigEndian)
     if "PixelData" not in ds:
+        if _PIXEL_DATA_TAG in raw:
+            # pydicom drops an encapsulated (JPEG) Pixel Data cut short, with only a warning.
+            raise ImageError(f"{source}: the file is truncated or corrupt (it ends inside its pixel data).")
         raise ImageError(f"{source}: the DICOM file holds no image.")
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)  # an empty value is None
     _check_pixels(cols, rows, source, config)

@@ -200,6 +200,22 @@ def test_truncated_dicom() -> None:
         load_photograph(raw[: len(raw) - 500], CFG)
 
 
+def test_truncated_jpeg_dicom_is_called_truncated_not_imageless() -> None:
+    # pydicom drops encapsulated pixel data cut short; it was "the DICOM file holds no image".
+    import cv2
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(_fundus_like(256, 256))))
+    ds.file_meta.TransferSyntaxUID, ds.PhotometricInterpretation = JPEGBaseline8Bit, "YBR_FULL_422"
+    ds.PixelData = encapsulate([cv2.imencode(".jpg", _fundus_like(256, 256))[1].tobytes()])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    raw = buf.getvalue()
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        load_photograph(raw[: len(raw) - 3000], CFG)
+
+
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims a huge size: the bomb must be refused before decoding."""
     def chunk(kind: bytes, body: bytes) -> bytes:
