@@ -335,13 +335,16 @@ def _to_8bit(pixels: np.ndarray) -> np.ndarray:
 
 
 def _decode_wide_colour(raw: bytes, source: str) -> np.ndarray:
-    """Decode a 16-bit-per-channel colour PNG or TIFF to H×W×3 uint8 RGB (alpha dropped)."""
+    """Decode a 16-bit-per-channel colour PNG or TIFF to H×W×3 uint8 RGB (over black where transparent)."""
     import cv2
 
     pixels = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)  # stored order, no EXIF turn
     if pixels is None or pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
         raise ImageError(f"{source}: the 16-bit colour image cannot be decoded.")
-    return np.ascontiguousarray(_to_8bit(pixels[:, :, 2::-1]))
+    rgb = _to_8bit(pixels[:, :, 2::-1])
+    if pixels.shape[2] == 4:
+        rgb = _over_black(rgb, _to_8bit(pixels[:, :, 3]))  # alpha by its own depth: 4095 or 65535 is opaque
+    return np.ascontiguousarray(rgb)
 
 
 def _exif_acquired(exif: Any) -> str:
@@ -369,9 +372,25 @@ def _to_rgb8(image: Image.Image) -> np.ndarray:
     if image.mode.startswith("I;16"):
         grey = np.asarray(image, dtype=np.uint16)
         return np.repeat(_to_8bit(grey)[:, :, None], 3, axis=2)
+    if image.mode == "RGBA" or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"))
+        return _over_black(rgba[:, :, :3], rgba[:, :, 3])
     if image.mode == "L":
         return np.repeat(np.asarray(image)[:, :, None], 3, axis=2)
     return np.asarray(image.convert("RGB"))
+
+
+def _over_black(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Composite H×W×3 uint8 ``rgb`` over black by its H×W uint8 ``alpha``.
+
+    Why: where a photograph is transparent there is no photograph, which in a fundus
+    photograph is the black outside the aperture. Dropping the alpha showed whatever the
+    pixels held there (white, often), and the field-of-view finder took it for retina: the
+    photograph came out "overexposed" with "no edge of the field of view".
+    """
+    if alpha.size == 0 or int(alpha.min()) == 255:
+        return rgb
+    return ((rgb.astype(np.uint16) * alpha[:, :, None] + 127) // 255).astype(np.uint8)
 
 
 def _lossy(ratio: float, method: Optional[str] = None, source: Any = None) -> dict[str, str]:

@@ -445,3 +445,26 @@ def test_tiff_with_a_preview_page_reads_its_photograph() -> None:
         tif.write(rgb, photometric="rgb")
         tif.write(rgb[::4, ::4], photometric="rgb", subfiletype=1)  # a reduced-resolution preview
     np.testing.assert_array_equal(load_photograph(buf.getvalue(), CFG).rgb, rgb)
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_transparent_surround_is_read_as_the_black_outside_the_aperture(tmp_path: Path, depth: int) -> None:
+    # A PNG whose surround is transparent (white underneath, as editors leave it): the alpha was
+    # dropped, the white read as retina, and the photograph came out overexposed and edgeless.
+    import cv2
+
+    rgb = _fundus_like()
+    alpha = np.full(rgb.shape[:2], 255, np.uint8)
+    alpha[:, :10] = 0
+    alpha[:, 10:20] = 128
+    stored = rgb.copy()
+    stored[:, :10] = 255
+    path = tmp_path / "masked.png"
+    if depth == 8:
+        Image.fromarray(np.dstack([stored, alpha])).save(path)
+    else:
+        assert cv2.imwrite(str(path), np.dstack([stored[:, :, ::-1], alpha]).astype(np.uint16) * 257)
+    photo = load_photograph(path, CFG)
+    assert (photo.rgb[:, :10] == 0).all()
+    np.testing.assert_allclose(photo.rgb[:, 10:20].astype(int), rgb[:, 10:20].astype(int) / 2, atol=1)
+    np.testing.assert_array_equal(photo.rgb[:, 20:], rgb[:, 20:])
