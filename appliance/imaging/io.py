@@ -448,6 +448,7 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
             f"{source}: unsupported bit depth or channel layout ({bits} bits, {samples} samples per pixel, "
             f"{photometric or 'no photometric interpretation'})."
         )
+    _check_frame_size(ds, cols, rows, source)
     try:
         # pydicom >= 3 returns YCbCr photographs (YBR_FULL, and the YBR_FULL_422 of a JPEG
         # Baseline export, what most fundus cameras write) already turned to RGB.
@@ -490,6 +491,50 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
     if spacing:
         meta["PixelSpacing"] = spacing
     return pixels, _field_angle(ds, source), meta
+
+
+#: Start-of-frame markers of JPEG (SOF0-15 less DHT, JPG, DAC) and JPEG-LS (SOF55).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}
+
+
+def _check_frame_size(ds: Any, cols: int, rows: int, source: str) -> None:
+    """Refuse compressed pixel data whose own header declares another size than the DICOM's.
+
+    Why: Rows and Columns are checked against the megapixel limit, but the decoder allocates
+    what the embedded JPEG or JPEG 2000 header declares: a few-kB file declaring 9000x9000
+    inside made the appliance take 850 MB before pydicom noticed the mismatch.
+    """
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    if syntax is None or not syntax.is_encapsulated:
+        return
+    from pydicom.encaps import generate_frames
+
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1), b"")
+    size = _frame_size(frame[:65536])
+    if size is not None and size != (cols, rows):
+        raise ImageError(f"{source}: the file is truncated or corrupt (its compressed image is {size[0]}x{size[1]}, "
+                         f"its header says {cols}x{rows}).")
+
+
+def _frame_size(head: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) declared by the start of a JPEG, JPEG-LS or JPEG 2000 codestream, or None."""
+    if head.startswith(b"\xff\xd8"):
+        offset = 2
+        while offset + 9 <= len(head) and head[offset] == 0xFF:
+            marker = head[offset + 1]
+            if marker == 0xFF:  # fill byte
+                offset += 1
+            elif marker in _SOF_MARKERS:
+                height, width = struct.unpack(">HH", head[offset + 5:offset + 9])
+                return width, height
+            else:
+                offset += 2 + struct.unpack(">H", head[offset + 2:offset + 4])[0]
+        return None
+    at = head.find(b"\xff\x4f\xff\x51")  # JPEG 2000: SOC, then SIZ
+    if at < 0 or len(head) < at + 24:
+        return None
+    x_size, y_size, x_origin, y_origin = struct.unpack(">IIII", head[at + 8:at + 24])
+    return x_size - x_origin, y_size - y_origin
 
 
 def _number(value: Any) -> float:

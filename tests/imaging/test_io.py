@@ -468,3 +468,45 @@ def test_transparent_surround_is_read_as_the_black_outside_the_aperture(tmp_path
     assert (photo.rgb[:, :10] == 0).all()
     np.testing.assert_allclose(photo.rgb[:, 10:20].astype(int), rgb[:, 10:20].astype(int) / 2, atol=1)
     np.testing.assert_array_equal(photo.rgb[:, 20:], rgb[:, 20:])
+
+
+
+def _jpeg_frame(rgb: np.ndarray, declared: int = 0) -> bytes:
+    """``rgb`` as a JPEG codestream; with ``declared``, its header claims declared x declared px."""
+    raw = bytearray(_encode(rgb, "JPEG"))
+    if declared:
+        sof = raw.index(b"\xff\xc0")
+        raw[sof + 5:sof + 9] = struct.pack(">HH", declared, declared)
+    return bytes(raw)
+
+
+def _j2k_frame(rgb: np.ndarray, declared: int = 0) -> bytes:
+    """``rgb`` as a JPEG 2000 codestream; with ``declared``, its SIZ claims declared x declared px."""
+    raw = bytearray(_encode(rgb, "JPEG2000", no_jp2=True, irreversible=False))
+    if declared:
+        siz = raw.index(b"\xff\x4f\xff\x51")
+        raw[siz + 8:siz + 16] = struct.pack(">II", declared, declared)
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("frame, syntax, photometric", [
+    (_jpeg_frame, "1.2.840.10008.1.2.4.50", "YBR_FULL_422"),
+    (_j2k_frame, "1.2.840.10008.1.2.4.90", "RGB"),
+], ids=["jpeg", "jpeg 2000"])
+def test_dicom_whose_compressed_image_declares_a_bomb_is_refused_before_decoding(frame, syntax, photometric) -> None:
+    # Rows and Columns were checked, the embedded codestream's own header not: a few-kB file
+    # declaring 9000x9000 inside made the decoder take ~850 MB before pydicom saw the mismatch.
+    from pydicom.encaps import encapsulate
+
+    rgb = _fundus_like()
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(rgb)))
+    ds.file_meta.TransferSyntaxUID, ds.PhotometricInterpretation = syntax, photometric
+    for declared in (9000, 0):
+        ds.PixelData = encapsulate([frame(rgb, declared)])
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        if declared:
+            with pytest.raises(ImageError, match="its compressed image is 9000x9000, its header says 80x64"):
+                load_photograph(buf.getvalue(), CFG)
+        else:  # the same file, honest: read
+            assert load_photograph(buf.getvalue(), CFG).rgb.shape == (64, 80, 3)
