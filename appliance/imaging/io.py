@@ -416,6 +416,7 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    _check_inflated_size(raw, source, config)
     bare = _is_bare_dicom(raw)
     try:
         with warnings.catch_warnings():
@@ -491,6 +492,41 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
     if spacing:
         meta["PixelSpacing"] = spacing
     return pixels, _field_angle(ds, source), meta
+
+
+#: Deflated Explicit VR Little Endian: the whole dataset is zlib-deflated after the file meta.
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
+#: Explicit VRs whose length takes four bytes (after two reserved ones) instead of two.
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def _check_inflated_size(raw: bytes, source: str, config: ImagingConfig) -> None:
+    """Refuse a Deflated DICOM that inflates past what the largest photograph accepted needs.
+
+    Why: pydicom inflates the whole dataset in memory before anything in it can be checked; a
+    530 kB file took 675 MB, and one of a few MB could take all of a device's memory.
+    """
+    offset = DICOM_MAGIC_OFFSET + 4 if raw[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM" else 0
+    syntax = b""
+    while raw[offset:offset + 2] == b"\x02\x00" and offset + 8 <= len(raw):  # the file meta, group 0002
+        vr = raw[offset + 4:offset + 6]
+        if vr in _LONG_VRS:
+            start, length = offset + 12, struct.unpack("<I", raw[offset + 8:offset + 12])[0]
+        else:
+            start, length = offset + 8, struct.unpack("<H", raw[offset + 6:offset + 8])[0]
+        if raw[offset + 2:offset + 4] == b"\x10\x00":  # (0002,0010) Transfer Syntax UID
+            syntax = raw[start:start + length].rstrip(b"\0 ")
+        offset = start + length
+    if syntax != _DEFLATED:
+        return
+    limit = int(config.max_megapixels * 1e6 * 3 * 2) + 2 ** 24  # 16-bit RGB at the limit, and a header
+    inflater, data, total = zlib.decompressobj(-zlib.MAX_WBITS), raw[offset:], 0
+    while data and total <= limit:
+        total += len(inflater.decompress(data, 2 ** 20))
+        data = inflater.unconsumed_tail
+    if total > limit:
+        raise ImageError(f"{source}: the deflated DICOM file inflates to over {limit / 2 ** 20:.0f} MB, more than a "
+                         f"{config.max_megapixels:.0f} megapixel photograph needs (a decompression bomb).")
 
 
 #: Start-of-frame markers of JPEG (SOF0-15 less DHT, JPG, DAC) and JPEG-LS (SOF55).

@@ -510,3 +510,17 @@ def test_dicom_whose_compressed_image_declares_a_bomb_is_refused_before_decoding
                 load_photograph(buf.getvalue(), CFG)
         else:  # the same file, honest: read
             assert load_photograph(buf.getvalue(), CFG).rgb.shape == (64, 80, 3)
+
+
+def test_deflated_dicom_that_inflates_past_any_photograph_is_refused_before_reading() -> None:
+    # pydicom inflates the whole dataset first: a 530 kB file took 675 MB before any check.
+    small = ImagingConfig(max_megapixels=1)  # inflating past 6 MB of pixels and 16 MB of header
+    rgb = _fundus_like()
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(rgb, syntax="1.2.840.10008.1.2.1.99")))
+    assert load_photograph(_dicom_bytes(rgb, syntax="1.2.840.10008.1.2.1.99"), small).rgb.shape == (64, 80, 3)
+    ds.add_new(0x00091010, "OB", b"\0" * 40 * 2 ** 20)  # a private element of zeros
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    assert len(buf.getvalue()) < 2 ** 20
+    with pytest.raises(ImageError, match="inflates to over 22 MB.*decompression bomb"):
+        load_photograph(buf.getvalue(), small)
