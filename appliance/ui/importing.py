@@ -158,9 +158,17 @@ def candidate_folders(config: Config, limit: int = 30) -> list[Path]:
 
 
 def read_limited(path: Path, config: Config) -> Optional[bytes]:
-    """Read a file if it is within the size limit, else raise ImportRefused."""
-    size = path.stat().st_size
-    if size > int(config.data.max_upload_mb) * 2 ** 20:
-        raise ImportRefused(f"\u201c{path.name}\u201d is too large ({size / 2 ** 20:.1f} MB). "
-                            f"The limit is {config.data.max_upload_mb} MB.")
-    return path.read_bytes()
+    """Read a file if it is within the size limit, else raise ImportRefused.
+
+    A file that cannot be read (the stick pulled out, a bad sector) is refused by name: the
+    OSError stopped the whole import with a server error, the files after it untried.
+    """
+    try:
+        size = path.stat().st_size
+        if size > int(config.data.max_upload_mb) * 2 ** 20:
+            raise ImportRefused(f"\u201c{path.name}\u201d is too large ({size / 2 ** 20:.1f} MB). "
+                                f"The limit is {config.data.max_upload_mb} MB.")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImportRefused(f"\u201c{path.name}\u201d cannot be read ({exc.strerror or exc}): "
+                            "is the USB stick still plugged in?") from exc

@@ -9,10 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pydicom
+import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from appliance.ui.importing import folder_files
+from appliance.ui.importing import ImportRefused, folder_files, read_limited
 
 from .helpers import login
 
@@ -69,3 +70,9 @@ def test_folder_import_takes_the_good_files_and_names_the_damaged_one(app, servi
     assert services.analysis.wait_idle(300)
     studies = services.store.worklist()
     assert len(studies) == 2 and {s.patient_id for s in studies} == {"P-3"}
+
+
+def test_a_file_gone_from_the_stick_is_refused_by_name(ui_config, tmp_path: Path) -> None:
+    # Listed, then the stick was pulled: the OSError stopped the whole import with a server error.
+    with pytest.raises(ImportRefused, match="“IM000002” cannot be read .*USB stick still plugged in"):
+        read_limited(tmp_path / "IM000002", ui_config)
