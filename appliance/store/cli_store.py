@@ -63,9 +63,10 @@ def run_add(args: argparse.Namespace, config: Config) -> int:
     from appliance.store.records import check_study_keys
     from appliance.store.store import Store
 
-    check_study_keys(args.patient, args.eye)  # before the slow segmentation; add_study checks again
+    patient_id, eye = check_study_keys(args.patient, args.eye)  # before the slow segmentation; add_study checks again
     photo = load_photograph(args.image, config.imaging)
     files.makedirs_durable(config.data_dir)
+    _check_not_added(photo.sha256, patient_id, eye, config)
     # Refuse before the (slow) segmentation when space is already short; add_study checks again.
     files.check_space(config.data_dir, int(photo.rgb.nbytes * config.data.study_space_factor), config.data.min_free_mb)
     summary = gaze_summary(args.gaze) if args.gaze else None
@@ -77,6 +78,33 @@ def run_add(args: argparse.Namespace, config: Config) -> int:
     print(json.dumps({"study_id": study.id, "study_uid": study.study_uid, "lesions_shown": len(result.shown),
                       "queued": [i.kind for i in items]}))
     return 0
+
+
+def _check_not_added(source_sha256: str, patient_id: str, eye: str, config: Config) -> None:
+    """Refuse the same file again for the same patient and eye, as the import page does.
+
+    Why: a script run twice (a retry after a timeout) stored a second study of one
+    examination, and queued it to the PACS too. For another patient or eye the file may be
+    shared on purpose: it is added, with a warning to check the ID.
+
+    Raises
+    ------
+    StoreError
+        Naming the earlier study.
+    """
+    from appliance.errors import StoreError
+    from appliance.store.store import Store
+
+    with Store(config) as store:
+        earlier = store.study_of_source(source_sha256)
+    if earlier is None:
+        return
+    when = f"{earlier.created_at[:16].replace('T', ' ')} UTC"
+    if (earlier.patient_id, earlier.eye) == (patient_id, eye):
+        raise StoreError(f"This photograph was already added for this patient and eye: study {earlier.id}, {when}. "
+                         "Nothing was stored again.")
+    logger.warning("the same photograph was added before for another patient or eye (study %d, %s): check the ID",
+                   earlier.id, when)
 
 
 def run_list(args: argparse.Namespace, config: Config) -> int:

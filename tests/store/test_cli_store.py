@@ -99,3 +99,24 @@ def test_gaze_summary_reads_every_file_the_gaze_contract_allows(tmp_path):
     path.write_bytes(text.encode("utf-8"))
     assert gaze_summary(path) == {"file": "g.csv", "samples": 4, "valid_samples": 2, "valid_fraction": 0.5,
                                   "duration_s": 1.0}
+
+
+def test_study_add_refuses_the_same_photograph_again_for_the_same_eye(tmp_path, capsys, monkeypatch, caplog):
+    # The import page refuses a double submit; study add stored a second study of the same
+    # examination and queued it to the PACS as well.
+    from appliance.cli import main
+    from appliance.config import load_config
+    from appliance.store.store import Store
+
+    monkeypatch.setenv("GLANCESEG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GLANCESEG_DATA_MIN_FREE_MB", "1")
+    monkeypatch.delenv("GLANCESEG_CONFIG", raising=False)
+    add = ["study", "add", str(_photo()), "--no-model", "--patient"]
+    assert main([*add, "PAT-A", "--eye", "L"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main([*add, "PAT-A", "--eye", "L"]) == 2
+    assert f"already added for this patient and eye: study {first['study_id']}" in capsys.readouterr().err
+    assert main([*add, "PAT-B", "--eye", "R"]) == 0  # shared on purpose, or a mix-up: added, with a word
+    assert "added before for another patient or eye" in caplog.text
+    with Store(load_config()) as store:
+        assert sorted(s.patient_id for s in store.worklist()) == ["PAT-A", "PAT-B"]
