@@ -60,13 +60,16 @@ def run_add(args: argparse.Namespace, config: Config) -> int:
     from appliance.glance.scan import segment_photograph
     from appliance.imaging.io import load_photograph
     from appliance.store import files
-    from appliance.store.records import check_study_keys
+    from appliance.store.records import check_study_keys, laterality_mismatch
     from appliance.store.store import Store
 
     patient_id, eye = check_study_keys(args.patient, args.eye)  # before the slow segmentation; add_study checks again
     photo = load_photograph(args.image, config.imaging)
     files.makedirs_durable(config.data_dir)
     _check_not_added(photo.sha256, patient_id, eye, config)
+    mismatch = laterality_mismatch(photo.dicom, eye)
+    if mismatch:
+        logger.warning("%s", mismatch)
     # Refuse before the (slow) segmentation when space is already short; add_study checks again.
     files.check_space(config.data_dir, int(photo.rgb.nbytes * config.data.study_space_factor), config.data.min_free_mb)
     summary = gaze_summary(args.gaze) if args.gaze else None

@@ -39,6 +39,22 @@ def check_study_keys(patient_id: str, eye: str) -> tuple[str, str]:
     return patient_id, eye
 
 
+def laterality_mismatch(camera: dict[str, Any], eye: str) -> str:
+    """A sentence when the photograph's own laterality contradicts ``eye``, else "".
+
+    A fundus camera records which eye it photographed (DICOM ImageLaterality, from the
+    head-rest position); the export then states the eye chosen at import. Why a warning, not a
+    refusal: the import's eye is the person's decision, but a contradiction must reach them,
+    since a wrong eye is a classic screening error.
+    """
+    stated = str(camera.get("ImageLaterality") or "").strip().upper()
+    if stated not in EYES or stated == eye:
+        return ""
+    names = {"L": "left", "R": "right"}
+    return (f"The photograph's DICOM header says the {names[stated]} eye; it is filed as the {names[eye]} eye: "
+            "check the eye.")
+
+
 def new_uid() -> str:
     """Return a fresh DICOM UID under the UUID-derived root ``2.25`` (PS3.5 B.2): no registered
     organisation root is needed, and two appliances never collide."""

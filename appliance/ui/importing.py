@@ -17,7 +17,7 @@ from typing import Any, Optional
 from appliance.config import Config
 from appliance.errors import ApplianceError, StoreError
 from appliance.imaging.io import is_dicom
-from appliance.store.records import PSEUDONYM_RE, check_study_keys
+from appliance.store.records import PSEUDONYM_RE, check_study_keys, laterality_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def import_bytes(raw: bytes, name: str, patient_id: str, eye: str, config: Confi
         if (earlier.patient_id, earlier.eye) == (patient_id, eye):
             raise ImportRefused(f"\u201c{name}\u201d was already imported: {where}.")
         warning = f"The same file was imported before for {where}: check the patient ID."
+    warning = " ".join(filter(None, (warning, laterality_mismatch(photo.dicom, eye))))
     if any(j.photo.sha256 == photo.sha256 and (j.patient_id, j.eye) == (patient_id, eye) and j.state != "failed"
            for j in services.analysis.jobs()):
         raise ImportRefused(f"\u201c{name}\u201d is already being analysed.")

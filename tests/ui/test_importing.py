@@ -18,8 +18,8 @@ from appliance.ui.importing import ImportRefused, folder_files, read_limited
 from .helpers import login
 
 
-def _camera_dicom(rgb: np.ndarray) -> bytes:
-    """An Ophthalmic Photography 8 Bit file as a fundus camera writes it."""
+def _camera_dicom(rgb: np.ndarray, **attrs) -> bytes:
+    """An Ophthalmic Photography 8 Bit file as a fundus camera writes it, with ``attrs``."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.1"
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -30,6 +30,8 @@ def _camera_dicom(rgb: np.ndarray) -> bytes:
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = np.ascontiguousarray(rgb).tobytes()
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, enforce_file_format=True)
     return buf.getvalue()
@@ -76,3 +78,19 @@ def test_a_file_gone_from_the_stick_is_refused_by_name(ui_config, tmp_path: Path
     # Listed, then the stick was pulled: the OSError stopped the whole import with a server error.
     with pytest.raises(ImportRefused, match="“IM000002” cannot be read .*USB stick still plugged in"):
         read_limited(tmp_path / "IM000002", ui_config)
+
+
+def test_an_eye_the_cameras_dicom_contradicts_is_imported_with_a_warning(app, services, fundus_png):
+    # The camera records which eye it photographed; filed as the other eye, the study went to
+    # the PACS as that eye without a word.
+    client = app.test_client()
+    _, token = login(client)
+    raw = _camera_dicom(cv2.imread(str(fundus_png))[:, :, ::-1], ImageLaterality="R")
+    for eye, warned in (("L", True), ("R", False)):
+        resp = client.post("/import", data={"csrf_token": token, "patient_id": f"P-{eye}", "eye": eye, "source": "upload",
+                                            "files": (io.BytesIO(raw), "IM000001")},
+                           content_type="multipart/form-data", follow_redirects=True)
+        page = resp.get_data(as_text=True)
+        assert resp.status_code == 200 and "Imported; being analysed." in page
+        assert ("header says the right eye; it is filed as the left eye" in page) is warned
+    assert services.analysis.wait_idle(300)
