@@ -467,8 +467,9 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
         if pixels.dtype == np.uint16:  # 16-bit table entries span the full range
             pixels = pixels >> 8
     elif bits == 16:
-        stored = int(ds.get("BitsStored", 16))
-        pixels = (pixels.astype(np.uint32) * 255 // max(1, (1 << stored) - 1)).astype(np.uint8)
+        # Ophthalmic Photography 16 Bit stores 16 bits whatever the sensor gives (PS3.3
+        # C.8.17.2.1.3): a 12-bit camera's values scaled by BitsStored read almost black.
+        pixels = _to_8bit(pixels.astype(np.uint16))
     pixels = pixels.astype(np.uint8, copy=False)
     if photometric == "MONOCHROME1":
         # Lowest value white (PS3.3 C.7.6.3.1.2): read as it is, vessels and MAs would be bright.

@@ -524,3 +524,16 @@ def test_deflated_dicom_that_inflates_past_any_photograph_is_refused_before_read
     assert len(buf.getvalue()) < 2 ** 20
     with pytest.raises(ImageError, match="inflates to over 22 MB.*decompression bomb"):
         load_photograph(buf.getvalue(), small)
+
+
+@pytest.mark.parametrize("bits_stored", [12, 16])
+def test_16bit_ophthalmic_dicom_of_a_12bit_sensor_is_not_read_as_black(bits_stored: int) -> None:
+    # Ophthalmic Photography 16 Bit declares 16 bits stored whatever the sensor gives; a 12-bit
+    # camera's values scaled by BitsStored came out 0..15 ("too dark", no lesions).
+    rgb = _fundus_like()
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(rgb.astype(np.uint16) << 4, bits=16)))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.2"
+    ds.BitsStored, ds.HighBit = bits_stored, bits_stored - 1
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    np.testing.assert_allclose(load_photograph(buf.getvalue(), CFG).rgb.astype(int), rgb.astype(int), atol=1)
