@@ -125,6 +125,10 @@ def build_photo(rgb: np.ndarray, study: Any, image: Any) -> Dataset:
     ds.AnatomicRegionSequence = DicomSequence([_code_item(codes.SCT.Retina)])
     ds.PatientEyeMovementCommanded, ds.EmmetropicMagnification, ds.IntraOcularPressure, ds.PupilDilated = "", None, None, ""
     ds.HorizontalFieldOfView = float(image.fov_deg) if image.fov_deg else None
+    if image.camera.get("PixelSpacing"):
+        # The camera's own calibration (mm on the retina), kept when the photograph came as an
+        # ophthalmic DICOM: the only scale of one cropped inside the aperture.
+        ds.PixelSpacing = str(image.camera["PixelSpacing"]).split("\\")
     ds.AcquisitionDeviceTypeCodeSequence = DicomSequence([_code_item(codes.SCT.FundusCamera)])
     for keyword in ("IlluminationTypeCodeSequence", "LightPathFilterTypeStackCodeSequence",
                     "ImagePathFilterTypeStackCodeSequence", "LensesCodeSequence"):

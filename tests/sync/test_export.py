@@ -281,11 +281,14 @@ def test_instances_pass_dciodvfy(store, dciodvfy):
 
     photo, result = make_study_inputs(11)
     photo.dicom.update({"AcquisitionDateTime": "20261120094107+0530", "LossyImageCompression": "01",
-                        "LossyImageCompressionMethod": "ISO_10918_1", "LossyImageCompressionRatio": "9.87"})
+                        "LossyImageCompressionMethod": "ISO_10918_1", "LossyImageCompressionRatio": "9.87",
+                        "PixelSpacing": "0.0061\\0.0062"})  # a source DICOM's calibration
     study = store.add_study(photo, "PAT-11", "R", result)
     store.sign_off(study.auto_result_id, "R2", "refer", "Dr Ünïcode Müller")
     for item in store.outbox():
         path, _ = materialise(store, item)
+        if item.kind == "photo":  # kept in the export, so the photograph's scale travels with it
+            assert [float(v) for v in pydicom.dcmread(str(path)).PixelSpacing] == [0.0061, 0.0062]
         out = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
         errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
         assert not errors, (item.kind, errors)
