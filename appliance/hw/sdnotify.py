@@ -185,12 +185,6 @@ class Notifier:
         """Tell systemd a clean shutdown has begun (``STOPPING=1``)."""
         return self.notify("STOPPING=1" + (f"\nSTATUS={_one_line(status)}" if status else ""))
 
-    def extend_timeout(self, seconds: float) -> bool:
-        """Ask for more start-up time (``EXTEND_TIMEOUT_USEC=``), e.g. while TensorRT builds engines."""
-        if seconds <= 0:
-            raise ValueError(f"seconds must be > 0, not {seconds}.")
-        return self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
-
     def watchdog_due(self) -> bool:
         """bool: Whether a watchdog ping is due (never pinged, or half the period has passed)."""
         interval = self.watchdog_interval_s

@@ -69,8 +69,6 @@ def test_ready_status_stopping_over_a_path_socket(manager: Manager) -> None:
     assert manager.recv() == "READY=1\nSTATUS=listening on 127.0.0.1:8080"
     assert n.status("sync:\n3 pending")
     assert manager.recv() == "STATUS=sync: 3 pending"
-    assert n.extend_timeout(90)
-    assert manager.recv() == "EXTEND_TIMEOUT_USEC=90000000"
     assert n.stopping()
     assert manager.recv() == "STOPPING=1"
     n.close()
