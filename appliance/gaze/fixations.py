@@ -14,6 +14,12 @@ Defaults (:class:`FixationParams`):
 - ``min_duration_ms = 100``: the usual floor; shorter dwells carry no visual processing.
 - ``max_gap_ms = 75``: a missing stretch up to this long (dropped packets, a partial
   blink) is bridged; a longer one (a blink is 100-400 ms) ends the fixation.
+- ``quiet_ms = 250``: a live stream that delivers no sample at all for this long (the
+  source stopped, the tracker disconnected) ends the open window (:meth:`FixationDetector.tick`).
+  Silence is not the end of a look: a tracker streams through blinks and track loss (no-gaze
+  samples, which end the window after ``max_gap_ms``), and the pointer page sends no-gaze
+  samples when the finger lifts. What falls silent is the network, whose Wi-Fi stalls of
+  100-200 ms cut every fixation in two when ``max_gap_ms`` decided here as well.
 - ``clock_jump_ms = 1000``: a step in time larger than this, forwards or backwards, is a
   clock change (NTP, a device reconnect), not a gap: the window is closed and the
   sample starts a fresh time base. Smaller backward steps are out-of-order samples and
@@ -60,12 +66,15 @@ class FixationParams:
     dispersion_deg: float = 1.0
     min_duration_ms: float = 100.0
     max_gap_ms: float = 75.0
+    quiet_ms: float = 250.0
     clock_jump_ms: float = 1000.0
     view_change_tolerance: float = 0.10
 
     def __post_init__(self) -> None:
         if not (self.dispersion_deg > 0 and self.min_duration_ms >= 0 and self.max_gap_ms > 0):
             raise ValueError("Fixation dispersion and gap must be positive and the minimum duration >= 0.")
+        if not self.quiet_ms >= self.max_gap_ms:
+            raise ValueError("The quiet time must be at least the maximum gap.")
         if not self.clock_jump_ms > self.max_gap_ms:
             raise ValueError("The clock-jump threshold must exceed the maximum gap.")
 
@@ -132,6 +141,7 @@ class FixationDetector:
         self.image_size = image_size
         self.counters: dict[str, int] = {k: 0 for k in COUNTER_KEYS}
         self._max_gap_ns = int(params.max_gap_ms * 1e6)
+        self._quiet_ns = int(params.quiet_ms * 1e6)
         self._jump_ns = int(params.clock_jump_ms * 1e6)
         self._min_dur_ns = int(params.min_duration_ms * 1e6)
         self._last_t: Optional[int] = None
@@ -204,10 +214,10 @@ class FixationDetector:
         return out
 
     def tick(self, now_ns: int) -> list[Fixation]:
-        """Tell the detector the time is ``now_ns`` with no new sample (a live source
-        timed out, the pointer rests): ends the open window after ``max_gap_ms``, so the
-        fixation is delivered without waiting for the next saccade."""
-        if self._window and now_ns - self._window[-1][0] > self._max_gap_ns:
+        """Tell the detector the time is ``now_ns`` with no new sample (a live source fell
+        silent): ends the open window after ``quiet_ms``, so the fixation is delivered
+        without waiting for a sample that may never come."""
+        if self._window and now_ns - self._window[-1][0] > self._quiet_ns:
             self.counters["gap"] += 1
             return self._end()
         return []

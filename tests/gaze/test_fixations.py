@@ -184,14 +184,29 @@ def test_too_short_window_is_not_a_fixation() -> None:
     assert fixes == [] and counters["too_short"] == 1
 
 
-def test_tick_ends_a_resting_fixation() -> None:
+def test_tick_ends_a_fixation_whose_stream_fell_silent() -> None:
     det = FixationDetector()
     assert det.feed_many(fixation(0, 500.0, 400.0, 200)) == []
     last = 200 * 1_000_000
-    assert det.tick(last + 50 * 1_000_000) == []  # within the allowed gap
-    fixes = det.tick(last + 100 * 1_000_000)
+    # A Wi-Fi stall of 200 ms is silence, not the end of the look: the delayed samples go on
+    # with the same fixation (it used to be cut in two after 75 ms).
+    assert det.tick(last + 200 * 1_000_000) == []
+    assert det.feed_many(fixation(last + 5_000_000, 500.0, 400.0, 200, seed=1)) == []
+    last = 405 * 1_000_000
+    assert det.tick(last + 200 * 1_000_000) == []
+    fixes = det.tick(last + 300 * 1_000_000)  # silent past quiet_ms: the source stopped
     assert len(fixes) == 1 and not det.pending
+    assert fixes[0].duration_ms == pytest.approx(405.0)
     assert det.flush() == []
+
+
+def test_no_gaze_samples_end_a_fixation_after_the_gap_without_a_tick() -> None:
+    """The pointer page's lift sends no-gaze samples: the fixation ends at the gap, not the quiet time."""
+    det = FixationDetector()
+    det.feed_many(fixation(0, 500.0, 400.0, 200))
+    assert det.feed(GazeSample(205 * 1_000_000, math.nan, math.nan, True, PPD)) == []
+    fixes = det.feed(GazeSample(305 * 1_000_000, math.nan, math.nan, True, PPD))
+    assert len(fixes) == 1 and fixes[0].duration_ms == pytest.approx(200.0)
 
 
 def test_incremental_equals_batch_and_fuzz_never_raises() -> None:

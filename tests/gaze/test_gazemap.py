@@ -32,7 +32,7 @@ def test_default_scale_and_tick() -> None:
     gm = GazeMap.from_config(config, 1600, 1200)
     samples = [GazeSample(i * 5_000_000, 800.0, 600.0, True, math.nan) for i in range(41)]
     assert gm.feed_many(samples) == []
-    events = gm.tick(samples[-1].timestamp_ns + 200_000_000)
+    events = gm.tick(samples[-1].timestamp_ns + 300_000_000)
     assert len(events) == 1 and not events[0].empty
     assert events[0].fixation.px_per_deg == default_image_px_per_deg(1600, 1200, config.display)
 

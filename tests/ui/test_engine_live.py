@@ -6,6 +6,7 @@ import math
 
 import cv2
 import numpy as np
+import pytest
 
 from appliance.gaze.base import GazeSample
 from appliance.glance.engine import GlanceEngine
@@ -62,5 +63,35 @@ def test_a_slow_replay_keeps_the_recordings_fixations(config):
         assert glance.pipeline.gaze_map.counters["fixations"] == len(expected)
         assert [(f.start_ns, f.end_ns) for f in glance.pipeline.gaze_map.fixations] == \
             [(f.start_ns, f.end_ns) for f in expected]
+    finally:
+        session.close()
+
+
+def test_a_network_stall_in_a_live_stream_does_not_cut_the_fixation(config):
+    """The Neon's samples reach the station over Wi-Fi, which stalls for 100-200 ms now and then.
+    The session's ticker ended the open fixation after 75 ms of silence, so one long look at an
+    MA became two shorter ones (or too short to count); it now waits for the quiet time."""
+    import time
+
+    from appliance.imaging.io import Photograph
+    from appliance.ui.live import LiveSession
+
+    rgb = np.full((256, 256, 3), (150, 80, 30), np.uint8)
+    glance = EngineLiveGlance(GlanceEngine(config, predictor=None), Photograph(rgb, "flat", "flat-sha"),
+                              px_per_deg=60.0, preencode=False)
+    session = LiveSession(1, glance, lambda image_id, lesion: None, threshold=1.0)
+    try:
+        t = 0
+        for burst in range(2):  # 300 ms of samples, a 150 ms stall, 300 ms more of the same look
+            for i in range(60):
+                session.push(GazeSample(t, 100.0 + (i % 2), 120.0, True, 60.0))
+                t += 5_000_000
+                time.sleep(0.005)
+            if burst == 0:
+                time.sleep(0.15)
+        time.sleep(0.6)  # then the stream falls silent: the fixation ends
+        fixations = glance.pipeline.gaze_map.fixations
+        assert len(fixations) == 1
+        assert fixations[0].duration_ms == pytest.approx(595.0)
     finally:
         session.close()

@@ -314,7 +314,7 @@
     if (pointerGaze) { sourceBefore = sourceLabel.textContent; sourceLabel.textContent = "pointer"; }
     else {
       sourceLabel.textContent = sourceBefore;
-      if (lastPointer) { gazeBuf.push({gone: true, t_ms: performance.timeOrigin + performance.now()}); }
+      if (lastPointer) { gazeGone(); }
       lastPointer = null;
     }
   });
@@ -323,6 +323,15 @@
      a gap (no gaze), which ends the fixation. Positions are screen px: the page's own (client)
      px, which on the full-screen kiosk are the screen's, as the corner markers assume. */
   var lastPointer = null, lastSampleMs = 0;
+  /* The pointer stopped looking: a no-gaze sample now and another 100 ms on, which ends the
+     fixation at the server (a gap past the detector's 75 ms), so no timer there has to guess
+     from silence; silence is how a tracker's stalled network looks. */
+  function gazeGone() {
+    gazeBuf.push({gone: true, t_ms: performance.timeOrigin + performance.now()});
+    setTimeout(function () {
+      if (!lastPointer) { gazeBuf.push({gone: true, t_ms: performance.timeOrigin + performance.now()}); }
+    }, 100);
+  }
   function pushGaze(xs, ys, tMs) {
     gazeBuf.push({xs: xs, ys: ys, t_ms: tMs});
     lastSampleMs = tMs;
@@ -339,7 +348,7 @@
     }
   }, 40);
   vp.addEventListener("pointerleave", function () {
-    if (pointerGaze && lastPointer) { gazeBuf.push({gone: true, t_ms: performance.timeOrigin + performance.now()}); }
+    if (pointerGaze && lastPointer) { gazeGone(); }
     lastPointer = null;
   });
   setInterval(flushGaze, 100);
@@ -402,8 +411,8 @@
        captured touch pointer may not send; the resting-pointer repeat would otherwise hold the
        fixation open and no lesion would come of it. A mouse button released keeps looking. */
     if (pointerGaze && e.pointerType !== "mouse" && !Object.keys(pts).length && lastPointer) {
-      gazeBuf.push({gone: true, t_ms: performance.timeOrigin + performance.now()});
       lastPointer = null;
+      gazeGone();
     }
   }
   vp.addEventListener("pointerup", up);
