@@ -170,23 +170,9 @@ def test_segment_refuses_a_px_per_deg_that_gives_no_scale(value: str, tmp_path: 
 
 def _ophthalmic_dicom(rgb: np.ndarray, path: Path, **attrs) -> Path:
     """``rgb`` as a fundus camera exports it: Ophthalmic Photography 8 Bit, with ``attrs``."""
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from dicom_files import ophthalmic_dicom
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "OP"
-    ds.Rows, ds.Columns = rgb.shape[:2]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = np.ascontiguousarray(rgb).tobytes()
-    for keyword, value in attrs.items():
-        setattr(ds, keyword, value)
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    path.write_bytes(ophthalmic_dicom(rgb, **attrs))
     return path
 
 

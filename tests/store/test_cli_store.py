@@ -124,9 +124,7 @@ def test_study_add_refuses_the_same_photograph_again_for_the_same_eye(tmp_path, 
 
 def test_study_add_warns_when_the_cameras_dicom_names_the_other_eye(tmp_path, monkeypatch, caplog):
     import numpy as np
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from dicom_files import ophthalmic_dicom
     from skimage.io import imread
 
     from appliance.cli import main
@@ -135,16 +133,7 @@ def test_study_add_warns_when_the_cameras_dicom_names_the_other_eye(tmp_path, mo
     monkeypatch.setenv("GLANCESEG_DATA_MIN_FREE_MB", "1")
     grey = imread(_photo())  # scikit-image's crop is red-free: one channel
     rgb = np.ascontiguousarray(np.dstack([grey] * 3) if grey.ndim == 2 else grey[:, :, :3])
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.77.1.5.1", generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "OP"
-    ds.Rows, ds.Columns = rgb.shape[:2]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.ImageLaterality, ds.PixelData = "L", rgb.tobytes()
     path = tmp_path / "IM000001"
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    path.write_bytes(ophthalmic_dicom(rgb, ImageLaterality="L"))
     assert main(["study", "add", str(path), "--patient", "PAT-A", "--eye", "R", "--no-model"]) == 0
     assert "header says the left eye; it is filed as the right eye" in caplog.text

@@ -8,10 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pydicom
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from appliance.ui.importing import ImportRefused, folder_files, read_limited
 
@@ -20,21 +17,9 @@ from .helpers import login
 
 def _camera_dicom(rgb: np.ndarray, **attrs) -> bytes:
     """An Ophthalmic Photography 8 Bit file as a fundus camera writes it, with ``attrs``."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "OP"
-    ds.Rows, ds.Columns = rgb.shape[:2]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = np.ascontiguousarray(rgb).tobytes()
-    for keyword, value in attrs.items():
-        setattr(ds, keyword, value)
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()
+    from dicom_files import ophthalmic_dicom
+
+    return ophthalmic_dicom(rgb, **attrs)
 
 
 def _stick(root: Path, fundus_png: Path) -> Path:
