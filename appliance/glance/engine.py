@@ -176,7 +176,9 @@ class ImageSession:
         self._lock = threading.RLock()
         self._emit_lock = threading.RLock()
         self.open_ms = (time.perf_counter() - start) * 1e3
-        logger.info("opened %s: %.2f µm/px, gradable=%s", photo.source, self.um_per_px, self.quality.gradable)
+        # Not photo.source: a camera or technician may name the file after the patient.
+        logger.info("opened a %dx%d photograph: %.2f µm/px, gradable=%s", photo.width, photo.height,
+                    self.um_per_px, self.quality.gradable)
 
     # -- cells -------------------------------------------------------------------------------
     def fov_cells(self) -> list[Tile]:

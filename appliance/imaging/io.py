@@ -74,7 +74,9 @@ class Photograph:
     rgb
         H×W×3 uint8 array, RGB order.
     source
-        File name (never a patient identifier) or ``"upload"``.
+        File name or ``"upload"``. A camera or a technician may name a file after the
+        patient (``Smith_John_1957-03-02_OD.jpg``): it is kept in the store and named in
+        refusals to the operator, never written to the log.
     sha256
         Hex sha256 of the file's bytes: the stable key of this photograph in caches and the
         store.
@@ -182,7 +184,9 @@ def load_photograph(
         # Why here, once: damage anywhere in a file (a copy cut short inside its header) must be
         # a clear refusal, never a traceback that stops the CLI or a whole USB import.
         raise ImageError(f"{source}: the file is truncated or corrupt ({type(exc).__name__}: {exc}).") from exc
-    logger.debug("loaded %s (%dx%d)", source, rgb.shape[1], rgb.shape[0])
+    # The file's name stays out of the log (see Photograph.source); refusals above name it to the
+    # operator who chose the file, as they must.
+    logger.debug("loaded a photograph (%dx%d)", rgb.shape[1], rgb.shape[0])
     return Photograph(rgb=np.ascontiguousarray(rgb), source=source, sha256=digest, fov_deg=fov_deg, dicom=meta)
 
 
@@ -489,10 +493,10 @@ def _decode_dicom(raw: bytes, source: str, config: ImagingConfig) -> tuple[np.nd
     syntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", ""))
     if ds.get("LossyImageCompression") == "01" or syntax in LOSSY_TRANSFER_SYNTAXES:
         meta.update(_lossy(rows * cols * samples * bits / 8 / len(raw), LOSSY_TRANSFER_SYNTAXES.get(syntax), ds))
-    spacing = _pixel_spacing(ds, source)
+    spacing = _pixel_spacing(ds)
     if spacing:
         meta["PixelSpacing"] = spacing
-    return pixels, _field_angle(ds, source), meta
+    return pixels, _field_angle(ds), meta
 
 
 #: Deflated Explicit VR Little Endian: the whole dataset is zlib-deflated after the file meta.
@@ -581,7 +585,7 @@ def _number(value: Any) -> float:
         return float("nan")
 
 
-def _field_angle(ds: Any, source: str) -> Optional[float]:
+def _field_angle(ds: Any) -> Optional[float]:
     """The camera's field angle in degrees (0022,000C), or None when absent or implausible.
 
     Why: an implausible one (0, or a value in another unit) made the photograph's scale, and so
@@ -593,13 +597,13 @@ def _field_angle(ds: Any, source: str) -> Optional[float]:
         return None
     angle = _number(value)
     if not FOV_DEG_RANGE[0] <= angle <= FOV_DEG_RANGE[1]:
-        logger.warning("%s: its field angle (%s) is implausible for a fundus camera; [imaging] fov_deg is used",
-                       source, value)
+        logger.warning("a DICOM's field angle (%s) is implausible for a fundus camera; [imaging] fov_deg is used",
+                       value)
         return None
     return angle
 
 
-def _pixel_spacing(ds: Any, source: str) -> str:
+def _pixel_spacing(ds: Any) -> str:
     """An ophthalmic photograph's Pixel Spacing as DICOM writes it (``row\\column`` in mm), or ""."""
     from pydicom.multival import MultiValue
 
@@ -608,7 +612,7 @@ def _pixel_spacing(ds: Any, source: str) -> str:
     spacing = ds.PixelSpacing
     values = [_number(v) for v in spacing] if isinstance(spacing, MultiValue) and len(spacing) == 2 else []
     if not values or not all(UM_PER_PX_RANGE[0] <= v * 1000 <= UM_PER_PX_RANGE[1] for v in values):
-        logger.warning("%s: its pixel spacing (%s) is implausible for a fundus photograph; ignored",
-                       source, ds.PixelSpacing)
+        logger.warning("a DICOM's pixel spacing (%s) is implausible for a fundus photograph; ignored",
+                       ds.PixelSpacing)
         return ""
     return "\\".join(f"{v:g}" for v in values)

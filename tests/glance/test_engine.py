@@ -42,6 +42,18 @@ def test_bands_give_the_lesions_of_one_whole_window(config, photo, monkeypatch):
     assert as_tuples == [(l.id, round(l.x, 6), round(l.y, 6), round(l.score, 9), l.area_px) for l in whole.lesions]
 
 
+def test_opening_a_photograph_does_not_log_its_file_name(config, photo, caplog):
+    """The file name may be the patient's (``Smith_John_1957-03-02_OD.jpg``): the INFO line of
+    every opened photograph went to the journal and the support bundle with it."""
+    import dataclasses
+
+    named = dataclasses.replace(photo, source="Smith_John_1957-03-02_OD.jpg")
+    with caplog.at_level("DEBUG", logger="appliance.glance"):
+        GlanceEngine.from_config(config, use_model=False).open(named)
+    assert "gradable" in caplog.text
+    assert "Smith" not in caplog.text and "1957" not in caplog.text
+
+
 def test_embeddings_spill_under_the_data_folder_or_stay_in_ram_when_it_is_not_writable(config, tmp_path, caplog):
     spill = engine_mod._spill(config)
     assert spill.folder.parent == config.data_dir / "cache" / "embeddings"

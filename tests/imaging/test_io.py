@@ -91,6 +91,25 @@ def test_reads_path_and_records_name(tmp_path: Path) -> None:
     assert load_photograph(path, CFG).source == "eye.png"
 
 
+def test_a_file_named_after_the_patient_stays_out_of_the_log(tmp_path: Path, caplog) -> None:
+    """A camera or technician may name the file after the patient; the log (journal, support
+    bundle) must not carry it, while the photograph still records it for the store."""
+    name = "Smith_John_1957-03-02_OD"
+    path = tmp_path / f"{name}.png"
+    path.write_bytes(_encode(_fundus_like(), "PNG"))
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(_fundus_like(), fov=400.0)))
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.1"
+    ds.PixelSpacing = [5.0, 5.0]  # mm: implausible, warned about
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with caplog.at_level("DEBUG", logger="appliance.imaging"):
+        assert load_photograph(path, CFG).source == path.name
+        load_photograph(buf.getvalue(), CFG, name=f"{name}.dcm")
+    assert "field angle" in caplog.text and "pixel spacing" in caplog.text
+    assert caplog.records and not any("Smith" in r.getMessage() or "1957" in r.getMessage()
+                                      for r in caplog.records), caplog.text
+
+
 def _dicom_bytes(rgb: np.ndarray, fov: float | None = 45.0, bits: int = 8,
                  syntax: str = ExplicitVRLittleEndian) -> bytes:
     meta = FileMetaDataset()
