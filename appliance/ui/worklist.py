@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,13 @@ def _cached_jpeg(image_id: int, kind: str, max_side: int = 0) -> Path:
         if max_side and max(bgr.shape[:2]) > max_side:
             f = max_side / max(bgr.shape[:2])
             bgr = cv2.resize(bgr, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-        cache.parent.mkdir(parents=True, exist_ok=True)
+        # Owner-only, as every file of the store: these are the patient's photograph too; with
+        # the process umask they were world-readable (0644) beside the store's 0600 files.
+        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
         tmp = cache.with_suffix(f".{threading.get_ident()}.tmp")
-        tmp.write_bytes(buf.tobytes())
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            out.write(buf.tobytes())
         tmp.replace(cache)
     return cache
 

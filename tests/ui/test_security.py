@@ -215,6 +215,28 @@ def test_upload_accepts_photograph(app, services, fundus_png):
     assert services.store.get_result(study.auto_result_id).mode == "scan"
 
 
+def test_the_browser_copies_of_a_photograph_are_owner_only(app, services, fundus_png, ui_config):
+    """The display and thumbnail JPEGs are the patient's photograph: 0600 in 0700 folders, as
+    every file of the store, whatever the process umask (they were 0644 in 0755 folders)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        client = app.test_client()
+        _, token = login(client)
+        assert _upload(client, token, "fundus_a.png", fundus_png.read_bytes()).status_code == 302
+        assert services.analysis.wait_idle(300)
+        for kind, folder in (("display", "display"), ("thumb", "thumbs")):
+            assert client.get(f"/image/1/{kind}.jpg").status_code == 200  # the only photograph
+            copies = list((ui_config.data_dir / folder).glob("*.jpg"))
+            assert copies, folder
+            assert stat.S_IMODE((ui_config.data_dir / folder).stat().st_mode) == 0o700, folder
+            assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in copies), folder
+    finally:
+        os.umask(old)
+
+
 def test_upload_rejects_non_image(app):
     client = app.test_client()
     _, token = login(client)
