@@ -51,3 +51,28 @@ def test_archive_has_logs_and_no_patient_data(staged_root: Path, tmp_path: Path,
         assert b"hunter2" not in body, name
     assert b"https://pacs.example/dicom-web" in contents["glanceseg-logs/config/glanceseg.toml"]
     assert oct(out.stat().st_mode & 0o777) == "0o600"
+
+
+def test_secrets_are_redacted_however_the_configuration_writes_them(staged_root: Path, tmp_path: Path,
+                                                                    fake_glanceseg: Callable[[Optional[str]], None]) -> None:
+    """A commented-out old password, a dotted or quoted TOML key and an inline table all reached
+    the vendor verbatim: only a bare ``password = ...`` at the start of a line was redacted."""
+    fake_glanceseg(json.dumps({"version": "0.1.0"}))
+    (staged_root / "etc/glanceseg/glanceseg.env").write_text(
+        "GLANCESEG_DICOMWEB_PASSWORD='secret-1'\n# GLANCESEG_DICOMWEB_PASSWORD=secret-2 (before the rotation)\n")
+    cfg = staged_root / "etc/glanceseg/glanceseg.toml"
+    cfg.write_text('dicomweb.password = "secret-3"\n' + cfg.read_text() + '\n[dicomweb]\n'
+                   'url = "https://pacs.example/dicom-web"\nuser = "sync"\n'
+                   '# password = "secret-4"   (the one before the rotation)\n'
+                   '"password" = "secret-5"\n'
+                   '[sync]\ndicomweb = { url = "https://pacs.example/dicom-web", password = "secret-6" }\n')
+
+    out = tmp_path / "support.tar.gz"
+    proc = run_script("collect-logs", "--root", str(staged_root), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(out) as tar:
+        toml = tar.extractfile("glanceseg-logs/config/glanceseg.toml").read()  # type: ignore[union-attr]
+        env = tar.extractfile("glanceseg-logs/config/glanceseg.env").read()  # type: ignore[union-attr]
+    assert b"secret-" not in toml + env, (toml + env).decode()
+    assert b'url = "https://pacs.example/dicom-web"' in toml and b'user = "sync"' in toml
+    assert toml.count(b"<redacted>") == 4 and env.count(b"<redacted>") == 2
