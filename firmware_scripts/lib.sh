@@ -168,3 +168,26 @@ if v is None:
 print(json.dumps(v) if isinstance(v, (dict, list, bool)) else v)
 ' "$1"
 }
+
+config_with_update_key() {
+    # config_with_update_key FILE KEY_PATH: print FILE with [updates] public_key = KEY_PATH
+    # (replacing the key in that section, adding it to the section, or adding the section).
+    awk -v line="public_key = \"$2\"" '
+        function flush() { if (in_updates && !done) { print line; done = 1 } }
+        /^[[:space:]]*\[/ { flush(); in_updates = ($0 ~ /^[[:space:]]*\[updates\][[:space:]]*(#.*)?$/); print; next }
+        in_updates && /^[[:space:]]*public_key[[:space:]]*=/ { flush(); next }
+        { print }
+        END { flush(); if (!done) printf "\n[updates]\n%s\n", line }
+    ' "$1" || die "cannot read $1 to set [updates] public_key"
+}
+
+config_update_key() {
+    # config_update_key FILE: print FILE's [updates] public_key (empty when unset or no FILE).
+    [ -f "$1" ] || return 0
+    awk -v quotes="[\"']" '
+        /^[[:space:]]*\[/ { in_updates = ($0 ~ /^[[:space:]]*\[updates\][[:space:]]*(#.*)?$/); next }
+        in_updates && /^[[:space:]]*public_key[[:space:]]*=/ {
+            sub(/^[^=]*=[[:space:]]*/, ""); sub(/[[:space:]]*(#.*)?$/, ""); gsub(quotes, ""); print; exit
+        }
+    ' "$1"
+}

@@ -79,3 +79,24 @@ def test_dry_run_with_undelivered_data_erases_nothing(
     assert proc.returncode == 0
     assert "[dry-run] find" in proc.stdout
     assert intact(station)
+
+
+@pytest.mark.parametrize("in_config", [True, False])
+def test_the_clinics_update_signing_key_stays_trusted(station: Path, in_config: bool,
+                                                      fake_glanceseg: Callable[[Optional[str]], None]) -> None:
+    """The restored default trusted the development key again, so the station refused every
+    bundle the clinic signed. The key set in the config, or provision's updates.pub, is kept."""
+    fake_glanceseg(json.dumps({"version": "0.1.0", "sync": {"pending": 0}}))
+    etc = station / "etc/glanceseg"
+    (etc / "updates.pub").write_text("-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n")
+    key = "/etc/glanceseg/clinic-updates.pub" if in_config else "/etc/glanceseg/updates.pub"
+    if in_config:
+        (etc / "glanceseg.toml").write_text(f'[dicomweb]\nurl = "https://pacs.example"\n\n[updates]\n'
+                                            f'public_key = "{key}"  # the clinic\'s\n')
+    proc = reset(station, "--yes")
+    assert proc.returncode == 0, proc.stderr
+    config = (etc / "glanceseg.toml").read_text()
+    assert "pacs.example" not in config
+    assert config.startswith((SCRIPTS_DIR / "glanceseg.toml.default").read_text())
+    assert f'[updates]\npublic_key = "{key}"\n' in config
+    assert (etc / "updates.pub").exists()
