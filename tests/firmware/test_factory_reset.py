@@ -100,3 +100,29 @@ def test_the_clinics_update_signing_key_stays_trusted(station: Path, in_config: 
     assert config.startswith((SCRIPTS_DIR / "glanceseg.toml.default").read_text())
     assert f'[updates]\npublic_key = "{key}"\n' in config
     assert (etc / "updates.pub").exists()
+
+
+def test_the_clinics_keys_and_the_support_bundles_go_with_a_reset(
+        station: Path, fake_glanceseg: Callable[[Optional[str]], None]) -> None:
+    """Only glanceseg.env was removed from /etc/glanceseg: the UI's TLS private key, the
+    DICOMweb client key and CA bundle stayed on a station handed on, as did the support bundles
+    collect-logs leaves in /var/tmp (this station's journal and settings)."""
+    fake_glanceseg(json.dumps({"version": "0.1.0", "sync": {"pending": 0}}))
+    etc = station / "etc/glanceseg"
+    (etc / "updates.pub").write_text("-----BEGIN PUBLIC KEY-----\n")
+    (etc / "tls").mkdir()
+    secrets = [etc / "tls/ui.key", etc / "tls/ui.crt", etc / "dicomweb-client.key", etc / "clinic-ca.pem"]
+    for path in secrets:
+        path.write_text("-----BEGIN PRIVATE KEY-----\n")
+    bundle = station / "var/tmp/glanceseg-logs-station-20261127T010000Z.tar.gz"
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    bundle.write_bytes(b"\x1f\x8b")
+
+    proc = reset(station, "--yes", "--keep-config")
+    assert proc.returncode == 0, proc.stderr
+    assert all(p.exists() for p in secrets)  # --keep-config keeps the clinic's settings
+    assert not bundle.exists()
+
+    proc = reset(station, "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in etc.iterdir()) == ["glanceseg.toml", "updates.pub"]
