@@ -96,6 +96,10 @@ app_env() {
     # builds for another configuration, or runs the base image's code against a database a
     # newer release has migrated. The env file's own GLANCESEG_DATA_DIR and GLANCESEG_CONFIG
     # are left out, so a staged --root keeps its paths.
+    # The env file's settings are exported, not put on the command line: they hold secrets
+    # (GLANCESEG_DICOMWEB_PASSWORD), and a command line is readable by every local user (ps,
+    # /proc/PID/cmdline) for as long as the command runs, and is printed by `run` and --dry-run.
+    # An exported variable is readable only by root and the app's own user.
     local line key value
     APP_ENV=(env -u GLANCESEG_BIN GLANCESEG_DATA_DIR="$DATA_DIR" GLANCESEG_CONFIG="$CONFIG_FILE")
     if [ -r "$ETC_DIR/glanceseg.env" ]; then
@@ -110,7 +114,7 @@ app_env() {
             value="${line#*=}"
             value="${value%\"}" && value="${value#\"}"
             value="${value%\'}" && value="${value#\'}"
-            APP_ENV+=("$key=$value")
+            export "${key?}=$value"
         done <"$ETC_DIR/glanceseg.env"
     fi
     if [ -d "$DATA_DIR/software/current/_site" ]; then

@@ -32,3 +32,27 @@ def test_without_tensorrt_the_warmup_runs_and_the_cache_is_not_stamped(tmp_path:
     assert report["providers"][0] == "CPUExecutionProvider" and report["variant"] == "int8"
     assert "did not run on TensorRT" in proc.stderr
     assert not (cache / "glanceseg-cache.stamp").exists()
+
+
+def test_the_env_files_secrets_reach_the_app_but_never_its_command_line(tmp_path: Path) -> None:
+    """glanceseg.env's settings went onto the app's command line (``env KEY=VALUE ...``), which
+    every local user reads with ``ps`` while the warm-up runs for minutes, and which the script
+    printed: the DICOMweb password on the technician's screen and in any captured output."""
+    import subprocess
+
+    from firmware_helpers import SCRIPTS_DIR
+
+    root = _staged_root(tmp_path)
+    (root / "etc/glanceseg/glanceseg.env").write_text(
+        "GLANCESEG_DICOMWEB_PASSWORD='hunter2'\nexport GLANCESEG_GAZE_SOURCE=neon\n")
+    proc = run_script("build-trt-engines", "--root", str(root), "--cache", str(tmp_path / "trt"), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "models warmup" in proc.stdout
+    assert "hunter2" not in proc.stdout + proc.stderr
+
+    # The command line lib.sh builds for the app, and what the app then finds in its environment.
+    script = (f'. "{SCRIPTS_DIR}/lib.sh"; GS_ROOT="{root}"; gs_paths; app_env; '
+              'printf "%s\\n" "${APP_ENV[*]}"; "${APP_ENV[@]}" sh -c \'echo "$GLANCESEG_DICOMWEB_PASSWORD $GLANCESEG_GAZE_SOURCE"\'')
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "hunter2" not in out[0] and f"GLANCESEG_DATA_DIR={root}/var/lib/glanceseg" in out[0]
+    assert out[1] == "hunter2 neon"
