@@ -53,7 +53,12 @@ def login() -> Any:
         # not tell a guesser which names exist; it says what a locked-out user needs to know.
         flash(f"Wrong name or PIN. After {users.lockout_attempts} wrong PINs in a row an account is locked "
               f"for {max(1, round(users.lockout_s / 60))} minutes.")
-        audit("login_locked" if outcome is LoginOutcome.LOCKED else "login_failed", "", {"name": name[:40]})
+        # A user's name is recorded; any other text is not: it is often the PIN typed into the
+        # name field, which the audit page would show to every admin.
+        tried = users.by_name(name)
+        audit("login_locked" if outcome is LoginOutcome.LOCKED else "login_failed",
+              f"user:{tried.id}" if tried is not None else "",
+              {"name": tried.name} if tried is not None else {"unknown_name": True})
         return render_template("login.html", next=request.form.get("next", ""), name=name), 401
     return render_template("login.html", next=request.args.get("next", ""), name="")
 

@@ -287,6 +287,22 @@ def test_folder_import_stays_in_roots(app, services, ui_config, fundus_png, tmp_
     assert [s.patient_id for s in services.store.worklist()] == ["P-2"]
 
 
+def test_a_pin_typed_into_the_name_field_stays_out_of_the_audit_log(app):
+    """Every failed login's typed name went into the audit log, which every admin reads: a PIN
+    typed into the name field was there in clear. A user's name is still recorded."""
+    client = app.test_client()
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    assert client.post("/login", data={"name": "739184", "pin": PIN, "csrf_token": token}).status_code == 401
+    assert client.post("/login", data={"name": "clara", "pin": "000000", "csrf_token": token}).status_code == 401
+    login(client, "admin", ADMIN_PIN)
+    page = client.get("/admin/audit").get_data(as_text=True)
+    assert "739184" not in page
+    conn = store_db.connect(app.config["GLANCESEG_DB"])
+    failed = [e for e in AuditLog(conn).entries() if e.action == "login_failed"]
+    conn.close()
+    assert sorted(str(e.detail) for e in failed) == ["{'name': 'clara'}", "{'unknown_name': True}"]
+
+
 def test_audit_log_hash_chain(app):
     client = app.test_client()
     login(client, "admin", ADMIN_PIN)
