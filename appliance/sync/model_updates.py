@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import tarfile
 from pathlib import Path
@@ -30,6 +31,8 @@ from appliance.sync.versions import DOWNLOADS, VersionedStore
 logger = logging.getLogger(__name__)
 
 MODEL_MANIFEST = "manifest.json"
+#: The ``user:password@`` of a URL (an update server behind basic auth has its credentials there).
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]*@")
 
 
 class ModelUpdates(VersionedStore):
@@ -160,7 +163,25 @@ def _check_url(url: str) -> None:
         raise UpdateError(f"The update server {url!r} must use https (plain http only on loopback).")
 
 
+def _without_credentials(text: str) -> str:
+    """``text`` with every URL's ``user:password@`` removed."""
+    return _URL_CREDENTIALS.sub(r"\1", text)
+
+
 def download_newest(config: Config, store: VersionedStore) -> Optional[Path]:
+    """Download the newest bundle for ``store`` from ``[updates] server_url``, or None.
+
+    Why the wrapper: the URL, with any credentials in it, is in every refusal (and in
+    requests' own messages: "401 Client Error ... for url: https://user:password@..."), which
+    ``serve`` logs every ``check_interval_s`` and the CLI prints; the credentials are removed.
+    """
+    try:
+        return _download_newest(config, store)
+    except UpdateError as exc:
+        raise UpdateError(_without_credentials(str(exc))) from None
+
+
+def _download_newest(config: Config, store: VersionedStore) -> Optional[Path]:
     """Download the newest bundle for ``store`` from ``[updates] server_url``, or None.
 
     The server serves ``index.json``: ``{"bundles": [{"kind", "family", "version", "file"}]}``
@@ -197,7 +218,7 @@ def download_newest(config: Config, store: VersionedStore) -> Optional[Path]:
         except (KeyError, TypeError, UpdateError):
             continue
     if best is None:
-        logger.info("no newer %s bundle on %s", store.kind.value, base)
+        logger.info("no newer %s bundle on %s", store.kind.value, _without_credentials(base))
         return None
     url = urljoin(base, best[1])
     _check_url(url)

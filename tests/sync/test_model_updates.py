@@ -304,6 +304,34 @@ def test_install_from_loopback_server(installed: ModelUpdates, tmp_path: Path, k
         install_from_server(remote, installed)
 
 
+def test_the_update_servers_credentials_stay_out_of_messages_and_logs(installed: ModelUpdates, tmp_path: Path,
+                                                                     caplog) -> None:
+    """An update server behind basic auth has its credentials in [updates] server_url; its
+    refusals ("401 Client Error ... for url: http://user:password@...") were printed by the CLI
+    and logged by serve at every check, into the journal and collect-logs' support bundle."""
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "index.json").write_text(json.dumps({"bundles": []}))
+    handler = lambda *a, **kw: _QuietHandler(*a, directory=str(served), **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="update-server", daemon=True)
+    thread.start()
+    try:
+        base = f"http://sync:s3cret-token@127.0.0.1:{server.server_port}"
+        with caplog.at_level("INFO", logger="appliance.sync"):
+            assert install_from_server(load_config(environ={"GLANCESEG_UPDATES_SERVER_URL": base + "/"}),
+                                       installed) is None
+        assert "no newer model bundle" in caplog.text and "s3cret" not in caplog.text
+        with pytest.raises(UpdateError) as refused:
+            install_from_server(load_config(environ={"GLANCESEG_UPDATES_SERVER_URL": base + "/missing/"}),
+                                installed)
+        assert "404" in str(refused.value) and "s3cret" not in str(refused.value)
+        assert refused.value.__cause__ is None and "127.0.0.1" in str(refused.value)
+    finally:
+        server.shutdown()
+        thread.join()
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output clean
         pass
