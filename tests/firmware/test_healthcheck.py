@@ -46,7 +46,7 @@ def check(staged_root: Path, fake_glanceseg: Callable[[Optional[str]], None]) ->
 def test_healthy_station_exits_0(check: Callable) -> None:
     code, levels = check(status())
     assert code == 0, levels
-    assert set(levels) == {"model", "runtime", "tracker", "disk", "sync"}
+    assert set(levels) == {"secrets", "model", "runtime", "tracker", "disk", "sync"}
 
 
 def test_altered_model_file_is_critical(check: Callable, staged_root: Path) -> None:
@@ -143,3 +143,27 @@ def test_the_app_runs_with_the_environment_its_units_give_it(staged_root: Path, 
     assert env["GLANCESEG_GAZE_SOURCE"] == "neon" and env["GLANCESEG_MODEL_FP16"] == "false"
     assert env["GLANCESEG_DATA_DIR"] == str(staged_root / "var/lib/glanceseg")  # the staged root's, not the file's
     assert env["PYTHONPATH"] == str(site) and "GLANCESEG_BIN" not in env
+
+
+def test_a_secret_readable_by_every_user_is_a_warning(check: Callable, staged_root: Path) -> None:
+    """The docs ask for glanceseg.env as root:glanceseg 0640, but `echo ... >` as root makes it
+    0644: the DICOMweb password readable by every local account, and nothing said so."""
+    etc = staged_root / "etc/glanceseg"
+    env, key, toml = etc / "glanceseg.env", etc / "tls/ui.pem", etc / "glanceseg.toml"
+    env.write_text("GLANCESEG_DICOMWEB_PASSWORD=hunter2\n")
+    key.parent.mkdir()
+    key.write_text("-----BEGIN PRIVATE KEY-----\n...\n")
+    (etc / "updates.pub").write_text("-----BEGIN PUBLIC KEY-----\n")
+    toml.write_text(toml.read_text() + '\n[dicomweb]\npassword = ""\n')  # no secret in it
+    for path in (env, key, toml, etc / "updates.pub"):
+        path.chmod(0o640)
+    code, levels = check(status())
+    assert code == 0 and levels["secrets"] == "OK", levels
+    for path in (env, key, toml, etc / "updates.pub"):
+        path.chmod(0o644)
+    code, levels = check(status())
+    assert code == 1 and levels["secrets"] == "WARNING", levels
+    proc = run_script("healthcheck", "--root", str(staged_root))
+    line = next(line for line in proc.stdout.splitlines() if " secrets " in line)
+    assert "/etc/glanceseg/glanceseg.env" in line and "/etc/glanceseg/tls/ui.pem" in line
+    assert "glanceseg.toml" not in line and "updates.pub" not in line and "hunter2" not in proc.stdout
