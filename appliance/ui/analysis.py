@@ -151,12 +151,15 @@ class AnalysisQueue:
                 files.remove_durable(orphan)
         queued = 0
         for key in sorted(complete):
+            name = ""
             try:
                 meta = json.loads((self.spool / f"{key}.json").read_text())
                 patient_id, eye, name = str(meta["patient_id"]), str(meta["eye"]), str(meta["name"])
                 photo = load((self.spool / f"{key}.photo").read_bytes(), name)
             except (OSError, ValueError, KeyError, TypeError, ApplianceError) as exc:
-                logger.error("a queued import (%s) cannot be read back: %s; it stays in %s", key, exc, self.spool)
+                # The refusal names the file, which may be named after the patient: not in the log.
+                reason = str(exc).replace(name, "the photograph") if name else str(exc)
+                logger.error("a queued import (%s) cannot be read back: %s; it stays in %s", key, reason, self.spool)
                 continue
             earlier = self.store.study_of_source(photo.sha256)
             if earlier is not None and (earlier.patient_id, earlier.eye) == (patient_id, eye):

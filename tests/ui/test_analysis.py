@@ -113,3 +113,22 @@ def test_stopping_the_appliance_stops_the_scan_in_flight_and_keeps_its_photograp
     finally:
         again.close()
         again.store.close()
+
+
+def test_a_queued_import_that_cannot_be_read_back_is_logged_without_its_file_name(ui_config, engine, caplog):
+    """The refusal names the file; a file named after the patient went into the journal."""
+    folder = _queue_folder(ui_config)
+    folder.mkdir(parents=True)
+    (folder / "00000000000000000001-000001.photo").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    (folder / "00000000000000000001-000001.json").write_text(json.dumps(
+        {"patient_id": "P-7", "eye": "R", "name": "Smith_John_1957-03-02_OD.jpg"}))
+    with caplog.at_level("DEBUG"):
+        services = Services(config=ui_config, engine=engine)
+        try:
+            assert services.analysis.wait_idle(60)
+        finally:
+            services.close()
+            services.store.close()
+    assert "cannot be read back" in caplog.text and "the photograph" in caplog.text
+    assert "Smith" not in caplog.text and "1957" not in caplog.text and "P-7" not in caplog.text
+    assert (folder / "00000000000000000001-000001.photo").exists()  # left for the technician
