@@ -318,8 +318,10 @@ def export(store: Any, out_dir: Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise StoreError(f"The export folder {out_dir} is not empty.")
-    (out_dir / "tiles").mkdir(parents=True, exist_ok=True)
-    (out_dir / "masks").mkdir(exist_ok=True)
+    # Owner-only (0700 folders, 0600 files) as in the store: the tiles are crops of patients'
+    # retinas; with the process umask a root export was readable by every local user.
+    files.makedirs_durable(out_dir / "tiles")
+    files.makedirs_durable(out_dir / "masks")
     digest = hashlib.sha256()
     counts: dict[str, int] = {"accepted": 0, "rejected": 0, "added": 0, "skipped_no_tile": 0}
     lines = []
@@ -330,21 +332,21 @@ def export(store: Any, out_dir: Path) -> dict[str, Any]:
             continue
         tile_name = f"tiles/{Path(a.tile_path).name}"
         if not (out_dir / tile_name).exists():
-            (out_dir / tile_name).write_bytes(store.path(a.tile_path).read_bytes())
+            files.atomic_write(out_dir / tile_name, store.path(a.tile_path).read_bytes())
         mask_name = f"masks/{a.id}.png"
         ok, png = cv2.imencode(".png", tile_mask(a))
         if not ok:
             raise StoreError("A mask could not be encoded.")
-        (out_dir / mask_name).write_bytes(png.tobytes())
+        files.atomic_write(out_dir / mask_name, png.tobytes())
         line = json.dumps(example_json(a, tile_name, mask_name, groups.get(a.result_id, "")), sort_keys=True)
         lines.append(line)
         digest.update(line.encode() + b"\n")
         digest.update(files.sha256_file(out_dir / tile_name).encode())
         digest.update(hashlib.sha256(png.tobytes()).hexdigest().encode())
         counts[a.decision] += 1
-    (out_dir / "annotations.jsonl").write_text("".join(line + "\n" for line in lines))
+    files.atomic_write(out_dir / "annotations.jsonl", "".join(line + "\n" for line in lines).encode())
     manifest = {"format": EXPORT_FORMAT, "exported_at": utc_now(), "count": len(lines), "counts": counts,
                 "dataset_sha256": digest.hexdigest(), "tile_size": TILE_SIZE, "tile_overlap": TILE_OVERLAP}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    files.atomic_write(out_dir / "manifest.json", (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     logger.info("exported %d annotations to %s", len(lines), out_dir)
     return manifest

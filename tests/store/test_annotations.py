@@ -120,6 +120,26 @@ def test_export_layout(store: Store, tmp_path: Path) -> None:
     assert "P1" not in (out / "annotations.jsonl").read_text()  # no patient identifier
 
 
+def test_export_is_owner_only(store: Store, tmp_path: Path) -> None:
+    """The tiles are crops of patients' retinas: 0600 files in 0700 folders, as in the store,
+    whatever the umask (a root export was 0644, readable by every local user)."""
+    import os
+    import stat
+
+    rid, _ = add_study(store)
+    store.decide(rid, 1, "accept", "dr_a")
+    sign(store, rid)
+    old = os.umask(0o022)
+    try:
+        annotations.export(store, tmp_path / "export")
+    finally:
+        os.umask(old)
+    paths = [tmp_path / "export", *(tmp_path / "export").rglob("*")]
+    assert any(p.suffix == ".png" and p.parent.name == "tiles" for p in paths)
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in paths}
+    assert all(m == ("0o700" if (tmp_path / p).is_dir() else "0o600") for p, m in modes.items()), modes
+
+
 def test_examples_outlive_the_photograph(store: Store, tmp_path: Path) -> None:
     rid, _ = add_study(store)
     store.decide(rid, 1, "accept", "dr_a")
