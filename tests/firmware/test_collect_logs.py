@@ -76,3 +76,24 @@ def test_secrets_are_redacted_however_the_configuration_writes_them(staged_root:
     assert b"secret-" not in toml + env, (toml + env).decode()
     assert b'url = "https://pacs.example/dicom-web"' in toml and b'user = "sync"' in toml
     assert toml.count(b"<redacted>") == 4 and env.count(b"<redacted>") == 2
+
+
+def test_url_credentials_are_redacted_in_every_log_collected(staged_root: Path, tmp_path: Path,
+                                                              fake_glanceseg: Callable[[Optional[str]], None]) -> None:
+    """Only the configuration's URLs lost their user:password@; a log line quoting an update
+    server's URL (older releases logged it in full) went to the vendor as it was."""
+    fake_glanceseg(json.dumps({"version": "0.1.0"}))
+    logs = staged_root / "var/log/glanceseg"
+    logs.mkdir(parents=True)
+    (logs / "glanceseg.log").write_text(
+        "2026-11-27T01:00:00 WARNING model update check failed: Cannot read the update index from "
+        "https://sync:hunter2@updates.example/: 401 Client Error\n2026-11-27T01:00:01 INFO ok\n")
+    out = tmp_path / "support.tar.gz"
+    proc = run_script("collect-logs", "--root", str(staged_root), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        log = tar.extractfile("glanceseg-logs/app-logs/glanceseg.log").read()  # type: ignore[union-attr]
+    assert log == (b"2026-11-27T01:00:00 WARNING model update check failed: Cannot read the update index from "
+                   b"https://<redacted>@updates.example/: 401 Client Error\n2026-11-27T01:00:01 INFO ok\n")
+    assert not any(n.endswith(".redacting") for n in names)
