@@ -97,3 +97,18 @@ def test_url_credentials_are_redacted_in_every_log_collected(staged_root: Path, 
     assert log == (b"2026-11-27T01:00:00 WARNING model update check failed: Cannot read the update index from "
                    b"https://<redacted>@updates.example/: 401 Client Error\n2026-11-27T01:00:01 INFO ok\n")
     assert not any(n.endswith(".redacting") for n in names)
+
+
+def test_an_archive_written_over_an_older_file_is_owner_only(staged_root: Path, tmp_path: Path,
+                                                             fake_glanceseg: Callable[[Optional[str]], None]) -> None:
+    """tar truncates an existing --out file and keeps its mode: a bundle written over a 0644
+    file was readable by every user."""
+    fake_glanceseg(json.dumps({"version": "0.1.0"}))
+    out = tmp_path / "support.tar.gz"
+    out.write_bytes(b"an older bundle")
+    out.chmod(0o644)
+    proc = run_script("collect-logs", "--root", str(staged_root), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    with tarfile.open(out) as tar:
+        assert "glanceseg-logs/status.json" in tar.getnames()
