@@ -172,6 +172,42 @@ def far_from(lesions: list[dict], side: int) -> tuple[float, float]:
     return max(grid, key=lambda p: min(np.hypot(p[0] - l["x"], p[1] - l["y"]) for l in lesions))
 
 
+def test_the_browser_keeps_no_patient_id_typed_on_the_import_page(app, services, fundus_png, tmp_path):
+    """Chromium saved every patient ID typed on the import page in its profile's form history
+    (the kiosk's profile lives on; retention never touches it) and offered them to the next
+    person typing in that field. Checked in the profile's own database after the import."""
+    import sqlite3
+
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    driver = chrome(tmp_path)
+    try:
+        for srv in served(app):
+            login_ui(driver, srv.url, "tom", PIN)
+            wait_text(driver, "Worklist")
+            for form_id, source in (("upload-form", "files"), ("folder-form", None)):
+                driver.get(srv.url + "/import")
+                form = driver.find_element(By.ID, form_id)
+                form.find_element(By.NAME, "patient_id").send_keys(f"PAT-4711-{form_id}")
+                if source:
+                    form.find_element(By.ID, source).send_keys(str(fundus_png))
+                form.find_element(By.NAME, "patient_id").submit()
+                wait_for(driver, "document.readyState == 'complete' && location.pathname != '/import' || "
+                                 "document.body.innerText.indexOf('USB') >= 0")
+            assert services.analysis.wait_idle(300)
+    finally:
+        driver.quit()  # writes the profile's databases
+    web_data = tmp_path / "chrome-profile/Default/Web Data"
+    assert web_data.exists()
+    conn = sqlite3.connect(web_data)
+    try:
+        saved = conn.execute("SELECT name, value FROM autofill").fetchall()
+    finally:
+        conn.close()
+    assert not [row for row in saved if "PAT-4711" in row[1]], saved
+
+
 def test_reading_session_end_to_end(ui_config, engine, tmp_path):
     need_browser()
     from selenium.webdriver.common.by import By
