@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from appliance.config import load_config
@@ -34,6 +35,10 @@ def test_installed_layout(staged_root: Path, models_src: Path) -> None:
         assert (r / "opt/glanceseg/firmware_scripts" / name).is_file()
     assert (r / "etc/udev/rules.d/99-glanceseg-gpio.rules").is_file()
     assert (r / "etc/pam.d/glanceseg-kiosk").is_file()
+    for policy in ("etc/chromium/policies/managed", "etc/chromium-browser/policies/managed"):
+        # One Chromium profile serves every clinician: no saved PINs, no form history.
+        managed = json.loads((r / policy / "glanceseg.json").read_text())
+        assert managed["PasswordManagerEnabled"] is False and managed["AutofillAddressEnabled"] is False
     assert (r / "opt/glanceseg/models/tiny.onnx").read_bytes() == (models_src / "tiny.onnx").read_bytes()
     recorded = (r / "opt/glanceseg/share/manifest.sha256").read_text().strip()
     assert recorded == hashlib.sha256((models_src / "manifest.json").read_bytes()).hexdigest()
