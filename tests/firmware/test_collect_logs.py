@@ -14,6 +14,14 @@ JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
 DICOM = b"\x00" * 128 + b"DICM" + b"\x00" * 32
 
 
+def collect(staged_root: Path, out: Path) -> dict[str, bytes]:
+    """Run ``collect-logs`` into ``out``; return the archive's files by name."""
+    proc = run_script("collect-logs", "--root", str(staged_root), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(out) as tar:
+        return {n: tar.extractfile(n).read() for n in tar.getnames() if tar.getmember(n).isfile()}  # type: ignore[union-attr]
+
+
 def test_archive_has_logs_and_no_patient_data(staged_root: Path, tmp_path: Path,
                                               fake_glanceseg: Callable[[Optional[str]], None]) -> None:
     fake_glanceseg(json.dumps({"version": "0.1.0", "sync": {"pending": 1}}))
@@ -35,11 +43,8 @@ def test_archive_has_logs_and_no_patient_data(staged_root: Path, tmp_path: Path,
                    '# backup = "https://sync:hunter2@pacs2.example/dicom-web"\n')
 
     out = tmp_path / "support.tar.gz"
-    proc = run_script("collect-logs", "--root", str(staged_root), "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    with tarfile.open(out) as tar:
-        names = tar.getnames()
-        contents = {n: tar.extractfile(n).read() for n in names if tar.getmember(n).isfile()}  # type: ignore[union-attr]
+    contents = collect(staged_root, out)
+    names = list(contents)
 
     assert "glanceseg-logs/app-logs/glanceseg.log" in names
     assert "glanceseg-logs/app-logs/glanceseg.log.1" in names
@@ -67,12 +72,8 @@ def test_secrets_are_redacted_however_the_configuration_writes_them(staged_root:
                    '"password" = "secret-5"\n'
                    '[sync]\ndicomweb = { url = "https://pacs.example/dicom-web", password = "secret-6" }\n')
 
-    out = tmp_path / "support.tar.gz"
-    proc = run_script("collect-logs", "--root", str(staged_root), "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    with tarfile.open(out) as tar:
-        toml = tar.extractfile("glanceseg-logs/config/glanceseg.toml").read()  # type: ignore[union-attr]
-        env = tar.extractfile("glanceseg-logs/config/glanceseg.env").read()  # type: ignore[union-attr]
+    contents = collect(staged_root, tmp_path / "support.tar.gz")
+    toml, env = contents["glanceseg-logs/config/glanceseg.toml"], contents["glanceseg-logs/config/glanceseg.env"]
     assert b"secret-" not in toml + env, (toml + env).decode()
     assert b'url = "https://pacs.example/dicom-web"' in toml and b'user = "sync"' in toml
     assert toml.count(b"<redacted>") == 4 and env.count(b"<redacted>") == 2
@@ -88,12 +89,8 @@ def test_url_credentials_are_redacted_in_every_log_collected(staged_root: Path, 
     (logs / "glanceseg.log").write_text(
         "2026-11-27T01:00:00 WARNING model update check failed: Cannot read the update index from "
         "https://sync:hunter2@updates.example/: 401 Client Error\n2026-11-27T01:00:01 INFO ok\n")
-    out = tmp_path / "support.tar.gz"
-    proc = run_script("collect-logs", "--root", str(staged_root), "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    with tarfile.open(out) as tar:
-        names = tar.getnames()
-        log = tar.extractfile("glanceseg-logs/app-logs/glanceseg.log").read()  # type: ignore[union-attr]
+    contents = collect(staged_root, tmp_path / "support.tar.gz")
+    names, log = list(contents), contents["glanceseg-logs/app-logs/glanceseg.log"]
     assert log == (b"2026-11-27T01:00:00 WARNING model update check failed: Cannot read the update index from "
                    b"https://<redacted>@updates.example/: 401 Client Error\n2026-11-27T01:00:01 INFO ok\n")
     assert not any(n.endswith(".redacting") for n in names)
@@ -107,8 +104,5 @@ def test_an_archive_written_over_an_older_file_is_owner_only(staged_root: Path, 
     out = tmp_path / "support.tar.gz"
     out.write_bytes(b"an older bundle")
     out.chmod(0o644)
-    proc = run_script("collect-logs", "--root", str(staged_root), "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
+    assert "glanceseg-logs/status.json" in collect(staged_root, out)
     assert oct(out.stat().st_mode & 0o777) == "0o600"
-    with tarfile.open(out) as tar:
-        assert "glanceseg-logs/status.json" in tar.getnames()
