@@ -366,11 +366,22 @@ class Store(DecisionsMixin, OutboxMixin):
             raise StoreError(f"There is no study {study_id}.")
         return self._study(rows[0])
 
-    def worklist(self, limit: int = 200, offset: int = 0, unreviewed_only: bool = False) -> list[StudyRecord]:
-        """Return studies newest first (by sequence, not by wall clock)."""
-        where = " WHERE NOT EXISTS (SELECT 1 FROM results r WHERE r.study_id = s.id AND r.kind = 'reviewed')" \
-            if unreviewed_only else ""
-        rows = self._q(self._STUDY_SQL + where + " ORDER BY s.seq DESC LIMIT ? OFFSET ?", (limit, offset))
+    def worklist(self, limit: int = 200, offset: int = 0, unreviewed_only: bool = False,
+                 patient_id: Optional[str] = None) -> list[StudyRecord]:
+        """Return studies newest first (by sequence, not by wall clock).
+
+        ``patient_id`` keeps only that patient's studies (the exact ID, as stored): after a few
+        days a station holds more studies than a page shows, and a patient's earlier visit is
+        found by its ID (index ``studies_patient``).
+        """
+        conditions, args = [], []
+        if unreviewed_only:
+            conditions.append("NOT EXISTS (SELECT 1 FROM results r WHERE r.study_id = s.id AND r.kind = 'reviewed')")
+        if patient_id is not None:
+            conditions.append("s.patient_id = ?")
+            args.append(patient_id)
+        where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+        rows = self._q(self._STUDY_SQL + where + " ORDER BY s.seq DESC LIMIT ? OFFSET ?", (*args, limit, offset))
         return [self._study(r) for r in rows]
 
     # -- images ---------------------------------------------------------------------------

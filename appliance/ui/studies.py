@@ -121,9 +121,9 @@ class StoreStudies:
                        [QUALITY_FAULTS.get(k, k) for k in result.quality_reasons])
         return StudyRow(rec.id, rec.patient_id, rec.eye, status, rec.created_at, rec.auto_result_id, [img])
 
-    def studies(self, limit: int = 200) -> list[StudyRow]:
-        """Return the worklist, newest first."""
-        return [self._row(r) for r in self.store.worklist(limit=limit)]
+    def studies(self, limit: int = 200, offset: int = 0, patient_id: Optional[str] = None) -> list[StudyRow]:
+        """Return a page of the worklist, newest first (one patient's studies with ``patient_id``)."""
+        return [self._row(r) for r in self.store.worklist(limit=limit, offset=offset, patient_id=patient_id)]
 
     def study(self, study_id: int) -> Optional[StudyRow]:
         """Return one study, or None."""
