@@ -20,6 +20,11 @@ from appliance.store.results import utc_now
 logger = logging.getLogger(__name__)
 
 
+#: The states before delivery, written as a list the ``outbox_state`` index serves (``state !=
+#: 'delivered'`` reads every delivered item too).
+_UNDELIVERED = "('pending', 'sending')"
+
+
 def _item(r: Any) -> OutboxItem:
     return OutboxItem(
         id=r["id"], seq=r["seq"], idempotency_key=r["idempotency_key"], study_id=r["study_id"],
@@ -100,10 +105,15 @@ class OutboxMixin:
         """Return outbox counts: pending, sending, delivered, failing (pending with an error)."""
         rows = self._q("SELECT state, COUNT(*) AS n, SUM(last_error IS NOT NULL) AS e FROM outbox GROUP BY state")  # type: ignore[attr-defined]
         counts = {r["state"]: (int(r["n"]), int(r["e"] or 0)) for r in rows}
-        last_err = self._q("SELECT last_error FROM outbox WHERE state != 'delivered' AND last_error IS NOT NULL"  # type: ignore[attr-defined]
-                           " ORDER BY seq DESC LIMIT 1")
+        # Per state, newest first along ``outbox_state``: one query over both states walked the
+        # whole outbox by seq (75,000 items after a year) whenever no waiting item had an error.
+        last_err = self._q(  # type: ignore[attr-defined]
+            "SELECT last_error FROM (SELECT * FROM (SELECT seq, last_error FROM outbox WHERE state = 'pending'"
+            " AND last_error IS NOT NULL ORDER BY seq DESC LIMIT 1) UNION ALL SELECT * FROM (SELECT seq, last_error"
+            " FROM outbox WHERE state = 'sending' AND last_error IS NOT NULL ORDER BY seq DESC LIMIT 1))"
+            " ORDER BY seq DESC LIMIT 1")
         last_ok = self._q("SELECT delivered_at FROM outbox WHERE state = 'delivered' ORDER BY delivered_seq DESC LIMIT 1")  # type: ignore[attr-defined]
-        studies = self._q("SELECT COUNT(DISTINCT study_id) FROM outbox WHERE state != 'delivered'")[0][0]  # type: ignore[attr-defined]
+        studies = self._q(f"SELECT COUNT(DISTINCT study_id) FROM outbox WHERE state IN {_UNDELIVERED}")[0][0]  # type: ignore[attr-defined]
         return SyncStatus(
             pending=counts.get("pending", (0, 0))[0], sending=counts.get("sending", (0, 0))[0],
             delivered=counts.get("delivered", (0, 0))[0], failing=counts.get("pending", (0, 0))[1],

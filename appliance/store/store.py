@@ -159,7 +159,7 @@ class Store(DecisionsMixin, OutboxMixin):
                 return 0
             built = sorted(outbox.glob("*.dcm"))
             keep: set[str] = set()
-            for r in self._q("SELECT sop_uid, path FROM outbox WHERE state != 'delivered'"):
+            for r in self._q("SELECT sop_uid, path FROM outbox WHERE state IN ('pending', 'sending')"):
                 keep.add(f"{r['sop_uid']}.dcm")
                 if r["path"]:
                     keep.add(Path(r["path"]).name)
