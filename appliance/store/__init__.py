@@ -23,7 +23,7 @@ Public API (``from appliance.store import Store``), one ``Store(config)`` per pr
 
     # outbox (read by appliance.sync; the UI shows sync_status())
     store.sync_status()                       # -> SyncStatus(pending, sending, delivered, failing, ...)
-    store.outbox(state=None, study_id=None); store.get_item(item_id)
+    store.outbox(state=None, study_id=None); store.undelivered(limit=None); store.get_item(item_id)
     store.due_items(...); store.claim(id); store.record_built(...); store.record_failure(...)
     store.record_delivered(id); store.reset_sending()
 

@@ -84,7 +84,7 @@ def export_undelivered(store: Store, dest: Path) -> ExportReport:
     dest = Path(dest)
     if not dest.is_dir():
         raise StoreError(f"The export destination {dest} is not a folder (is the USB drive mounted?).")
-    items = [i for i in store.outbox() if i.state != "delivered"]
+    items = store.undelivered()
     if not items:
         raise StoreError("There is nothing undelivered to export.")
     built, skipped = _build_each(store, items)

@@ -81,7 +81,7 @@ def queued_items(store: Any, limit: int = 100) -> list[dict[str, Any]]:
     """
     studies: dict[int, Any] = {}
     out = []
-    for item in [i for i in store.outbox() if i.state != "delivered"][:limit]:
+    for item in store.undelivered(limit):
         if item.study_id not in studies:
             studies[item.study_id] = store.get_study(item.study_id)
         study = studies[item.study_id]
