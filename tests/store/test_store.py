@@ -362,3 +362,38 @@ def test_a_failed_commit_leaves_no_files_behind(store, monkeypatch):
     # An exception after the COMMIT: the rows name the files, so they stay.
     store._remove_uncommitted([store.get_image(study.image_id).path])
     store.load_image_rgb(study.image_id)
+
+
+def test_a_retention_pass_looks_only_at_the_files_of_photographs_removed_since_the_last(tmp_path, monkeypatch):
+    """Each pass (after every sync pass, once a minute) looked up on disk every photograph ever
+    removed and its JPEG copies: 45,000 look-ups after a year. Now only those removed since the
+    last pass that finished; the files of a pass interrupted after marking are still removed."""
+    from pathlib import Path
+
+    with Store(make_config(tmp_path / "data", data={"retention_days": 1})) as store:
+        studies = [add_study(store, 30 + k) for k in range(3)]
+        for item in store.outbox():
+            store.claim(item.id)
+            store.record_delivered(item.id)
+        later = time.time() + 2 * 86400
+        assert retention.purge_expired(store, later) == 3
+        photos = {str(store.path(store.get_image(s.image_id).path)) for s in studies}
+        looked: list[str] = []
+        real_exists = Path.exists
+        monkeypatch.setattr(Path, "exists", lambda self: looked.append(str(self)) or real_exists(self))
+        assert retention.purge_expired(store, later) == 0
+        assert not photos & set(looked)
+        monkeypatch.undo()
+        # An interrupted pass: the row marked, the file still there (put back here).
+        fresh = add_study(store, 40)
+        for item in store.outbox(study_id=fresh.id):
+            store.claim(item.id)
+            store.record_delivered(item.id)
+        photo = store.path(store.get_image(fresh.image_id).path)
+        monkeypatch.setattr(retention.files, "remove_durable", lambda path: (_ for _ in ()).throw(OSError("crash")))
+        with pytest.raises(OSError):
+            retention.purge_expired(store, later)
+        monkeypatch.undo()
+        assert store.get_image(fresh.image_id).deleted_at and photo.exists()
+        retention.purge_expired(store, later)
+        assert not photo.exists()
