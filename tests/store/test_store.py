@@ -224,6 +224,27 @@ def test_store_is_shared_by_threads(store):
     assert not errors and len(store.worklist()) == 6 and len(store.outbox()) == 18
 
 
+def _crash_mid_write(data_dir) -> Path:
+    """A process killed (power cut) after writing a study's photograph, before its row: the file
+    and the write-intent mark stay. Returns the orphan file."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import os
+        from appliance.config import load_config
+        from appliance.store import files
+        from appliance.store.store import Store
+        store = Store(load_config(environ={{"GLANCESEG_DATA_DIR": {str(data_dir)!r}}}))
+        with store._writing():
+            files.atomic_write(store.path("studies/2.25.1/photo.png"), b"written, never committed")
+            os._exit(9)
+    """)
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+    return data_dir / "studies" / "2.25.1" / "photo.png"
+
+
 def test_files_of_an_uncommitted_study_are_swept_unless_someone_is_writing(tmp_path):
     import fcntl
     import os
@@ -231,9 +252,8 @@ def test_files_of_an_uncommitted_study_are_swept_unless_someone_is_writing(tmp_p
     config = make_config(tmp_path / "data")
     with Store(config) as store:
         kept = add_study(store, 30)
-    orphan = tmp_path / "data" / "studies" / "2.25.1" / "photo.png"
-    orphan.parent.mkdir(parents=True)
-    orphan.write_bytes(b"written, never committed")
+    orphan = _crash_mid_write(tmp_path / "data")
+    assert orphan.exists() and list((tmp_path / "data" / "writes").iterdir())  # the crashed write's mark
     fd = os.open(str(tmp_path / "data" / "store.lock"), os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_SH)  # another process is mid-write: leave its files alone
     try:
@@ -243,8 +263,29 @@ def test_files_of_an_uncommitted_study_are_swept_unless_someone_is_writing(tmp_p
         os.close(fd)
     with Store(config) as store:
         assert not orphan.parent.exists()
+        assert list((tmp_path / "data" / "writes").iterdir()) == []
         store.load_image_rgb(kept.image_id)
         store.load_result(kept.auto_result_id)
+
+
+def test_opening_the_store_walks_the_studies_only_after_a_write_was_cut_short(tmp_path, monkeypatch):
+    """A year of a busy clinic is 75,000 files under studies/: walking them on every open cost
+    2-3 s for every command, sync timer run and start. Only a crashed write leaves a mark."""
+    walks = []
+    real = Store._sweep_studies
+    monkeypatch.setattr(Store, "_sweep_studies", lambda self: (walks.append(1), real(self))[1])
+    config = make_config(tmp_path / "data")
+    with Store(config) as store:  # a new store: no marks folder yet, so one walk
+        add_study(store, 31)
+    assert walks == [1]
+    for _ in range(3):
+        Store(config).close()
+    assert walks == [1]  # every write finished: nothing to look for
+    _crash_mid_write(tmp_path / "data")
+    Store(config).close()
+    assert walks == [1, 1]
+    Store(config).close()
+    assert walks == [1, 1]
 
 
 def test_sign_off_refused_when_retention_removes_the_photograph_meanwhile(tmp_path, monkeypatch):
