@@ -259,10 +259,13 @@ class ReaderGaze:
         """
         from appliance.ui.gaze_check import finish_check
 
-        check, self.check = self.check, None
+        check = self.check
         if check is None:
             raise ValueError("No gaze check was started.")
-        return finish_check(check)
+        try:
+            return finish_check(check)  # waits for the last target: its gaze stays out of the pipeline
+        finally:
+            self.check = None
 
     def status(self) -> Optional[SourceStatus]:
         """The Neon's status (connected, battery) while it is open; None without a Neon."""
