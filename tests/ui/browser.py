@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -32,6 +32,32 @@ def need_browser() -> None:
         pytest.skip(reason)
 
 
+def serve_in_thread(server: Any, name: str) -> Callable[[], None]:
+    """Run a waitress ``server`` in a named thread; return the function that stops it.
+
+    waitress has no stop: closing shuts its sockets under the select() of that thread, which
+    then fails with EBADF. Expected only while stopping, so only then is it swallowed.
+    """
+    stopping = threading.Event()
+
+    def run() -> None:
+        try:
+            server.run()
+        except OSError:
+            if not stopping.is_set():
+                raise
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        stopping.set()
+        server.close()
+        thread.join(5)
+
+    return stop
+
+
 class LiveServer:
     """The app served by waitress on a free loopback port in a thread."""
 
@@ -39,24 +65,11 @@ class LiveServer:
         self.app = app
         self.server = make_server(app, "127.0.0.1", 0, threads=8)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self._closing = False
-        self.thread = threading.Thread(target=self._run, name="ui-test-server", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.server.run()
-        except OSError:
-            # waitress has no stop: close() shuts its sockets under the select() of this
-            # thread, which then fails with EBADF. Expected only while closing.
-            if not self._closing:
-                raise
+        self._stop = serve_in_thread(self.server, "ui-test-server")
 
     def close(self) -> None:
         self.app.extensions["glanceseg_hub"].close()
-        self._closing = True
-        self.server.close()
-        self.thread.join(5)
+        self._stop()
 
 
 def chrome(tmp_path: Path, size: tuple[int, int] = (1280, 900)) -> Any:

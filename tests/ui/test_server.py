@@ -6,13 +6,14 @@ import datetime
 import http.client
 import ipaddress
 import ssl
-import threading
 
 import pytest
 
 from appliance.errors import ConfigError
 from appliance.ui.app import create_app
 from appliance.ui.server import build_server
+
+from .browser import serve_in_thread
 
 
 def _self_signed(tmp_path, *addresses: str):
@@ -50,8 +51,7 @@ def test_tls_serves_with_secure_cookies(ui_config, tmp_path):
     server, url, listener = build_server(app, config)
     assert url.startswith("https://127.0.0.1:")
     port = listener.getsockname()[1]
-    t = threading.Thread(target=server.run, name="ui-tls-test", daemon=True)
-    t.start()
+    stop = serve_in_thread(server, "ui-tls-test")
     try:
         ctx = ssl.create_default_context(cafile=str(cert))
         conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
@@ -68,7 +68,7 @@ def test_tls_serves_with_secure_cookies(ui_config, tmp_path):
             plain.request("GET", "/setup")
             plain.getresponse().read()
     finally:
-        server.close()
+        stop()
         listener.close()
         app.extensions["glanceseg_hub"].close()
 
@@ -87,7 +87,7 @@ def test_tls_terminator_drops_silent_connections_and_caps_them(ui_config, tmp_pa
     app = create_app(config)
     server, _, listener = build_server(app, config)
     port = listener.getsockname()[1]
-    threading.Thread(target=server.run, name="ui-tls-cap", daemon=True).start()
+    stop = serve_in_thread(server, "ui-tls-cap")
     def dropped(s: socket.socket) -> bool:
         try:
             return s.recv(1) == b""
@@ -111,7 +111,7 @@ def test_tls_terminator_drops_silent_connections_and_caps_them(ui_config, tmp_pa
     finally:
         for s in silent:
             s.close()
-        server.close()
+        stop()
         listener.close()
         app.extensions["glanceseg_hub"].close()
 
@@ -150,7 +150,7 @@ def test_login_limits_see_the_lan_clients_address_through_the_tls_terminator(ui_
     add_users(config)
     server, _, listener = build_server(app, config)
     port = listener.getsockname()[1]
-    threading.Thread(target=server.run, name="ui-tls-peer", daemon=True).start()
+    stop = serve_in_thread(server, "ui-tls-peer")
 
     def login(host: str, name: str, pin: str) -> int:
         with requests.Session() as browser:
@@ -166,6 +166,6 @@ def test_login_limits_see_the_lan_clients_address_through_the_tls_terminator(ui_
         assert login(lan, "clara", PIN) == 401           # that LAN address is blocked...
         assert login("127.0.0.1", "clara", PIN) == 302   # ...the touchscreen is not
     finally:
-        server.close()
+        stop()
         listener.close()
         app.extensions["glanceseg_hub"].close()
