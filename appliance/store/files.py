@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -74,7 +75,9 @@ def atomic_write(path: Path, data: bytes) -> str:
     """
     path = Path(path)
     makedirs_durable(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    # Per process and thread: two threads writing one path (two requests for one photograph's
+    # browser copy) must not write into the same temporary file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}{TMP_SUFFIX}")
     try:
         fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
 import cv2
 from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 
+from appliance.store import files
 from appliance.store.retention import DERIVED_COPY_FOLDERS
 from appliance.ui.app import audit, get_config, get_services, get_studies
 from appliance.ui.importing import (ImportRefused, candidate_folders, check_patient, folder_files, import_bytes,
@@ -103,14 +102,10 @@ def _cached_jpeg(image_id: int, kind: str, max_side: int = 0) -> Path:
         if max_side and max(bgr.shape[:2]) > max_side:
             f = max_side / max(bgr.shape[:2])
             bgr = cv2.resize(bgr, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-        # Owner-only, as every file of the store: these are the patient's photograph too; with
-        # the process umask they were world-readable (0644) beside the store's 0600 files.
-        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        tmp = cache.with_suffix(f".{threading.get_ident()}.tmp")
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-            out.write(buf.tobytes())
-        tmp.replace(cache)
+        # Owner-only (0600 in 0700 folders), as every file of the store: these are the patient's
+        # photograph too; with the process umask they were world-readable.
+        files.atomic_write(cache, buf.tobytes())
     return cache
 
 
